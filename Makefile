@@ -1,0 +1,53 @@
+# lumbar: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+DATA ?= data
+PATIENTS ?= 12
+WORKERS ?= 2
+
+.PHONY: help venv install demo test test-all lint bench bench-ingest clean
+
+help:
+	@echo "make demo      create .venv, install, and run the main job on synthetic data"
+	@echo "make test      create/update .venv, install .[dev] and run the test suite"
+	@echo "make test-all  the suite including slow tests"
+	@echo "make lint      ruff"
+	@echo "make bench     the benchmarks in bench/"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "lumbar needs Python 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv install: $(STAMP)
+
+demo: $(STAMP)
+	@rm -rf $(DATA)/demo
+	$(BIN)/lumbar synth pacs $(DATA)/demo/export --patients $(PATIENTS) --seed 0 --workers $(WORKERS)
+	$(BIN)/lumbar dataset build --source $(DATA)/demo/export --labels $(DATA)/demo/export/labels.csv \
+		--out $(DATA)/demo/dataset-c --workers $(WORKERS)
+	$(BIN)/lumbar dataset describe $(DATA)/demo/dataset-c
+	@echo "Dataset C is in $(DATA)/demo/dataset-c (manifest.csv, datacard.md, report.json, images/, roi/)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench components pipelines
+	$(BIN)/ruff format --check src tests bench components pipelines
+
+bench bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache

@@ -1,0 +1,628 @@
+"""Dataset C: from a PACS DICOM export to a selected, de-identified, labelled, ROI-cropped, split dataset.
+
+The build runs in stages, each streaming over the export:
+
+1. Index every file by its header only (parallel over ``workers`` processes).
+2. Identify each patient's series and apply the paper's slice-selection rule.
+3. Decode only the selected frames, window them to 8 bits and write lossless PNG files named by
+   pseudonym as in the paper's Table 2, with the ROI crop beside each axial disc image.
+4. Join the grading file, split by patient (or by image) stratified on the binary label, and write
+   ``manifest.csv``, ``datacard.md`` and ``report.json``, which accounts for every input file.
+
+The build writes into a hidden sibling folder and renames it into place at the end, so a crash never
+leaves a half-written dataset where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import multiprocessing
+import os
+import re
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lumbar import __version__
+from lumbar.deid import Pseudonymizer, name_variants
+from lumbar.dicom import FrameRecord, IndexResult, SeriesRules, classify_series, decode_frame, order_frames, read_header
+from lumbar.errors import InputError
+from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES, Grades, LabelProblem, load_labels
+from lumbar.progress import NullProgress, Progress
+from lumbar.roi import crop_roi
+from lumbar.selection import (
+    AXIAL_DISC_ORDER,
+    DISC_LEVELS,
+    DISCS,
+    ITEMS,
+    MIN_AXIAL_FRAMES,
+    Item,
+    axial_frames,
+    myelo_frames,
+    sagittal_frame,
+)
+from lumbar.split import SPLITS, stratified_assign
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "patient", "item", "disc", "series", "source_frame", "image_path", "roi_path",
+    "disc_state", "herniation", "scs", "rfs", "lfs", "label", "split",
+)
+SPLIT_BY: tuple[str, ...] = ("patient", "image")
+_DOCUMENT_SUFFIXES = {".csv", ".txt", ".md", ".json", ".xml", ".html", ".htm", ".pdf", ".ini", ".log", ".yaml", ".yml"}
+_SERIES_TITLES = {"sag_t2": "sagittal T2", "ax_t2": "axial T2", "myelo": "myelography"}
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Settings of a Dataset C build.
+
+    Attributes:
+        source: The PACS export folder (any tree of DICOM files).
+        out: The dataset folder to write (replaced if it holds an earlier build).
+        labels: The grading CSV file, or None to build images only.
+        key_secret_env: Environment variable holding the pseudonymisation secret; None uses
+            ``LUMBAR_PSEUDONYM_SECRET`` when set, else a random secret for this build only.
+        split_by: ``patient`` (no patient in two splits; default) or ``image`` (the paper's setting).
+        fractions: Train / validation / test shares (paper: 75/15/10).
+        seed: Split seed.
+        workers: Processes for indexing and decoding.
+        strict: Fail (exit non-zero) on any problem instead of building what can be built.
+        write_key: Where to write the pseudonym -> PatientID key (never inside ``out``), or None.
+        rules: Series identification rules.
+    """
+
+    source: Path
+    out: Path
+    labels: Path | None = None
+    key_secret_env: str | None = None
+    split_by: str = "patient"
+    fractions: tuple[float, float, float] = (0.75, 0.15, 0.10)
+    seed: int = 0
+    workers: int = 1
+    strict: bool = False
+    write_key: Path | None = None
+    rules: SeriesRules = field(default_factory=SeriesRules)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", Path(self.source))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", Path(self.labels))
+        if self.write_key is not None:
+            object.__setattr__(self, "write_key", Path(self.write_key))
+        if self.split_by not in SPLIT_BY:
+            raise InputError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
+        if len(self.fractions) != 3 or abs(sum(self.fractions) - 1) > 1e-6 or min(self.fractions) < 0:
+            raise InputError(f"split fractions must be three non-negative shares summing to 1, got {self.fractions}")
+        if self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if not self.source.is_dir():
+            raise InputError(f"source folder {self.source} does not exist or is not a folder")
+        if self.labels is not None and not self.labels.is_file():
+            raise InputError(f"labels file {self.labels} does not exist")
+        out, source = self.out.resolve(), self.source.resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise InputError(f"output folder {self.out} must be outside the source folder {self.source} and not contain it")
+        if self.write_key is not None:
+            key = self.write_key.resolve()
+            if key == out or out in key.parents:
+                raise InputError(f"--write-key {self.write_key} is inside the dataset folder; the key must stay apart from it")
+
+
+@dataclass
+class BuildResult:
+    """What a build produced."""
+
+    out: Path
+    images: int
+    labelled_images: int
+    patients: int
+    files: Counter
+    problems: int
+    ephemeral_secret: bool
+    labels_given: bool
+
+    @property
+    def usable(self) -> bool:
+        """True when at least one labelled image (or, built without labels, any image) was written."""
+        return self.labelled_images > 0 if self.labels_given else self.images > 0
+
+
+@dataclass(slots=True)
+class _Selected:
+    item: Item
+    frame: FrameRecord | None
+    source_frame: int
+    reason: str = ""
+    problem: bool = True
+
+
+@dataclass(slots=True)
+class _PatientJob:
+    source: str
+    out: str
+    pseudonym: str
+    selections: list[_Selected]
+
+
+@dataclass(slots=True)
+class _ItemResult:
+    item: Item
+    source_frame: int
+    ok: bool
+    reason: str = ""
+    problem: bool = True
+    image_path: str = ""
+    roi_path: str = ""
+    file: str = ""
+
+
+def _iter_files(source: Path) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        for name in sorted(filenames):
+            files.append(Path(dirpath, name).relative_to(source).as_posix())
+    return files
+
+
+def _index_one(args: tuple[str, str]) -> IndexResult:
+    root, relpath = args
+    result = read_header(root, relpath)
+    if result.status == "quarantined" and result.reason.startswith("not a DICOM file"):
+        if Path(relpath).suffix.lower() in _DOCUMENT_SUFFIXES:
+            return IndexResult(relpath, status="not_needed", reason=f"not DICOM ({Path(relpath).suffix.lower()} document)")
+    return result
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+
+
+def _map(fn, jobs: Sequence, workers: int, chunksize: int = 1) -> Iterable:  # type: ignore[no-untyped-def]
+    if workers <= 1 or len(jobs) <= 1:
+        return map(fn, jobs)
+    pool = _pool(workers)
+
+    def results() -> Iterable:
+        with pool:
+            yield from pool.map(fn, jobs, chunksize=chunksize)
+
+    return results()
+
+
+def _write_patient(job: _PatientJob) -> list[_ItemResult]:
+    """Decode the selected frames of one patient and write their PNG (and ROI) files."""
+    from PIL import Image
+
+    results = []
+    for sel in job.selections:
+        if sel.frame is None:
+            results.append(_ItemResult(sel.item, sel.source_frame, False, sel.reason, sel.problem))
+            continue
+        try:
+            pixels = decode_frame(job.source, sel.frame)
+        except ValueError as exc:
+            results.append(_ItemResult(sel.item, sel.source_frame, False, str(exc), file=sel.frame.path))
+            continue
+        name = sel.item.filename(job.pseudonym)
+        image_path = f"images/{name}"
+        Image.fromarray(pixels).save(Path(job.out, image_path), format="PNG")
+        roi_path = ""
+        if sel.item.series == "ax_t2":
+            roi_path = f"roi/{name}"
+            Image.fromarray(crop_roi(pixels)).save(Path(job.out, roi_path), format="PNG")
+        results.append(_ItemResult(sel.item, sel.source_frame, True, "", False, image_path, roi_path, sel.frame.path))
+    return results
+
+
+class _Accounting:
+    """Keeps one status per input file (used > quarantined > not_needed)."""
+
+    _RANK = {"not_needed": 0, "quarantined": 1, "used": 2}
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict] = {}
+
+    def mark(self, path: str, status: str, reason: str = "", patient: str | None = None, series: str | None = None) -> None:
+        entry = self.files.get(path)
+        if entry is None or self._RANK[status] > self._RANK[entry["status"]]:
+            self.files[path] = {"path": path, "status": status, "reason": reason, "patient": patient, "series": series}
+
+    def counts(self) -> Counter:
+        return Counter(entry["status"] for entry in self.files.values())
+
+
+def _select_series(
+    frames: list[FrameRecord], rules: SeriesRules, accounting: _Accounting, pseudonym: str
+) -> tuple[dict[str, list[FrameRecord | None]], dict[str, str]]:
+    """Group a patient's frames into series, pick one series per needed kind and order its frames.
+
+    Returns:
+        ``(ordered, missing)``: ordered frame slots per kind (``sag_t2``, ``ax_t2``, ``myelo``) and
+        the reason each needed kind is unavailable.
+    """
+    by_series: dict[str, list[FrameRecord]] = defaultdict(list)
+    for frame in frames:
+        by_series[frame.series_uid].append(frame)
+    candidates: dict[str, list[list[FrameRecord]]] = defaultdict(list)
+    for series_frames in by_series.values():
+        kind = classify_series(series_frames, rules)
+        if kind in _SERIES_TITLES:
+            candidates[kind].append(series_frames)
+        else:
+            desc = series_frames[0].description or "no description"
+            for f in series_frames:
+                accounting.mark(f.path, "not_needed", f"series {kind} ({desc}) is not used by the selection rule", pseudonym, kind)
+    ordered: dict[str, list[FrameRecord | None]] = {}
+    missing: dict[str, str] = {}
+    for kind, title in _SERIES_TITLES.items():
+        options = sorted(candidates.get(kind, []), key=lambda s: (len({(f.path, f.frame_index) for f in s}), s[0].series_number))
+        if not options:
+            missing[kind] = f"no {title} series found"
+            continue
+        chosen = options[-1]
+        for other in options[:-1]:
+            for f in other:
+                accounting.mark(f.path, "not_needed", f"another {title} series (number {chosen[0].series_number}) was selected",
+                                pseudonym, kind)
+        try:
+            slots = order_frames(chosen)
+        except ValueError as exc:
+            missing[kind] = f"{title} series: {exc}"
+            for f in chosen:
+                accounting.mark(f.path, "quarantined", f"{title} series: {exc}", pseudonym, kind)
+            continue
+        if kind == "ax_t2" and len(slots) < MIN_AXIAL_FRAMES:
+            reason = f"axial T2 series has {len(slots)} frames; the selection rule needs at least {MIN_AXIAL_FRAMES}"
+            missing[kind] = reason
+            for f in chosen:
+                accounting.mark(f.path, "quarantined", reason, pseudonym, kind)
+            continue
+        ordered[kind] = slots
+    return ordered, missing
+
+
+def _selections(ordered: dict[str, list[FrameRecord | None]], missing: dict[str, str],
+                accounting: _Accounting, pseudonym: str) -> list[_Selected]:
+    """Apply the paper's rule to the ordered series; mark unselected frames as not needed."""
+    picks: list[_Selected] = []
+    frame_numbers: dict[str, list[tuple[Item, int]]] = {
+        "sag_t2": [(ITEMS[2], sagittal_frame(len(ordered["sag_t2"])))] if "sag_t2" in ordered else [],
+        "ax_t2": [(next(i for i in ITEMS if i.disc == d), n) for d, n in axial_frames().items()] if "ax_t2" in ordered else [],
+        "myelo": list(zip(ITEMS[:2], myelo_frames(len(ordered["myelo"])), strict=False)) if "myelo" in ordered else [],
+    }
+    for kind, title in _SERIES_TITLES.items():
+        items = [i for i in ITEMS if i.series == kind]
+        if kind not in ordered:
+            picks.extend(_Selected(item, None, 0, missing.get(kind, f"no {title} series")) for item in items)
+            continue
+        slots = ordered[kind]
+        chosen = {n for _, n in frame_numbers[kind]}
+        for number, frame in enumerate(slots, start=1):
+            if frame is not None and number not in chosen:
+                reason = frame.problem or f"{title} frame {number} of {len(slots)} is not selected"
+                accounting.mark(frame.path, "quarantined" if frame.problem else "not_needed", reason, pseudonym, kind)
+        numbered = dict(frame_numbers[kind])
+        for item in items:
+            if item not in numbered:  # a myelography series with a single frame has no second image
+                picks.append(_Selected(item, None, 0, f"{title} series has only {len(slots)} frame(s)", problem=False))
+                continue
+            number = numbered[item]
+            frame = slots[number - 1]
+            if frame is None:
+                picks.append(_Selected(item, None, number, f"{title} frame {number} is missing from the export"))
+            else:
+                picks.append(_Selected(item, frame, number))
+    return picks
+
+
+def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> BuildResult:
+    """Build Dataset C from a PACS export.
+
+    Args:
+        config: The build settings.
+        progress: Progress sink (files indexed, images written).
+
+    Returns:
+        A :class:`BuildResult` summary; the dataset is in ``config.out``.
+
+    Raises:
+        InputError: For unusable options or an unreadable labels file (missing columns).
+    """
+    progress = progress or NullProgress()
+    pseudonymizer = Pseudonymizer.from_env(config.key_secret_env)
+    grades: dict[tuple[str, str], Grades] = {}
+    label_problems: list[LabelProblem] = []
+    if config.labels is not None:
+        grades, label_problems = load_labels(config.labels)
+
+    out = config.out
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if out.exists() and any(out.iterdir()) and not (out / "manifest.csv").exists():
+        raise InputError(f"output folder {out} exists and is not a dataset built by lumbar; choose an empty or new folder")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "images").mkdir(parents=True)
+    (work / "roi").mkdir()
+
+    # 1. index headers
+    files = _iter_files(config.source)
+    accounting = _Accounting()
+    advance = progress.task("indexing files", len(files))
+    frames_by_patient: dict[str, list[FrameRecord]] = defaultdict(list)
+    names: dict[str, str] = {}
+    chunk = max(1, min(64, len(files) // (config.workers * 8) or 1))
+    for result in _map(_index_one, [(str(config.source), f) for f in files], config.workers, chunk):
+        if result.status != "indexed":
+            accounting.mark(result.path, result.status, result.reason)
+        for frame in result.frames:
+            frames_by_patient[frame.patient_id].append(frame)
+            names.setdefault(frame.patient_id, frame.patient_name)
+        advance(1)
+
+    # 2. select
+    pseudonyms = {pid: pseudonymizer.pseudonym(pid) for pid in frames_by_patient}
+    jobs: list[_PatientJob] = []
+    for patient_id in sorted(frames_by_patient, key=lambda p: pseudonyms[p]):
+        pseudonym = pseudonyms[patient_id]
+        patient_frames = frames_by_patient.pop(patient_id)
+        ordered, missing = _select_series(patient_frames, config.rules, accounting, pseudonym)
+        jobs.append(_PatientJob(str(config.source), str(work), pseudonym, _selections(ordered, missing, accounting, pseudonym)))
+        for frame in patient_frames:  # frames with no other verdict (should not happen) are still accounted for
+            if frame.path not in accounting.files:
+                accounting.mark(frame.path, "not_needed", "not selected", pseudonym)
+
+    # 3. decode and write
+    advance = progress.task("writing images", sum(len(j.selections) for j in jobs))
+    rows: list[dict] = []
+    patients_report: list[dict] = []
+    for job, results in zip(jobs, _map(_write_patient, jobs, config.workers), strict=True):
+        missing_items, notes = [], []
+        for res in results:
+            advance(1)
+            if res.ok:
+                accounting.mark(res.file, "used", f"image {res.item.number}", job.pseudonym, res.item.series)
+                rows.append({
+                    "patient": job.pseudonym, "item": res.item.number, "disc": res.item.disc, "series": res.item.series,
+                    "source_frame": res.source_frame, "image_path": res.image_path, "roi_path": res.roi_path,
+                })
+            else:
+                if res.file:
+                    accounting.mark(res.file, "quarantined", res.reason, job.pseudonym, res.item.series)
+                (missing_items if res.problem else notes).append({"item": res.item.number, "reason": res.reason})
+        patients_report.append({
+            "patient": job.pseudonym,
+            "images": sum(r.ok for r in results),
+            "missing": missing_items,
+            "notes": notes,
+        })
+
+    # 4. labels, split, outputs
+    pid_of = {p: pid for pid, p in pseudonyms.items()}
+    labelled_patients = {pid for pid, _ in grades}
+    without_images = []
+    written_discs = {(r["patient"], r["disc"]) for r in rows if r["disc"]}
+    for (pid, disc), _ in sorted(grades.items()):
+        pseudonym = pseudonymizer.pseudonym(pid)
+        if (pseudonym, disc) not in written_discs:
+            reason = "no images for this patient in the export" if pid not in pseudonyms else "no axial image for this disc"
+            without_images.append({"patient": pseudonym, "disc": disc, "reason": reason})
+    for row in rows:
+        pid = pid_of[row["patient"]]
+        g = grades.get((pid, row["disc"])) if row["disc"] else None
+        for name in GRADE_FIELDS:
+            row[name] = getattr(g, name) if g else ""
+        row["label"] = g.label if g else ""
+    patients_without_labels = sorted(p for pid, p in pseudonyms.items() if pid not in labelled_patients)
+    _assign_splits(rows, config)
+
+    manifest_path = work / "manifest.csv"
+    with manifest_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["patient"], ITEMS.index(next(i for i in ITEMS if i.number == r["item"])))))
+
+    identifiers: dict[str, str] = {}
+    for pid, pseudonym in pseudonyms.items():
+        identifiers[pid] = pseudonym
+        for variant in name_variants(names.get(pid, "")):
+            identifiers[variant] = pseudonym
+    for pid, _ in grades:
+        identifiers.setdefault(pid, pseudonymizer.pseudonym(pid))
+
+    counts = accounting.counts()
+    labelled = sum(1 for r in rows if r["label"] != "")
+    report = {
+        "lumbar_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "settings": {
+            "split_by": config.split_by, "fractions": list(config.fractions), "seed": config.seed,
+            "pseudonym_secret": "random for this build (pseudonyms are not stable)" if pseudonymizer.ephemeral
+            else "from the environment (stable pseudonyms)",
+        },
+        "summary": {
+            "files": len(files), "used": counts.get("used", 0), "not_needed": counts.get("not_needed", 0),
+            "quarantined": counts.get("quarantined", 0), "patients": len(pseudonyms), "images": len(rows),
+            "labelled_images": labelled, "label_rows": len(grades), "bad_label_values": len(label_problems),
+        },
+        "files": [accounting.files[f] for f in sorted(accounting.files)],
+        "patients": patients_report,
+        "labels": {
+            "bad_values": [vars(p) for p in label_problems],
+            "without_images": without_images,
+            "patients_without_labels": patients_without_labels,
+        },
+    }
+    unaccounted = set(files) - set(accounting.files)
+    if unaccounted:  # a bug, never a silent drop
+        raise RuntimeError(f"{len(unaccounted)} input file(s) were not accounted for, e.g. {sorted(unaccounted)[0]}")
+    _write_scrubbed(work / "report.json", json.dumps(report, indent=2, ensure_ascii=False), identifiers)
+    _write_scrubbed(work / "datacard.md", datacard(rows, report, config), identifiers)
+
+    if config.write_key is not None:
+        config.write_key.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(config.write_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["pseudonym", "patient_id"])
+            for pid, pseudonym in sorted(pseudonyms.items(), key=lambda kv: kv[1]):
+                writer.writerow([pseudonym, pid])
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work.rename(out)
+    problems = counts.get("quarantined", 0) + len(label_problems) + len(without_images) + sum(
+        len(p["missing"]) for p in patients_report) + (len(patients_without_labels) if config.labels else 0)
+    return BuildResult(out, len(rows), labelled, len(pseudonyms), counts, problems, pseudonymizer.ephemeral,
+                       config.labels is not None)
+
+
+def _write_scrubbed(path: Path, text: str, identifiers: dict[str, str]) -> None:
+    """Write text after replacing every known identifier (as a whole token) by its pseudonym."""
+    if identifiers:
+        pattern = re.compile(
+            r"(?<![A-Za-z0-9])(" + "|".join(re.escape(k) for k in sorted(identifiers, key=len, reverse=True)) + r")(?![A-Za-z0-9])",
+            re.IGNORECASE,
+        )
+        lowered = {k.lower(): v for k, v in identifiers.items()}
+        text = pattern.sub(lambda m: lowered[m.group(1).lower()], text)
+    path.write_text(text, encoding="utf-8")
+
+
+def _assign_splits(rows: list[dict], config: BuildConfig) -> None:
+    for row in rows:
+        row["split"] = ""
+    if config.split_by == "patient":
+        abnormal: Counter = Counter()
+        labelled: set[str] = set()
+        for row in rows:
+            if row["label"] != "":
+                labelled.add(row["patient"])
+                abnormal[row["patient"]] += int(row["label"])
+        patients = sorted(labelled)
+        assignment = stratified_assign(patients, [abnormal[p] for p in patients], config.fractions, SPLITS, config.seed)
+        for row in rows:
+            row["split"] = assignment.get(row["patient"], "")
+    else:
+        keyed = [(f"{r['patient']}_{r['item']}", r) for r in rows if r["label"] != ""]
+        assignment = stratified_assign([k for k, _ in keyed], [r["label"] for _, r in keyed], config.fractions, SPLITS,
+                                       config.seed)
+        for key, row in keyed:
+            row["split"] = assignment[key]
+
+
+# --------------------------------------------------------------------------------------------------
+# Data card and description (paper Table 5 layout)
+# --------------------------------------------------------------------------------------------------
+
+
+def grade_table(rows: Iterable[dict], field_name: str) -> list[list[str]]:
+    """Counts of each grade of ``field_name`` per disc level, as rows ``[name, L1-L2, ..., L5-S1, total]``."""
+    counts: Counter = Counter()
+    for row in rows:
+        if row.get(field_name, "") not in ("", None) and row.get("disc"):
+            counts[(int(row[field_name]), row["disc"])] += 1
+    table = []
+    for grade, name in enumerate(GRADE_NAMES[field_name]):
+        values = [counts[(grade, d)] for d in DISCS]
+        table.append([f"{grade} {name}", *map(str, values), str(sum(values))])
+    totals = [sum(counts[(g, d)] for g in range(4)) for d in DISCS]
+    if field_name == "disc_state":
+        abnormal = [sum(counts[(g, d)] for g in (1, 2, 3)) for d in DISCS]
+        table.append(["abnormal (1-3)", *map(str, abnormal), str(sum(abnormal))])
+    table.append(["total", *map(str, totals), str(sum(totals))])
+    return table
+
+
+def split_table(rows: Iterable[dict]) -> list[list[str]]:
+    """Patients, labelled images and class balance per split, as rows ``[split, patients, images, normal, abnormal, %]``."""
+    patients: dict[str, set] = defaultdict(set)
+    counts: Counter = Counter()
+    for row in rows:
+        if row.get("label", "") in ("", None):
+            continue
+        split = row.get("split") or "(none)"
+        patients[split].add(row["patient"])
+        counts[(split, int(row["label"]))] += 1
+    table = []
+    for split in [*SPLITS, "(none)"]:
+        if split not in patients:
+            continue
+        normal, abnormal = counts[(split, 0)], counts[(split, 1)]
+        total = normal + abnormal
+        table.append([split, str(len(patients[split])), str(total), str(normal), str(abnormal),
+                      f"{100 * abnormal / total:.1f}" if total else "-"])
+    return table
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def datacard(rows: list[dict], report: dict, config: BuildConfig) -> str:
+    """Return the data card (Markdown): provenance, Table 5 counts, split sizes, and what was left out."""
+    s = report["summary"]
+    levels = [DISC_LEVELS[d] for d in DISCS]
+    parts = [
+        "# Dataset C data card",
+        "",
+        f"Built by lumbar {__version__} on {report['created']}. Images are 8-bit lossless PNG selected by the paper's rule "
+        "(sagittal T2 frame floor(n/2)+1; axial T2 frames 3, 8, 13, 18, 23 for L5-S1 ... L1-L2; two myelography frames) "
+        "and named by pseudonym as in the paper's Table 2; axial disc images have an ROI crop (Equation 3) in `roi/`.",
+        "",
+        f"- Patients: {s['patients']}; images: {s['images']}; labelled disc images: {s['labelled_images']}",
+        f"- Input files: {s['files']} ({s['used']} used, {s['not_needed']} not needed, {s['quarantined']} quarantined; "
+        "see `report.json`)",
+        f"- Split: by {config.split_by}, {'/'.join(str(round(f * 100)) for f in config.fractions)} "
+        f"(train/val/test), stratified on the binary label, seed {config.seed}",
+        f"- Pseudonyms: HMAC-SHA256 of the PatientID, secret {report['settings']['pseudonym_secret']}",
+        "",
+        "## Disc state per level (paper Table 5 layout)",
+        "",
+        _markdown([FIELD_TITLES["disc_state"], *levels, "Total"], grade_table(rows, "disc_state")),
+        "",
+        "## Split sizes (labelled disc images)",
+        "",
+        _markdown(["Split", "Patients", "Images", "Normal", "Abnormal", "Abnormal %"], split_table(rows)),
+        "",
+        "## Other grades per level",
+        "",
+    ]
+    for field_name in GRADE_FIELDS[1:]:
+        parts += [_markdown([FIELD_TITLES[field_name], *levels, "Total"], grade_table(rows, field_name)), ""]
+    parts += [
+        "## Left out",
+        "",
+        f"- Quarantined input files: {s['quarantined']}",
+        f"- Bad values in the grading file: {s['bad_label_values']}",
+        f"- Graded discs without an image: {len(report['labels']['without_images'])}",
+        f"- Patients with images but no grades: {len(report['labels']['patients_without_labels'])}",
+        f"- Patients with missing images: {sum(1 for p in report['patients'] if p['missing'])}",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def read_manifest(dataset: str | Path) -> list[dict]:
+    """Read a dataset's ``manifest.csv`` as a list of row dicts.
+
+    Raises:
+        InputError: If the folder has no readable manifest with the expected columns.
+    """
+    path = Path(dataset) / "manifest.csv"
+    if not path.is_file():
+        raise InputError(f"{dataset} is not a lumbar dataset: {path} does not exist")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"manifest {path} lacks the column(s) {', '.join(missing)}")
+        return list(reader)
