@@ -75,8 +75,9 @@ def synth_pacs(
 
     with _clear_errors():
         try:
-            config = SynthConfig(patients=patients, seed=seed, size=size, compression=compression, first_id=first_id,
-                                 workers=workers)
+            config = SynthConfig(
+                patients=patients, seed=seed, size=size, compression=compression, first_id=first_id, workers=workers
+            )
         except ValueError as exc:
             raise LumbarError(str(exc)) from exc
         with rich_progress("patients", _show_progress()) as progress:
@@ -88,18 +89,30 @@ def synth_pacs(
 def dataset_build(
     source: Annotated[Path, typer.Option("--source", help="PACS export folder (any tree of DICOM files).")],
     out: Annotated[Path, typer.Option("--out", help="Dataset folder to write.")],
-    labels: Annotated[Path | None, typer.Option("--labels", help="Grading CSV (patient_id,disc,disc_state,...).")] = None,
-    key_secret_env: Annotated[str | None, typer.Option(
-        "--key-secret-env", help="Environment variable holding the pseudonymisation secret "
-        "(default: LUMBAR_PSEUDONYM_SECRET if set, else a random secret for this build).")] = None,
-    split_by: Annotated[str, typer.Option(help="patient (no patient in two splits) | image (the paper's setting).")] = "patient",
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Grading CSV (patient_id,disc,disc_state,...).")
+    ] = None,
+    key_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            "--key-secret-env",
+            help="Environment variable holding the pseudonymisation secret "
+            "(default: LUMBAR_PSEUDONYM_SECRET if set, else a random secret for this build).",
+        ),
+    ] = None,
+    split_by: Annotated[
+        str, typer.Option(help="patient (no patient in two splits) | image (the paper's setting).")
+    ] = "patient",
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes for indexing and decoding.")] = 1,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero on any problem in the input.")] = False,
-    write_key: Annotated[Path | None, typer.Option(
-        "--write-key", help="Write the pseudonym -> PatientID key here (mode 0600; never inside --out).")] = None,
-    series_map: Annotated[Path | None, typer.Option(
-        "--series-map", help="YAML file overriding the series identification keywords.")] = None,
+    write_key: Annotated[
+        Path | None,
+        typer.Option("--write-key", help="Write the pseudonym -> PatientID key here (mode 0600; never inside --out)."),
+    ] = None,
+    series_map: Annotated[
+        Path | None, typer.Option("--series-map", help="YAML file overriding the series identification keywords.")
+    ] = None,
 ) -> None:
     """Build Dataset C: select, de-identify, label, crop and split the images of a PACS export."""
     from lumbar.dataset_c import BuildConfig, build_dataset_c
@@ -108,19 +121,33 @@ def dataset_build(
 
     with _clear_errors():
         rules = SeriesRules.from_yaml(series_map) if series_map else SeriesRules()
-        config = BuildConfig(source=source, out=out, labels=labels, key_secret_env=key_secret_env, split_by=split_by,
-                             seed=seed, workers=workers, strict=strict, write_key=write_key, rules=rules)
+        config = BuildConfig(
+            source=source,
+            out=out,
+            labels=labels,
+            key_secret_env=key_secret_env,
+            split_by=split_by,
+            seed=seed,
+            workers=workers,
+            strict=strict,
+            write_key=write_key,
+            rules=rules,
+        )
         with rich_progress("files", _show_progress()) as progress:
             result = build_dataset_c(config, progress)
     files = result.files
     typer.echo(
         f"built {result.out}: {result.patients} patients, {result.images} images ({result.labelled_images} labelled); "
         f"input files: {files.get('used', 0)} used, {files.get('not_needed', 0)} not needed, "
-        f"{files.get('quarantined', 0)} quarantined; {result.problems} problem(s) listed in {result.out / 'report.json'}"
+        f"{files.get('quarantined', 0)} quarantined; {result.problems} problem(s) listed in "
+        f"{result.out / 'report.json'}"
     )
     if result.ephemeral_secret:
-        typer.echo("note: no pseudonymisation secret was given; pseudonyms are random for this build "
-                   "(set LUMBAR_PSEUDONYM_SECRET or --key-secret-env for stable ones)", err=True)
+        typer.echo(
+            "note: no pseudonymisation secret was given; pseudonyms are random for this build "
+            "(set LUMBAR_PSEUDONYM_SECRET or --key-secret-env for stable ones)",
+            err=True,
+        )
     if not result.usable:
         typer.echo("error: nothing usable was built (no labelled images); see report.json", err=True)
         raise typer.Exit(1)

@@ -91,9 +91,9 @@ def normalise_disc(value: str) -> str | None:
     return _DISC_ALIASES.get(value.strip().upper())
 
 
-def parse_labels(rows: Iterable[Mapping[str, str]], first_line: int = 2) -> tuple[
-    dict[tuple[str, str], Grades], list[LabelProblem]
-]:
+def parse_labels(
+    rows: Iterable[Mapping[str, str]], first_line: int = 2
+) -> tuple[dict[tuple[str, str], Grades], list[LabelProblem]]:
     """Validate grading rows and return the good ones with every problem found.
 
     Args:
@@ -116,7 +116,9 @@ def parse_labels(rows: Iterable[Mapping[str, str]], first_line: int = 2) -> tupl
         raw_disc = (row.get("disc") or "").strip()
         disc = normalise_disc(raw_disc)
         if disc is None:
-            row_problems.append(LabelProblem(line, "disc", raw_disc, f"unknown disc; expected one of {', '.join(DISCS)}"))
+            row_problems.append(
+                LabelProblem(line, "disc", raw_disc, f"unknown disc; expected one of {', '.join(DISCS)}")
+            )
         values: dict[str, int] = {}
         for field in GRADE_FIELDS:
             raw = (row.get(field) or "").strip()
@@ -135,7 +137,9 @@ def parse_labels(rows: Iterable[Mapping[str, str]], first_line: int = 2) -> tupl
         key = (patient, disc)
         if key in grades:
             problems.append(
-                LabelProblem(line, "disc", raw_disc, f"duplicate patient/disc {patient}/{disc} (first on line {first_seen[key]})")
+                LabelProblem(
+                    line, "disc", raw_disc, f"duplicate patient/disc {patient}/{disc} (first on line {first_seen[key]})"
+                )
             )
             continue
         grades[key] = Grades(**values)
@@ -164,7 +168,9 @@ def load_labels(path: str | Path, strict: bool = False) -> tuple[dict[tuple[str,
             header = [name.strip() for name in reader.fieldnames or []]
             missing = [name for name in COLUMNS if name not in header]
             if missing:
-                raise LabelError(f"labels file {path} lacks the column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}")
+                raise LabelError(
+                    f"labels file {path} lacks the column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}"
+                )
             reader.fieldnames = header
             grades, problems = parse_labels(reader)
     except FileNotFoundError as exc:
@@ -172,7 +178,9 @@ def load_labels(path: str | Path, strict: bool = False) -> tuple[dict[tuple[str,
     except (UnicodeDecodeError, csv.Error) as exc:
         raise LabelError(f"labels file {path} is not a readable UTF-8 CSV file ({exc})") from exc
     if strict and problems:
-        raise LabelError(f"labels file {path} has {len(problems)} bad value(s): " + "; ".join(map(str, problems)), problems)
+        raise LabelError(
+            f"labels file {path} has {len(problems)} bad value(s): " + "; ".join(map(str, problems)), problems
+        )
     return grades, problems
 
 

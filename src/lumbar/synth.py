@@ -67,15 +67,43 @@ _FAMILY = ("MUSTERMANN", "ROSSI", "GARCIA", "NOWAK", "DUBOIS", "JANSEN", "SILVA"
 _GIVEN = ("ERIKA", "MARIO", "LUCIA", "PIOTR", "CAMILLE", "SANNE", "JOAO", "ANNA", "LOUIS", "HELGA")
 _INSTITUTIONS = ("St. Elsewhere General Hospital", "Clinica Fictiva del Norte", "Hopital Imaginaire Central")
 _VENDORS: tuple[dict[str, str], ...] = (
-    {"manufacturer": "SIEMENS", "loc": "localizer", "sag_t1": "t1_tse_sag", "sag_t2": "t2_tse_sag",
-     "ax_t1": "t1_tse_tra", "ax_t2": "t2_tse_tra", "myelo": "MYELO 3D"},
-    {"manufacturer": "GE MEDICAL SYSTEMS", "loc": "3-pl loc", "sag_t1": "SAG T1", "sag_t2": "T2 SAG",
-     "ax_t1": "AX T1", "ax_t2": "AX T2", "myelo": "MR Myelography"},
-    {"manufacturer": "Philips", "loc": "Survey", "sag_t1": "Sagittal T1", "sag_t2": "Sagittal T2/STIR",
-     "ax_t1": "T1W_TSE tra", "ax_t2": "T2W_TSE tra", "myelo": "MYELO"},
+    {
+        "manufacturer": "SIEMENS",
+        "loc": "localizer",
+        "sag_t1": "t1_tse_sag",
+        "sag_t2": "t2_tse_sag",
+        "ax_t1": "t1_tse_tra",
+        "ax_t2": "t2_tse_tra",
+        "myelo": "MYELO 3D",
+    },
+    {
+        "manufacturer": "GE MEDICAL SYSTEMS",
+        "loc": "3-pl loc",
+        "sag_t1": "SAG T1",
+        "sag_t2": "T2 SAG",
+        "ax_t1": "AX T1",
+        "ax_t2": "AX T2",
+        "myelo": "MR Myelography",
+    },
+    {
+        "manufacturer": "Philips",
+        "loc": "Survey",
+        "sag_t1": "Sagittal T1",
+        "sag_t2": "Sagittal T2/STIR",
+        "ax_t1": "T1W_TSE tra",
+        "ax_t2": "T2W_TSE tra",
+        "myelo": "MYELO",
+    },
     # A site whose technologists leave descriptions uninformative: identification falls back on tags.
-    {"manufacturer": "Canon_MEC", "loc": "SCOUT", "sag_t1": "SE 2", "sag_t2": "SE 3",
-     "ax_t1": "SE 4", "ax_t2": "SE 5", "myelo": "SE 6"},
+    {
+        "manufacturer": "Canon_MEC",
+        "loc": "SCOUT",
+        "sag_t1": "SE 2",
+        "sag_t2": "SE 3",
+        "ax_t1": "SE 4",
+        "ax_t2": "SE 5",
+        "myelo": "SE 6",
+    },
 )
 
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -143,8 +171,9 @@ class _Canvas:
         self.size = size
         self.image = np.full((size, size), background, dtype=np.float32)
 
-    def ellipse(self, cx: float, cy: float, rx: float, ry: float, value: float, power: float = 2.0,
-                weight: float = 1.0) -> None:
+    def ellipse(
+        self, cx: float, cy: float, rx: float, ry: float, value: float, power: float = 2.0, weight: float = 1.0
+    ) -> None:
         """Paint a superellipse (power 2 = ellipse, 4 = rounded box) of ``value``, blended by ``weight``."""
         if weight <= 0.0:
             return
@@ -160,7 +189,9 @@ class _Canvas:
         window = self.image[y0:y1, x0:x1]
         window += (value - window) * mask
 
-    def band(self, centre_x: np.ndarray, half_width: float, y0: int, y1: int, value: float, weight: float = 1.0) -> None:
+    def band(
+        self, centre_x: np.ndarray, half_width: float, y0: int, y1: int, value: float, weight: float = 1.0
+    ) -> None:
         """Paint a vertical band of rows ``y0..y1`` whose centre column per row is ``centre_x``."""
         y0, y1 = max(y0, 0), min(y1, self.size)
         if weight <= 0.0 or y0 >= y1:
@@ -188,7 +219,9 @@ def draw_discs(rng: np.random.Generator) -> list[DiscTruth]:
         bulge = float(rng.uniform(3.5, 7.5)) if state == 2 else float(rng.uniform(0.0, 1.5))
         hernia = float(rng.uniform(4.0, 8.0)) if state == 3 else 0.0
         truths.append(
-            DiscTruth(disc, state, herniation, scs, rfs, lfs, nucleus, bulge, hernia, float(rng.choice([-1, -0.4, 0, 0.4, 1])))
+            DiscTruth(
+                disc, state, herniation, scs, rfs, lfs, nucleus, bulge, hernia, float(rng.choice([-1, -0.4, 0, 0.4, 1]))
+            )
         )
     return truths
 
@@ -213,8 +246,15 @@ def _finish(canvas: _Canvas, rng: np.random.Generator, noise: float, gain: float
     return np.sqrt((img + n1) ** 2 + n2**2)
 
 
-def axial_image(size: int, disc: DiscTruth, level: int, offset: float, weighting: str, rng: np.random.Generator,
-                pose: tuple[float, float, float]) -> np.ndarray:
+def axial_image(
+    size: int,
+    disc: DiscTruth,
+    level: int,
+    offset: float,
+    weighting: str,
+    rng: np.random.Generator,
+    pose: tuple[float, float, float],
+) -> np.ndarray:
     """Paint one axial slice (anterior up, patient right on the image left).
 
     Args:
@@ -282,8 +322,14 @@ def axial_image(size: int, disc: DiscTruth, level: int, offset: float, weighting
     return _finish(c, rng, noise=float(rng.uniform(22, 40)), gain=float(rng.uniform(0.85, 1.15)))
 
 
-def sagittal_image(size: int, discs: list[DiscTruth], lateral: float, weighting: str, rng: np.random.Generator,
-                   pose: tuple[float, float, float]) -> np.ndarray:
+def sagittal_image(
+    size: int,
+    discs: list[DiscTruth],
+    lateral: float,
+    weighting: str,
+    rng: np.random.Generator,
+    pose: tuple[float, float, float],
+) -> np.ndarray:
     """Paint one sagittal slice (anterior left, cranial up); ``lateral`` is the offset from midline in mm."""
     k = size / 256.0
     dx, dy, scale = pose
@@ -323,16 +369,22 @@ def sagittal_image(size: int, discs: list[DiscTruth], lateral: float, weighting:
         c.ellipse(dcx, dcy, body_w * 0.3, height * 0.3, nucleus)
         if disc is not None and disc.hernia_px > 0 and abs(lateral - 4 * disc.hernia_side) < 9:
             shift = {2: 1.0, 3: 1.6}.get(disc.herniation, 0.0) * disc.hernia_px * k
-            c.ellipse(dcx + body_w / 2 + disc.hernia_px * 0.5 * k, dcy + shift, disc.hernia_px * 0.7 * k,
-                      disc.hernia_px * 0.8 * k, sig("annulus") * 1.1)
+            c.ellipse(
+                dcx + body_w / 2 + disc.hernia_px * 0.5 * k,
+                dcy + shift,
+                disc.hernia_px * 0.7 * k,
+                disc.hernia_px * 0.8 * k,
+                sig("annulus") * 1.1,
+            )
         y += height
     row = int(np.clip(y + 30 * k, 0, size - 1))
     c.ellipse(float(curve[row]) - 6 * k, y + 30 * k, body_w / 2 + 4 * k, 30 * k, sig("marrow"), power=3)
     return _finish(c, rng, noise=float(rng.uniform(22, 40)), gain=float(rng.uniform(0.85, 1.15)))
 
 
-def myelo_image(size: int, discs: list[DiscTruth], angle: float, rng: np.random.Generator,
-                pose: tuple[float, float, float]) -> np.ndarray:
+def myelo_image(
+    size: int, discs: list[DiscTruth], angle: float, rng: np.random.Generator, pose: tuple[float, float, float]
+) -> np.ndarray:
     """Paint one heavily T2-weighted myelography projection (coronal view of the thecal sac)."""
     k = size / 256.0
     dx, dy, _ = pose
@@ -433,13 +485,22 @@ class _PatientWriter:
         self.pose = (float(rng.normal(0, 3)), float(rng.normal(0, 3)), float(rng.uniform(0.92, 1.08)))
         self.frames_written = 0
 
-    def _series(self, series_number: int, kind: str, images: Iterator[tuple[np.ndarray, dict]], te: float, tr: float,
-                thickness: float, spacing: float) -> None:
+    def _series(
+        self,
+        series_number: int,
+        kind: str,
+        images: Iterator[tuple[np.ndarray, dict]],
+        te: float,
+        tr: float,
+        thickness: float,
+        spacing: float,
+    ) -> None:
         rng = self.rng
         series_uid = _uid(self.config.seed, self.number, "series", series_number)
         slope = float(rng.choice([1.0, 1.0, 0.5]))
         with_window = rng.random() > 0.2
         with_instance = rng.random() > 0.12 or kind in ("localizer", "myelo")
+        images = list(images)
         for instance, (signal, geometry) in enumerate(images, start=1):
             stored = np.clip(np.rint(signal / slope), 0, 4095).astype(np.uint16)
             meta = dict(self.common)
@@ -449,6 +510,7 @@ class _PatientWriter:
                 SeriesNumber=series_number,
                 SeriesDescription=self.vendor["loc" if kind == "localizer" else kind],
                 InstanceNumber=instance if with_instance else "",
+                ImagesInAcquisition=len(images),
                 EchoTime=te,
                 RepetitionTime=tr,
                 SliceThickness=thickness,
@@ -497,10 +559,14 @@ class _PatientWriter:
         # 2-3. sagittal T1 and T2, 13-17 frames, 4 mm apart, the midline at frame floor(n/2)+1
         n_sag = int(rng.integers(13, 18))
         mid = n_sag // 2
-        for series_number, weighting, te, tr in ((2, "t1", float(rng.uniform(9, 14)), 600.0),
-                                                  (3, "t2", float(rng.uniform(95, 125)), 3500.0)):
+        for series_number, weighting, te, tr in (
+            (2, "t1", float(rng.uniform(9, 14)), 600.0),
+            (3, "t2", float(rng.uniform(95, 125)), 3500.0),
+        ):
             laterals = [(i - mid) * 4.0 for i in range(n_sag)]
-            images = ((sagittal_image(size, self.discs, lat, weighting, rng, pose), sag_geometry(lat)) for lat in laterals)
+            images = (
+                (sagittal_image(size, self.discs, lat, weighting, rng, pose), sag_geometry(lat)) for lat in laterals
+            )
             self._series(series_number, f"sag_{weighting}", images, te=round(te, 1), tr=tr, thickness=4.0, spacing=4.0)
 
         # 4-5. axial T1 and T2: 5 slices through each disc from L5-S1 upwards, then extra cranial slices
@@ -509,10 +575,14 @@ class _PatientWriter:
         for level in range(5):
             slices.extend((level, float(o)) for o in (-2, -1, 0, 1, 2))
         slices.extend((5, float(i)) for i in range(n_ax - 25))
-        disc_by_level = {level: next(d for d in self.discs if d.disc == code) for level, code in enumerate(AXIAL_DISC_ORDER)}
+        disc_by_level = {
+            level: next(d for d in self.discs if d.disc == code) for level, code in enumerate(AXIAL_DISC_ORDER)
+        }
         z_positions = [-60.0 + 4.0 * i for i in range(n_ax)]
-        for series_number, weighting, te, tr in ((4, "t1", float(rng.uniform(9, 14)), 550.0),
-                                                  (5, "t2", float(rng.uniform(95, 125)), 4000.0)):
+        for series_number, weighting, te, tr in (
+            (4, "t1", float(rng.uniform(9, 14)), 550.0),
+            (5, "t2", float(rng.uniform(95, 125)), 4000.0),
+        ):
             images = (
                 (axial_image(size, disc_by_level[min(level, 4)], level, offset, weighting, rng, pose), ax_geometry(z))
                 for (level, offset), z in zip(slices, z_positions, strict=True)
@@ -522,10 +592,16 @@ class _PatientWriter:
         # 6. MR myelography: 1-4 thick-slab projections
         n_myelo = int(rng.integers(1, 5))
         angles = np.linspace(-0.6, 0.6, n_myelo) if n_myelo > 1 else [0.0]
-        images = ((myelo_image(size, self.discs, float(a), rng, pose),
-                   {"spacing": pixel, "iop": [1, 0, 0, 0, 0, -1], "ipp": [-130.0, round(float(a) * 10, 2), 130.0]})
-                  for a in angles)
-        self._series(6, "myelo", images, te=float(round(rng.uniform(700, 1000))), tr=8000.0, thickness=40.0, spacing=40.0)
+        images = (
+            (
+                myelo_image(size, self.discs, float(a), rng, pose),
+                {"spacing": pixel, "iop": [1, 0, 0, 0, 0, -1], "ipp": [-130.0, round(float(a) * 10, 2), 130.0]},
+            )
+            for a in angles
+        )
+        self._series(
+            6, "myelo", images, te=float(round(rng.uniform(700, 1000))), tr=8000.0, thickness=40.0, spacing=40.0
+        )
 
         centre = {code: 5 * x + 3 for x, code in enumerate(AXIAL_DISC_ORDER)}
         return [
@@ -555,8 +631,23 @@ def _write_one(args: tuple[str, int, SynthConfig]) -> list[dict]:
     return _PatientWriter(Path(out), number, config).write()
 
 
-TRUTH_COLUMNS = ("patient_id", "disc", "axial_frame", "axial_frames", "sagittal_frame", "sagittal_frames",
-                 "myelo_frames", "disc_state", "herniation", "scs", "rfs", "lfs", "vendor", "compression", "files")
+TRUTH_COLUMNS = (
+    "patient_id",
+    "disc",
+    "axial_frame",
+    "axial_frames",
+    "sagittal_frame",
+    "sagittal_frames",
+    "myelo_frames",
+    "disc_state",
+    "herniation",
+    "scs",
+    "rfs",
+    "lfs",
+    "vendor",
+    "compression",
+    "files",
+)
 
 
 def write_pacs_export(out: str | Path, config: SynthConfig, progress: Callable[[int], None] | None = None) -> Path:
@@ -593,5 +684,7 @@ def write_pacs_export(out: str | Path, config: SynthConfig, progress: Callable[[
         writer = csv.writer(handle)
         writer.writerow(["patient_id", "disc", "disc_state", "herniation", "scs", "rfs", "lfs"])
         for r in rows:
-            writer.writerow([r["patient_id"], r["disc"], r["disc_state"], r["herniation"], r["scs"], r["rfs"], r["lfs"]])
+            writer.writerow(
+                [r["patient_id"], r["disc"], r["disc_state"], r["herniation"], r["scs"], r["rfs"], r["lfs"]]
+            )
     return out
