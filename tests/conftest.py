@@ -45,3 +45,36 @@ def built_dataset(synthetic_export: Path, tmp_path_factory: pytest.TempPathFacto
     )
     build_dataset_c(config)
     return out
+
+
+@pytest.fixture(scope="session")
+def local_services(tmp_path_factory: pytest.TempPathFactory):
+    """Real SeaweedFS S3 and MLflow servers on free loopback ports, started once per session."""
+    from lumbar.services import LocalServices, ServicesConfig
+
+    services = LocalServices(ServicesConfig(tmp_path_factory.mktemp("services"), s3_port=0, mlflow_port=0))
+    services.up()
+    yield services
+    services.down()
+
+
+@pytest.fixture
+def s3_env(local_services, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment a client needs for the session's servers, set for one test."""
+    env = local_services.client_env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LUMBAR_S3_RETRY_SECONDS", "5")
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:
+    """A fresh, empty bucket for one test."""
+    import uuid
+
+    from lumbar.storage import open_store
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    open_store(f"s3://{name}", create_bucket=True)
+    return name

@@ -1,0 +1,34 @@
+"""The ``lumbar`` command line: one entry point, one subcommand group per job.
+
+Errors on bad input are printed as one sentence (``error: ...``) with exit code 2, never as a
+traceback. Each group lives in its own module; heavy libraries are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from lumbar.cli import dataset, services, store, synth
+
+app = typer.Typer(
+    name="lumbar",
+    help="Lumbar-spine MRI: DICOM ingest, datasets, object stores, tracking, pipelines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(synth.app, name="synth")
+app.add_typer(dataset.app, name="dataset")
+app.add_typer(store.app, name="store")
+app.add_typer(services.app, name="services")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the lumbar version."""
+    from lumbar import __version__
+
+    typer.echo(__version__)
+
+
+__all__ = ["app"]

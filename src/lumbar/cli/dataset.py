@@ -1,0 +1,176 @@
+"""``lumbar dataset``: build, describe, publish and fetch datasets."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumbar.cli._common import clear_errors, show_progress
+
+app = typer.Typer(help="Build, inspect, publish and fetch datasets.", no_args_is_help=True)
+
+_CREATE_BUCKET = Annotated[bool, typer.Option("--create-bucket", help="Create a missing S3 bucket.")]
+
+
+@app.command("build")
+def dataset_build(
+    source: Annotated[Path, typer.Option("--source", help="PACS export folder (any tree of DICOM files).")],
+    out: Annotated[str, typer.Option("--out", help="Dataset folder to write, or an s3:// URI to upload it to.")],
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Grading CSV (patient_id,disc,disc_state,...).")
+    ] = None,
+    key_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            "--key-secret-env",
+            help="Environment variable holding the pseudonymisation secret "
+            "(default: LUMBAR_PSEUDONYM_SECRET if set, else a random secret for this build).",
+        ),
+    ] = None,
+    split_by: Annotated[
+        str, typer.Option(help="patient (no patient in two splits) | image (the paper's setting).")
+    ] = "patient",
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes for indexing and decoding.")] = 1,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero on any problem in the input.")] = False,
+    write_key: Annotated[
+        Path | None,
+        typer.Option("--write-key", help="Write the pseudonym -> PatientID key here (mode 0600; never inside --out)."),
+    ] = None,
+    series_map: Annotated[
+        Path | None, typer.Option("--series-map", help="YAML file overriding the series identification keywords.")
+    ] = None,
+    publish: Annotated[
+        str | None,
+        typer.Option(
+            "--publish",
+            help="Also publish the dataset as an immutable version to this store "
+            "(<store>/datasets/<name>/<hash>/, with a 'latest' pointer).",
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Dataset name used by --publish.")] = "dataset-c",
+    create_bucket: _CREATE_BUCKET = False,
+) -> None:
+    """Build Dataset C: select, de-identify, label, crop and split the images of a PACS export."""
+    from lumbar.dataset_c import BuildConfig, build_dataset_c
+    from lumbar.dicom import SeriesRules
+    from lumbar.progress import rich_progress
+    from lumbar.storage import is_remote, open_store
+    from lumbar.versions import publish_dataset
+
+    remote = is_remote(out)
+    with clear_errors(), tempfile.TemporaryDirectory(prefix="lumbar-build-") as scratch:
+        if remote:  # fail on credentials or a missing bucket before spending time on the build
+            open_store(out, create_bucket=create_bucket).exists("manifest.csv")
+        local_out = Path(scratch) / "dataset-c" if remote else Path(out)
+        rules = SeriesRules.from_yaml(series_map) if series_map else SeriesRules()
+        config = BuildConfig(
+            source=source,
+            out=local_out,
+            labels=labels,
+            key_secret_env=key_secret_env,
+            split_by=split_by,
+            seed=seed,
+            workers=workers,
+            strict=strict,
+            write_key=write_key,
+            rules=rules,
+        )
+        with rich_progress("files", show_progress()) as progress:
+            result = build_dataset_c(config, progress)
+            if remote:
+                uploaded = open_store(out).put_tree(local_out, progress=progress.task("uploading", None))
+            if publish:
+                version = publish_dataset(
+                    local_out, publish, name, create_bucket=create_bucket, progress=progress.task("publishing", None)
+                )
+    files = result.files
+    where = out if remote else result.out
+    typer.echo(
+        f"built {where}: {result.patients} patients, {result.images} images ({result.labelled_images} labelled); "
+        f"input files: {files.get('used', 0)} used, {files.get('not_needed', 0)} not needed, "
+        f"{files.get('quarantined', 0)} quarantined; {result.problems} problem(s) listed in {where}/report.json"
+    )
+    if remote:
+        typer.echo(f"uploaded {uploaded.transferred} files to {out} ({uploaded.skipped} unchanged)")
+    if publish:
+        typer.echo(f"published {version.uri} (version {version.version}; latest -> it)")
+    if result.ephemeral_secret:
+        typer.echo(
+            "note: no pseudonymisation secret was given; pseudonyms are random for this build "
+            "(set LUMBAR_PSEUDONYM_SECRET or --key-secret-env for stable ones)",
+            err=True,
+        )
+    if not result.usable:
+        typer.echo("error: nothing usable was built (no labelled images); see report.json", err=True)
+        raise typer.Exit(1)
+    if strict and result.problems:
+        typer.echo(f"error: --strict and {result.problems} problem(s) in the input; see report.json", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("describe")
+def dataset_describe(
+    dataset: Annotated[str, typer.Argument(help="A dataset folder or a published version URI.")],
+) -> None:
+    """Print a dataset's class counts per disc (paper Table 5) and its split sizes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lumbar.dataset_c import grade_table, read_manifest, split_table
+    from lumbar.labels import FIELD_TITLES
+    from lumbar.selection import DISC_LEVELS, DISCS
+    from lumbar.versions import fetch_dataset
+
+    with clear_errors():
+        rows = read_manifest(fetch_dataset(dataset))
+    console = Console()
+    table = Table(title=f"{dataset}: disc state per level (paper Table 5)")
+    for column in (FIELD_TITLES["disc_state"], *(DISC_LEVELS[d] for d in DISCS), "Total"):
+        table.add_column(column, justify="left" if column == FIELD_TITLES["disc_state"] else "right")
+    for row in grade_table(rows, "disc_state"):
+        table.add_row(*row)
+    console.print(table)
+    splits = Table(title="Split sizes (labelled disc images)")
+    for column in ("Split", "Patients", "Images", "Normal", "Abnormal", "Abnormal %"):
+        splits.add_column(column, justify="left" if column == "Split" else "right")
+    for row in split_table(rows):
+        splits.add_row(*row)
+    console.print(splits)
+    console.print(f"{len(rows)} images of {len({r['patient'] for r in rows})} patients")
+
+
+@app.command("publish")
+def dataset_publish(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder (with manifest.csv).")],
+    store: Annotated[str, typer.Option("--store", help="Store root: s3://bucket/prefix, file:///path or a folder.")],
+    name: Annotated[str, typer.Option(help="Dataset name.")] = "dataset-c",
+    create_bucket: _CREATE_BUCKET = False,
+) -> None:
+    """Publish a dataset as an immutable, content-addressed version and point 'latest' at it."""
+    from lumbar.progress import rich_progress
+    from lumbar.versions import publish_dataset
+
+    with clear_errors(), rich_progress("files", show_progress()) as progress:
+        version = publish_dataset(
+            dataset, store, name, create_bucket=create_bucket, progress=progress.task("publishing", None)
+        )
+    state = "already published" if version.already_published else f"{version.uploaded} files uploaded"
+    typer.echo(f"{version.uri} (version {version.version}; {state}; latest -> it)")
+
+
+@app.command("fetch")
+def dataset_fetch(
+    uri: Annotated[str, typer.Argument(help="A published version: .../datasets/<name>[/latest|/<version>].")],
+    cache: Annotated[Path | None, typer.Option(help="Cache folder (default: <data dir>/cache).")] = None,
+) -> None:
+    """Download a published dataset version once into the local cache and print its folder."""
+    from lumbar.progress import rich_progress
+    from lumbar.versions import fetch_dataset
+
+    with clear_errors(), rich_progress("files", show_progress()) as progress:
+        folder = fetch_dataset(uri, cache, progress=progress.task("downloading", None))
+    typer.echo(str(folder))

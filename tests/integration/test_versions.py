@@ -1,0 +1,122 @@
+"""Dataset versions published to and fetched from a real S3 server, and the CLI paths that use them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lumbar.storage import open_store
+from lumbar.versions import INDEX, fetch_dataset, file_index, publish_dataset, version_of
+
+LUMBAR = str(Path(sys.executable).with_name("lumbar"))
+
+
+def test_publish_is_content_addressed_and_immutable(built_dataset, bucket, s3_env, tmp_path):
+    store_uri = f"s3://{bucket}/lake"
+    first = publish_dataset(built_dataset, store_uri, "dataset-c")
+    assert first.version == version_of(file_index(built_dataset))
+    assert first.uri == f"{store_uri}/datasets/dataset-c/{first.version}"
+    root = open_store(store_uri)
+    assert json.loads(root.get_bytes("datasets/dataset-c/latest"))["version"] == first.version
+    files = sum(1 for p in built_dataset.rglob("*") if p.is_file())
+    assert first.uploaded == files
+    again = publish_dataset(built_dataset, store_uri, "dataset-c")
+    assert again.already_published and again.version == first.version and again.uploaded == 0
+
+    changed = tmp_path / "changed"
+    import shutil
+
+    shutil.copytree(built_dataset, changed)
+    (changed / "datacard.md").write_text((changed / "datacard.md").read_text() + "\nedited\n")
+    second = publish_dataset(changed, store_uri, "dataset-c")
+    assert second.version != first.version
+    assert json.loads(root.get_bytes("datasets/dataset-c/latest"))["version"] == second.version
+    # the first version is untouched
+    assert (
+        root.child(f"datasets/dataset-c/{first.version}").get_bytes("datacard.md")
+        == (built_dataset / "datacard.md").read_bytes()
+    )
+
+
+def test_fetch_downloads_once_and_verifies(built_dataset, bucket, s3_env, tmp_path):
+    version = publish_dataset(built_dataset, f"s3://{bucket}", "dc")
+    cache = tmp_path / "cache"
+    folder = fetch_dataset(f"s3://{bucket}/datasets/dc/latest", cache)
+    assert folder == cache / "datasets" / version.version
+    assert (folder / "manifest.csv").read_bytes() == (built_dataset / "manifest.csv").read_bytes()
+    assert (folder / INDEX).is_file()
+    stamp = (folder / "manifest.csv").stat().st_mtime_ns
+    assert fetch_dataset(f"s3://{bucket}/datasets/dc", cache) == folder  # cached: no second download
+    assert fetch_dataset(version.uri, cache) == folder
+    assert (folder / "manifest.csv").stat().st_mtime_ns == stamp
+    assert fetch_dataset(built_dataset) == built_dataset  # a local folder is used as it is
+    with pytest.raises(Exception, match="neither a published dataset version"):
+        fetch_dataset(f"s3://{bucket}/datasets/nothing-here", cache)
+
+
+def _cli(*args, env):
+    return subprocess.run(
+        [LUMBAR, *map(str, args)], capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
+
+
+def test_cli_build_to_s3_and_publish(synthetic_export, bucket, s3_env, tmp_path):
+    env = {**s3_env, "LUMBAR_PSEUDONYM_SECRET": "cli-s3-secret-0123456789", "LUMBAR_DATA_DIR": str(tmp_path / "data")}
+    out = _cli(
+        "dataset",
+        "build",
+        "--source",
+        synthetic_export,
+        "--labels",
+        synthetic_export / "labels.csv",
+        "--out",
+        f"s3://{bucket}/plain/dataset-c",
+        "--publish",
+        f"s3://{bucket}/lake",
+        "--workers",
+        2,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "published s3://" in out.stdout and "uploaded" in out.stdout
+    plain = open_store(f"s3://{bucket}/plain/dataset-c")
+    assert plain.exists("manifest.csv") and plain.exists("report.json")
+    described = _cli("dataset", "describe", f"s3://{bucket}/lake/datasets/dataset-c/latest", env=env)
+    assert described.returncode == 0 and "L4-L5" in described.stdout
+    listed = _cli("store", "ls", f"s3://{bucket}/lake/datasets/dataset-c", env=env)
+    assert "latest" in listed.stdout.split()
+    # no credential anywhere in what the user sees or in the dataset
+    secrets = (s3_env["AWS_ACCESS_KEY_ID"], s3_env["AWS_SECRET_ACCESS_KEY"])
+    for text in (
+        out.stdout,
+        out.stderr,
+        described.stdout,
+        plain.get_bytes("manifest.csv").decode(),
+        plain.get_bytes("report.json").decode(),
+        plain.get_bytes("datacard.md").decode(),
+    ):
+        assert not any(secret in text for secret in secrets)
+
+
+def test_cli_store_cp_and_errors(bucket, s3_env, tmp_path):
+    src = tmp_path / "f.txt"
+    src.write_text("payload")
+    up = _cli("store", "cp", src, f"s3://{bucket}/dir/f.txt", env=s3_env)
+    assert up.returncode == 0 and "uploaded" in up.stdout
+    assert "unchanged" in _cli("store", "cp", src, f"s3://{bucket}/dir/f.txt", env=s3_env).stdout
+    down = _cli("store", "cp", f"s3://{bucket}/dir/f.txt", tmp_path / "g.txt", env=s3_env)
+    assert down.returncode == 0 and (tmp_path / "g.txt").read_text() == "payload"
+    tree = _cli("store", "cp", f"s3://{bucket}/dir", tmp_path / "tree", env=s3_env)
+    assert tree.returncode == 0 and (tmp_path / "tree" / "f.txt").is_file()
+    denied = _cli(
+        "store",
+        "ls",
+        f"s3://{bucket}",
+        env={**s3_env, "AWS_SECRET_ACCESS_KEY": "wrong", "LUMBAR_S3_RETRY_SECONDS": "1"},
+    )
+    assert denied.returncode == 2 and denied.stderr.startswith("error: access denied for ")
+    assert "Traceback" not in denied.stderr
+    assert _cli("store", "mb", f"s3://{bucket}-2", env=s3_env).stdout.startswith("created")
