@@ -8,7 +8,7 @@ DATA ?= data
 PATIENTS ?= 12
 WORKERS ?= 2
 
-.PHONY: help venv install demo test test-all lint bench bench-ingest clean
+.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store services-up services-down clean
 
 help:
 	@echo "make demo      create .venv, install, and run the main job on synthetic data"
@@ -46,8 +46,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines
 	$(BIN)/ruff format --check src tests bench components pipelines
 
-bench bench-ingest: $(STAMP)
+bench: bench-ingest bench-store
+
+bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-store: $(STAMP)
+	$(BIN)/python bench/store.py
+
+services-up: $(STAMP)
+	$(BIN)/lumbar services up
+
+services-down: $(STAMP)
+	$(BIN)/lumbar services down
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .ruff_cache
