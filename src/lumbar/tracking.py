@@ -143,21 +143,57 @@ class Tracker:
     def run(
         self,
         name: str,
-        parent: TrackedRun | None = None,
+        parent: TrackedRun | str | None = None,
         tags: Mapping[str, str] | None = None,
+        run_id: str | None = None,
     ) -> Iterator[TrackedRun]:
-        """Start a run (nested under ``parent`` when given); it ends FINISHED, or FAILED on an exception."""
-        all_tags = {"mlflow.runName": name, **(tags or {})}
-        if parent is not None:
-            all_tags["mlflow.parentRunId"] = parent.run_id
-        created = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
-        run = TrackedRun(self, created.info.run_id)
+        """Start a run, or continue ``run_id`` (a resumed training); it ends FINISHED, or FAILED on an exception.
+
+        Args:
+            name: Run name.
+            parent: Parent run (or its id) for a nested run.
+            tags: Extra tags.
+            run_id: An existing run to continue instead of creating one.
+        """
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            run = TrackedRun(self, run_id)
+            if tags:
+                run.set_tags(tags)
+        else:
+            all_tags = {"mlflow.runName": name, **(tags or {})}
+            if parent is not None:
+                all_tags["mlflow.parentRunId"] = parent if isinstance(parent, str) else parent.run_id
+            created = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+            run = TrackedRun(self, created.info.run_id)
         try:
             yield run
         except BaseException:
             self.client.set_terminated(run.run_id, "FAILED")
             raise
         self.client.set_terminated(run.run_id, "FINISHED")
+
+    @classmethod
+    def for_run(cls, run_id: str, uri: str | None = None) -> Tracker:
+        """The tracker of the experiment that holds ``run_id``.
+
+        Raises:
+            TrackingError: If the run is not in the tracking store.
+        """
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        uri = uri or tracking_uri()
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            experiment_id = client.get_run(run_id).info.experiment_id
+        except MlflowException:
+            raise TrackingError(f"MLflow run {run_id} is not in the tracking store {uri}") from None
+        return cls(client.get_experiment(experiment_id).name, uri)
+
+    def attach(self, run_id: str) -> TrackedRun:
+        """Write to an existing run (for example evaluation results on the training run)."""
+        return TrackedRun(self, run_id)
 
     def runs(self, filter_string: str = "", parent: str | None = None) -> list:
         """Runs of this experiment (children of ``parent`` when given), newest first."""
@@ -166,6 +202,19 @@ class Tracker:
             clause = f"tags.mlflow.parentRunId = '{parent}'"
             query = f"{query} and {clause}" if query else clause
         return list(self.client.search_runs([self.experiment_id], filter_string=query, order_by=["start_time DESC"]))
+
+
+def _requirements() -> list[str]:
+    """The pip requirements of a logged model, stated (MLflow's inference would load the model in a subprocess)."""
+    from importlib import metadata
+
+    pins = []
+    for dist in ("keras", "tensorflow-cpu", "tensorflow", "lumbar"):
+        try:
+            pins.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return pins
 
 
 class TrackedRun:
@@ -222,7 +271,9 @@ class TrackedRun:
         try:
             mlflow.start_run(run_id=self.run_id)
             try:
-                info = mlflow.keras.log_model(model, name=name, registered_model_name=registered_name)
+                info = mlflow.keras.log_model(
+                    model, name=name, registered_model_name=registered_name, pip_requirements=_requirements()
+                )
             finally:
                 mlflow.end_run()
                 self.client.update_run(self.run_id, status="RUNNING")  # end_run marked it finished

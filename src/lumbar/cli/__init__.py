@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from lumbar.cli import dataset, services, store, synth
+from lumbar.cli import train as train_cli
 
 app = typer.Typer(
     name="lumbar",
@@ -21,6 +22,10 @@ app.add_typer(synth.app, name="synth")
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(store.app, name="store")
 app.add_typer(services.app, name="services")
+app.command("train")(train_cli.train)
+app.command("evaluate")(train_cli.evaluate)
+app.command("predict")(train_cli.predict)
+app.command("gradcam")(train_cli.gradcam)
 
 
 @app.command("version")

@@ -1,0 +1,153 @@
+"""``lumbar train | evaluate | predict | gradcam``: the training and evaluation core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumbar.cli._common import clear_errors
+
+
+def train(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset folder or published version URI.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder of the model.")],
+    backbone: Annotated[str, typer.Option(help="vgg16 | vgg19 | resnet50 | mobilenetv2")] = "vgg16",
+    weights: Annotated[
+        str, typer.Option(help="imagenet | none | PATH or s3:// URI of a backbone saved by lumbar.")
+    ] = "imagenet",
+    mode: Annotated[str, typer.Option(help="frozen (train the head) | finetune (also the top blocks).")] = "frozen",
+    roi: Annotated[bool, typer.Option("--roi/--full", help="Train on the ROI crops or the full images.")] = False,
+    profile: Annotated[str, typer.Option(help="paper (224 px, batch 64, 50 epochs) | quick (CPU-sized).")] = "quick",
+    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the profile's batch size.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override the profile's image size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
+    unfreeze_blocks: Annotated[int | None, typer.Option(help="Top backbone blocks trained in finetune mode.")] = None,
+    target: Annotated[str, typer.Option(help="binary (normal/abnormal) | disc_state (4 classes).")] = "binary",
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="The paper's augmentation.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16")] = "auto",
+    jit: Annotated[str, typer.Option(help="XLA: auto | on | off")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "lumbar-train",
+    register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")] = True,
+    verbose: Annotated[int, typer.Option(help="Keras fit verbosity (0, 1, 2).")] = 2,
+) -> None:
+    """Train one configuration (backbone x mode x ROI) and keep the best validation-loss epoch."""
+    from lumbar.train import TrainConfig, train_model
+
+    with clear_errors():
+        config = TrainConfig.from_profile(
+            profile,
+            backbone=backbone,
+            weights=weights,
+            mode=mode,
+            roi=roi,
+            epochs=epochs,
+            batch_size=batch_size,
+            image_size=image_size,
+            learning_rate=learning_rate,
+            unfreeze_blocks=unfreeze_blocks,
+            target=target,
+            augment=augment,
+            seed=seed,
+            precision=precision,
+            jit=jit,
+        )
+        result = train_model(
+            config,
+            dataset,
+            out,
+            resume=resume,
+            experiment=experiment,
+            track=track,
+            verbose=verbose,
+            register_as=register,
+        )
+    typer.echo(
+        f"trained {config.run_name}: best epoch {result.best_epoch} of {result.epochs_run} "
+        f"(val_loss {result.best_val_loss:.4f}); model in {out / 'model.keras'}"
+        + (f"; MLflow run {result.run_id}" if result.run_id else "")
+    )
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="A model folder written by lumbar train.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset folder or published version URI.")],
+    split: Annotated[str, typer.Option(help="train | val | test")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <model>/eval-<split>).")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="Log to the model's MLflow run.")] = True,
+) -> None:
+    """Accuracy, precision, recall, F1 (abnormal positive), ROC-AUC, confusion matrix and per-disc results."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lumbar.evaluate import evaluate_model
+
+    with clear_errors():
+        result = evaluate_model(model, dataset, split, out, track=track)
+    table = Table(title=f"{model} on {split} ({result.metrics['support']} images)")
+    table.add_column("scope")
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        table.add_column(name, justify="right")
+
+    def fmt(value: object) -> str:
+        return "-" if value is None else f"{value:.4f}"  # type: ignore[str-format]
+
+    table.add_row("all", *(fmt(result.metrics.get(k)) for k in ("accuracy", "precision", "recall", "f1", "roc_auc")))
+    for level, metrics in result.per_disc.items():
+        table.add_row(level, *(fmt(metrics.get(k)) for k in ("accuracy", "precision", "recall", "f1", "roc_auc")))
+    Console().print(table)
+    typer.echo(f"confusion matrix {result.metrics['confusion']}; files in {result.out_dir}")
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG or JPEG, any size; converted to grey).")],
+    model: Annotated[Path, typer.Option("--model", help="A model folder written by lumbar train.")],
+) -> None:
+    """Print the predicted class and its probability for each image."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from lumbar.errors import InputError
+    from lumbar.models import load_model
+    from lumbar.train import read_model_info
+
+    with clear_errors():
+        info = read_model_info(model)
+        size = info["config"]["image_size"]
+        arrays = []
+        for path in images:
+            try:
+                with Image.open(path) as image:
+                    arrays.append(np.asarray(image.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32))
+            except (OSError, UnidentifiedImageError) as exc:
+                raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
+        outputs = np.asarray(load_model(model).predict(np.stack(arrays)[..., None], verbose=0))
+    classes = info["classes"]
+    for path, output in zip(images, outputs, strict=True):
+        if output.shape[-1] == 1:
+            p = float(output[0])
+            label, prob = (classes[1], p) if p >= 0.5 else (classes[0], 1 - p)
+        else:
+            index = int(output.argmax())
+            label, prob = classes[index], float(output[index])
+        typer.echo(f"{path}\t{label}\t{prob:.4f}")
+
+
+def gradcam(
+    model: Annotated[Path, typer.Option("--model", help="A model folder written by lumbar train.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset folder or published version URI.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (PNG files and index.html).")],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 8,
+    split: Annotated[str, typer.Option(help="train | val | test")] = "test",
+) -> None:
+    """Grad-CAM heat maps over n images, as PNG files and one HTML page."""
+    from lumbar.gradcam import gradcam_report
+
+    with clear_errors():
+        page = gradcam_report(model, dataset, out, n=n, split=split)
+    typer.echo(f"wrote {page}")

@@ -1,0 +1,146 @@
+"""``tf.data`` input from a dataset's ``manifest.csv``.
+
+Per split: parallel PNG decode, resize to the model size, cache after decode, then (training only)
+reshuffle each epoch and apply the paper's augmentation, batch, and prefetch with AUTOTUNE. The
+augmentation reproduces Keras 2's ``ImageDataGenerator(brightness_range=[0.1, 0.7],
+horizontal_flip=True, vertical_flip=True)``: every image is multiplied by a brightness factor drawn
+uniformly from [0.1, 0.7] (as PIL's ``ImageEnhance.Brightness``), and flipped left-right and
+up-down each with probability 0.5. Random numbers come from stateless ops seeded per element, so a
+seeded run is reproducible on the CPU while each epoch sees new augmentations.
+
+Targets: ``binary`` (the paper's normal 0 / abnormal 1) or ``disc_state`` (four classes). Full images
+or ROI images are chosen by one flag.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lumbar.dataset_c import read_manifest
+from lumbar.errors import InputError
+
+TARGETS: dict[str, int] = {"binary": 2, "disc_state": 4}
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How images are read and fed.
+
+    Attributes:
+        image_size: Side of the square model input, in pixels.
+        batch_size: Images per batch.
+        roi: Use the ROI crops instead of the full images.
+        target: ``binary`` or ``disc_state``.
+        augment: Apply the paper's augmentation to the training split.
+        brightness_range: Range of the brightness factor (paper: 0.1-0.7).
+        seed: Seed of shuffling and augmentation.
+    """
+
+    image_size: int = 224
+    batch_size: int = 64
+    roi: bool = False
+    target: str = "binary"
+    augment: bool = True
+    brightness_range: tuple[float, float] = (0.1, 0.7)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.image_size < 8 or self.batch_size < 1:
+            raise ValueError("image_size must be >= 8 and batch_size >= 1")
+        low, high = self.brightness_range
+        if not 0 < low <= high:
+            raise ValueError("brightness_range must be 0 < low <= high")
+
+
+@dataclass(frozen=True)
+class SplitRecords:
+    """The labelled images of one split."""
+
+    paths: list[str]
+    labels: np.ndarray
+    rows: list[dict]
+
+
+def split_records(dataset: str | Path, split: str, roi: bool = False, target: str = "binary") -> SplitRecords:
+    """Return the labelled images of a split (absolute paths) and their targets.
+
+    Raises:
+        InputError: If the split has no labelled image, or ROI images are asked for and missing.
+    """
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    root = Path(dataset)
+    rows = [r for r in read_manifest(root) if r["label"] != "" and r["split"] == split]
+    if not rows:
+        raise InputError(f"dataset {root} has no labelled images in split {split!r}")
+    column = "roi_path" if roi else "image_path"
+    missing = [r for r in rows if not r[column]]
+    if missing:
+        raise InputError(
+            f"dataset {root}: {len(missing)} {split} row(s) have no {column} (first: {missing[0]['patient']}"
+            f"_{missing[0]['item']})"
+        )
+    field = "label" if target == "binary" else "disc_state"
+    labels = np.asarray([int(r[field]) for r in rows], dtype=np.int32)
+    return SplitRecords([str(root / r[column]) for r in rows], labels, rows)
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Balanced class weights ``n / (k * n_c)`` from the training labels (absent classes get weight 1)."""
+    counts = Counter(int(v) for v in labels)
+    total = len(labels)
+    return {c: (total / (num_classes * counts[c]) if counts[c] else 1.0) for c in range(num_classes)}
+
+
+def _decode(path, size: int):  # type: ignore[no-untyped-def]
+    import tensorflow as tf
+
+    image = tf.io.decode_png(tf.io.read_file(path), channels=1)
+    return tf.image.resize(tf.cast(image, tf.float32), (size, size), antialias=True)
+
+
+def augment(image, seed, brightness_range: tuple[float, float] = (0.1, 0.7)):  # type: ignore[no-untyped-def]
+    """The paper's augmentation with stateless randomness: brightness factor, horizontal and vertical flips."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    factor = tf.random.stateless_uniform([], seeds[0], brightness_range[0], brightness_range[1])
+    image = tf.clip_by_value(tf.round(image * factor), 0.0, 255.0)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    return tf.image.stateless_random_flip_up_down(image, seeds[2])
+
+
+def make_dataset(
+    dataset: str | Path, split: str, config: InputConfig, training: bool = False, records: SplitRecords | None = None
+):  # type: ignore[no-untyped-def]
+    """Build the ``tf.data.Dataset`` of ``(image, target)`` batches for a split.
+
+    Args:
+        dataset: Local dataset folder.
+        split: ``train``, ``val`` or ``test``.
+        config: Input settings.
+        training: Shuffle each epoch and augment (for the training split).
+        records: Pre-read records of the split (read from the manifest when None).
+    """
+    import tensorflow as tf
+
+    records = records or split_records(dataset, split, config.roi, config.target)
+    autotune = tf.data.AUTOTUNE
+    labels = records.labels.astype("float32" if config.target == "binary" else "int32")
+    ds = tf.data.Dataset.from_tensor_slices((records.paths, labels))
+    ds = ds.map(lambda p, y: (_decode(p, config.image_size), y), num_parallel_calls=autotune)
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(records.paths), seed=config.seed, reshuffle_each_iteration=True)
+        if config.augment:
+            randoms = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+            ds = tf.data.Dataset.zip((ds, randoms))
+            ds = ds.map(lambda xy, s: (augment(xy[0], s, config.brightness_range), xy[1]), num_parallel_calls=autotune)
+    return ds.batch(config.batch_size).prefetch(autotune)

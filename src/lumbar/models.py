@@ -1,0 +1,333 @@
+"""Transfer-learning models: the paper's four backbones from ``keras.applications`` with a small head.
+
+* Backbones ``vgg16``, ``vgg19``, ``resnet50``, ``mobilenetv2`` with ``include_top=False``. Inputs are
+  grey images with values 0-255, shape ``(size, size, 1)``; a :class:`BackbonePreprocess` layer repeats
+  them to 3 channels and applies the backbone's own ``preprocess_input`` (``caffe`` mode for VGG and
+  ResNet, ``tf`` mode for MobileNetV2), so a saved model is self-contained.
+* Head: global average pooling -> Dropout (0.2) -> Dense (1 sigmoid for the binary normal/abnormal
+  target; softmax for multi-class targets such as the four disc states).
+* Weights: ``imagenet`` (read from Keras' cache ``$KERAS_HOME/models/<file>``; never downloaded: a
+  missing file is a clear error naming it), ``none`` (random initialisation), or a path/URI to a
+  backbone saved by :func:`save_backbone` (procedures 2 and 3 pretrain one).
+* Modes: ``frozen`` trains the head only; ``finetune`` also trains the top ``unfreeze_blocks`` blocks
+  of the backbone. BatchNormalization layers stay frozen in both.
+* The backbone is built on the model's own input tensor, so its layers live in the outer functional
+  graph (no nested sub-model): Grad-CAM can reach the last convolutional layer directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from lumbar.errors import LumbarError
+
+PREPROCESS_LAYER = "preprocess"
+
+
+class WeightsError(LumbarError):
+    """Backbone weights are missing or do not fit."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What lumbar needs to know about one backbone.
+
+    Attributes:
+        name: The CLI name.
+        preprocess: ``caffe`` or ``tf`` (as the backbone's ``preprocess_input``).
+        output_layer: The backbone's last layer (its feature map).
+        gradcam_layer: The last convolutional layer, for Grad-CAM.
+        block_pattern: Regex whose first group names the block of a layer (for fine-tuning).
+        min_size: Smallest input size the architecture accepts.
+    """
+
+    name: str
+    preprocess: str
+    output_layer: str
+    gradcam_layer: str
+    block_pattern: str
+    min_size: int = 32
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "vgg16": BackboneSpec("vgg16", "caffe", "block5_pool", "block5_conv3", r"^(block\d)_"),
+    "vgg19": BackboneSpec("vgg19", "caffe", "block5_pool", "block5_conv4", r"^(block\d)_"),
+    "resnet50": BackboneSpec(
+        "resnet50", "caffe", "conv5_block3_out", "conv5_block3_out", r"^(conv\d_block\d+|conv1|pool1)_"
+    ),
+    "mobilenetv2": BackboneSpec(
+        "mobilenetv2", "tf", "out_relu", "out_relu", r"^(?:bn_)?(block_\d+|expanded_conv|Conv1|Conv_1)(?:_|$)"
+    ),
+}
+MODES: tuple[str, ...] = ("frozen", "finetune")
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_MOBILENET_ROWS = (96, 128, 160, 192, 224)
+
+
+@keras.saving.register_keras_serializable(package="lumbar")
+class BackbonePreprocess(keras.layers.Layer):
+    """Grey images (0-255, one channel) -> the 3-channel input a backbone expects.
+
+    Args:
+        mode: ``caffe`` (BGR mean subtraction: VGG16, VGG19, ResNet50) or ``tf`` (scale to [-1, 1]:
+            MobileNetV2), as ``keras.applications.<model>.preprocess_input`` does.
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "tf"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):  # type: ignore[no-untyped-def]
+        """Repeat the grey channel three times and normalise as the backbone was trained."""
+        x = keras.ops.concatenate([inputs, inputs, inputs], axis=-1)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        return x - keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=x.dtype)
+
+    def compute_output_shape(self, input_shape):  # type: ignore[no-untyped-def]
+        """Same spatial shape, three channels."""
+        return (*input_shape[:-1], 3)
+
+    def get_config(self) -> dict:
+        """Serialisable configuration."""
+        return {**super().get_config(), "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture of one classifier.
+
+    Attributes:
+        backbone: One of :data:`BACKBONES`.
+        weights: ``imagenet``, ``none``, or a path / ``s3://`` URI of a backbone saved by lumbar.
+        mode: ``frozen`` or ``finetune``.
+        image_size: Input size in pixels (square).
+        num_classes: 2 for the binary target (one sigmoid unit), more for softmax.
+        dropout: Dropout rate of the head (paper: 0.2).
+        unfreeze_blocks: Top backbone blocks trained in ``finetune`` mode.
+    """
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    mode: str = "frozen"
+    image_size: int = 224
+    num_classes: int = 2
+    dropout: float = 0.2
+    unfreeze_blocks: int = 1
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.image_size < BACKBONES[self.backbone].min_size:
+            raise ValueError(f"{self.backbone} needs images of at least {BACKBONES[self.backbone].min_size} px")
+        if self.num_classes < 2:
+            raise ValueError("num_classes must be at least 2")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
+        if self.unfreeze_blocks < 0:
+            raise ValueError("unfreeze_blocks must not be negative")
+        if not self.weights:
+            raise ValueError("weights must be imagenet, none, or a path/URI")
+
+
+def keras_models_dir() -> Path:
+    """Keras' weight cache: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
+def imagenet_weights_file(backbone: str, image_size: int = 224) -> tuple[str, str]:
+    """The file name Keras expects for a backbone's ImageNet weights without top, and where Keras publishes it."""
+    from keras.src.applications import mobilenet_v2, resnet, vgg16, vgg19
+
+    if backbone == "vgg16":
+        url = vgg16.WEIGHTS_PATH_NO_TOP
+    elif backbone == "vgg19":
+        url = vgg19.WEIGHTS_PATH_NO_TOP
+    elif backbone == "resnet50":
+        url = f"{resnet.BASE_WEIGHTS_PATH}resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    elif backbone == "mobilenetv2":
+        rows = image_size if image_size in _MOBILENET_ROWS else 224
+        url = f"{mobilenet_v2.BASE_WEIGHT_PATH}mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}")
+    return url.rsplit("/", 1)[-1], url
+
+
+def _application(backbone: str):  # type: ignore[no-untyped-def]
+    apps = keras.applications
+    return {"vgg16": apps.VGG16, "vgg19": apps.VGG19, "resnet50": apps.ResNet50, "mobilenetv2": apps.MobileNetV2}[
+        backbone
+    ]
+
+
+def _resolve_imagenet(backbone: str, image_size: int) -> str:
+    name, url = imagenet_weights_file(backbone, image_size)
+    path = keras_models_dir() / name
+    if not path.is_file():
+        raise WeightsError(
+            f"ImageNet weights for {backbone} are not in the Keras cache and cannot be downloaded here: place {name} "
+            f"in {path.parent} (from {url}), or pass --weights PATH|s3://URI to a backbone saved by lumbar, "
+            "or --weights none"
+        )
+    return str(path)
+
+
+def build_model(config: ModelConfig) -> keras.Model:
+    """Build (but do not compile) a classifier; trainable flags follow ``config.mode``.
+
+    Raises:
+        WeightsError: If the requested weights are unavailable or do not fit the backbone.
+    """
+    spec = BACKBONES[config.backbone]
+    weights: str | None = None
+    if config.weights == "imagenet":
+        weights = _resolve_imagenet(config.backbone, config.image_size)
+    inputs = keras.Input((config.image_size, config.image_size, 1), name="image")
+    x = BackbonePreprocess(spec.preprocess, name=PREPROCESS_LAYER)(inputs)
+    kwargs: dict[str, Any] = {"include_top": False, "weights": weights, "input_tensor": x}
+    if config.backbone == "mobilenetv2":
+        kwargs["alpha"] = 1.0
+    base = _application(config.backbone)(**kwargs)
+    features = base.get_layer(spec.output_layer).output
+    h = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    h = keras.layers.Dropout(config.dropout, name="head_dropout")(h)
+    if config.num_classes == 2:
+        outputs = keras.layers.Dense(1, activation="sigmoid", name="head_output", dtype="float32")(h)
+    else:
+        outputs = keras.layers.Dense(config.num_classes, activation="softmax", name="head_output", dtype="float32")(h)
+    model = keras.Model(inputs, outputs, name=f"lumbar_{config.backbone}")
+    if config.weights not in ("imagenet", "none"):
+        load_backbone_weights(model, config.weights, config.backbone)
+    set_trainable(model, config)
+    return model
+
+
+def backbone_layers(model: keras.Model, backbone: str) -> list[keras.layers.Layer]:
+    """The backbone's layers inside a lumbar model (everything between the preprocessing and the head)."""
+    names = [layer.name for layer in model.layers]
+    start = names.index(PREPROCESS_LAYER) + 1
+    end = names.index(BACKBONES[backbone].output_layer) + 1
+    return model.layers[start:end]
+
+
+def blocks(model: keras.Model, backbone: str) -> list[str]:
+    """The backbone's block names, bottom to top (the unit that ``unfreeze_blocks`` counts)."""
+    pattern = re.compile(BACKBONES[backbone].block_pattern)
+    seen: list[str] = []
+    for layer in backbone_layers(model, backbone):
+        match = pattern.match(layer.name)
+        block = match.group(1) if match else None
+        if block is not None and block not in seen:
+            seen.append(block)
+    return seen
+
+
+def set_trainable(model: keras.Model, config: ModelConfig) -> None:
+    """Freeze the backbone (``frozen``) or all but its top blocks (``finetune``).
+
+    BatchNormalization layers of a pretrained backbone stay frozen (their statistics belong to the
+    pretraining data); with ``weights="none"`` there is nothing to preserve, so they train with their
+    block.
+    """
+    pattern = re.compile(BACKBONES[config.backbone].block_pattern)
+    chosen = blocks(model, config.backbone)[::-1][: config.unfreeze_blocks] if config.mode == "finetune" else []
+    top = set(chosen)
+    for layer in backbone_layers(model, config.backbone):
+        match = pattern.match(layer.name)
+        in_top = bool(match) and match.group(1) in top  # type: ignore[union-attr]
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = in_top and (not is_bn or config.weights == "none")
+
+
+def _weighted(layers: list[keras.layers.Layer]) -> list[keras.layers.Layer]:
+    return [layer for layer in layers if layer.weights]
+
+
+def save_backbone(model: keras.Model, backbone: str, folder: str | Path, metadata: dict | None = None) -> Path:
+    """Save a model's backbone weights (no head) where ``--weights PATH`` can read them.
+
+    Writes ``backbone.npz`` (arrays keyed ``<layer>/<index>``) and ``backbone.json``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        f"{layer.name}/{i}": np.asarray(w)
+        for layer in _weighted(backbone_layers(model, backbone))
+        for i, w in enumerate(layer.get_weights())
+    }
+    np.savez(folder / "backbone.npz", **arrays)
+    info = {
+        "format": "lumbar-backbone/1",
+        "backbone": backbone,
+        "layers": len({k.split("/")[0] for k in arrays}),
+        **(metadata or {}),
+    }
+    (folder / "backbone.json").write_text(json.dumps(info, indent=2))
+    return folder
+
+
+def _local_backbone(source: str) -> Path:
+    from lumbar.storage import is_remote
+
+    if not is_remote(source):
+        return Path(source)
+    from lumbar.paths import data_dir
+    from lumbar.storage import open_store
+
+    store = open_store(source)
+    digest = store.sha256("backbone.npz") or "unknown"
+    target = data_dir() / "cache" / "backbones" / digest[:16]
+    if not (target / "backbone.npz").is_file():
+        store.get_tree("", target)
+    return target
+
+
+def load_backbone_weights(model: keras.Model, source: str | Path, backbone: str) -> dict:
+    """Load a backbone saved by :func:`save_backbone` (folder, or ``s3://`` URI) into ``model``.
+
+    Returns:
+        The backbone's metadata (``backbone.json``).
+
+    Raises:
+        WeightsError: If the files are missing, were saved from another backbone, or do not fit.
+    """
+    folder = _local_backbone(str(source))
+    meta_path, weights_path = folder / "backbone.json", folder / "backbone.npz"
+    if not weights_path.is_file() or not meta_path.is_file():
+        raise WeightsError(f"{source} is not a backbone saved by lumbar (backbone.npz and backbone.json expected)")
+    info = json.loads(meta_path.read_text())
+    if info.get("backbone") != backbone:
+        raise WeightsError(f"{source} holds a {info.get('backbone')} backbone, not {backbone}")
+    with np.load(weights_path) as data:
+        stored = {key: data[key] for key in data.files}
+    for layer in _weighted(backbone_layers(model, backbone)):
+        values = [stored.get(f"{layer.name}/{i}") for i in range(len(layer.weights))]
+        if any(v is None for v in values):
+            raise WeightsError(f"{source} has no weights for layer {layer.name}")
+        try:
+            layer.set_weights(values)
+        except ValueError as exc:
+            raise WeightsError(f"{source}: weights of layer {layer.name} do not fit ({exc})") from None
+    return info
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a model saved by lumbar (``.keras``), with the lumbar layers registered."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise LumbarError(f"{path} is not a saved lumbar model (model.keras expected)")
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,432 @@
+"""Transfer-learning training of one configuration (backbone x mode x ROI), tracked in MLflow.
+
+* Profiles: ``paper`` (the paper's hyper-parameters: 224 px, batch 64, 50 epochs, lr 1e-3 frozen /
+  1e-5 fine-tune, dropout 0.2) and ``quick`` (CPU-sized for tests and the demo: 64 px, batch 16,
+  4 epochs, lr 1e-3 / 1e-4). Every value can be overridden.
+* The weights of the epoch with the lowest validation loss are kept (the paper's rule).
+* A checkpoint is written after every epoch (model with optimizer state, and the run's state), so a
+  killed run continues where it stopped with ``resume=True``, in the same MLflow run.
+* Params, per-epoch metrics (one batch per epoch), the final model (Keras flavour), the training
+  curves and the dataset version go to MLflow (local SQLite store when no server is set).
+* Seeds make a run reproducible on the CPU (op determinism is switched on there). Mixed precision
+  (``mixed_float16``) and XLA are switched on automatically when a GPU is present, off on the CPU.
+
+Output folder: ``model.keras`` (best epoch), ``model.json`` (config, best epoch, run id, dataset
+version), ``history.csv``, ``curves.png`` and ``checkpoints/`` (``last.keras``, ``best.weights.h5``,
+``state.json``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from lumbar.data import TARGETS, InputConfig, class_weights, make_dataset, split_records
+from lumbar.errors import InputError, LumbarError
+from lumbar.models import BACKBONES, MODES, ModelConfig
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {"image_size": 224, "batch_size": 64, "epochs": 50, "lr_frozen": 1e-3, "lr_finetune": 1e-5},
+    "quick": {"image_size": 64, "batch_size": 16, "epochs": 4, "lr_frozen": 1e-3, "lr_finetune": 1e-4},
+}
+PRECISIONS = ("auto", "float32", "mixed_float16")
+SWITCHES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training configuration. Build it with :meth:`from_profile` to get a profile's defaults.
+
+    Attributes:
+        backbone: ``vgg16``, ``vgg19``, ``resnet50`` or ``mobilenetv2``.
+        weights: ``imagenet``, ``none``, or a path / URI of a backbone saved by lumbar.
+        mode: ``frozen`` (train the head) or ``finetune`` (also the top blocks).
+        roi: Train on the ROI crops instead of the full images.
+        target: ``binary`` (normal/abnormal, the paper) or ``disc_state`` (four classes).
+        profile: The profile the defaults came from (recorded with the run).
+        image_size: Input size in pixels.
+        batch_size: Images per batch.
+        epochs: Total epochs.
+        learning_rate: Adam learning rate.
+        dropout: Head dropout.
+        unfreeze_blocks: Top backbone blocks trained in ``finetune`` mode.
+        seed: Seed of weights initialisation, shuffling and augmentation.
+        augment: Apply the paper's augmentation.
+        precision: ``auto`` (mixed_float16 on a GPU), ``float32`` or ``mixed_float16``.
+        jit: XLA compilation: ``auto`` (on a GPU), ``on`` or ``off``.
+    """
+
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    mode: str = "frozen"
+    roi: bool = False
+    target: str = "binary"
+    profile: str = "quick"
+    image_size: int = 64
+    batch_size: int = 16
+    epochs: int = 4
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+    unfreeze_blocks: int = 1
+    seed: int = 0
+    augment: bool = True
+    precision: str = "auto"
+    jit: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.target not in TARGETS:
+            raise InputError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        if self.profile not in PROFILES:
+            raise InputError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
+        if self.image_size < BACKBONES[self.backbone].min_size:
+            raise InputError(f"{self.backbone} needs --image-size of at least {BACKBONES[self.backbone].min_size}")
+        if self.precision not in PRECISIONS or self.jit not in SWITCHES:
+            raise InputError(f"precision must be one of {PRECISIONS} and jit one of {SWITCHES}")
+
+    @classmethod
+    def from_profile(cls, profile: str = "quick", **overrides: Any) -> TrainConfig:
+        """A configuration with the profile's defaults; ``None`` overrides are ignored."""
+        if profile not in PROFILES:
+            raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        values = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise InputError(f"unknown training option(s) {', '.join(sorted(unknown))}")
+        p = PROFILES[profile]
+        mode = values.get("mode", "frozen")
+        defaults = {
+            "image_size": p["image_size"],
+            "batch_size": p["batch_size"],
+            "epochs": p["epochs"],
+            "learning_rate": p["lr_finetune"] if mode == "finetune" else p["lr_frozen"],
+        }
+        return cls(profile=profile, **{**defaults, **values})
+
+    @property
+    def run_name(self) -> str:
+        """``<backbone>-<mode>-<roi|full>``, the name of the configuration's run."""
+        return f"{self.backbone}-{self.mode}-{'roi' if self.roi else 'full'}"
+
+    def model_config(self) -> ModelConfig:
+        """The architecture part."""
+        return ModelConfig(
+            backbone=self.backbone,
+            weights=self.weights,
+            mode=self.mode,
+            image_size=self.image_size,
+            num_classes=TARGETS[self.target],
+            dropout=self.dropout,
+            unfreeze_blocks=self.unfreeze_blocks,
+        )
+
+    def input_config(self) -> InputConfig:
+        """The input part."""
+        return InputConfig(
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            roi=self.roi,
+            target=self.target,
+            augment=self.augment,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    out_dir: Path
+    run_id: str | None
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def dataset_version(folder: str | Path) -> str:
+    """The version id of a local dataset folder (from its ``SHA256SUMS``, else computed from its files)."""
+    from lumbar.versions import INDEX, file_index, version_of
+
+    index = Path(folder) / INDEX
+    return version_of(index.read_text(encoding="utf-8") if index.is_file() else file_index(folder))
+
+
+def accelerator() -> str:
+    """``gpu`` when TensorFlow sees a GPU, else ``cpu``."""
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def _metrics(target: str) -> list:
+    import keras
+
+    if target == "binary":
+        return [
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.Precision(name="precision"),
+            keras.metrics.Recall(name="recall"),
+            keras.metrics.AUC(name="auc"),
+        ]
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
+def _compile(model, config: TrainConfig, jit: bool) -> None:  # type: ignore[no-untyped-def]
+    import keras
+
+    loss = "binary_crossentropy" if config.target == "binary" else "sparse_categorical_crossentropy"
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=loss,
+        metrics=_metrics(config.target),
+        jit_compile=jit,
+    )
+
+
+class _EpochCheckpoint:
+    """Keras callback (built lazily): checkpoint every epoch, keep the best weights, log metrics to MLflow."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        import keras
+
+        class Checkpoint(keras.callbacks.Callback):
+            def __init__(self, folder: Path, state: dict, run: Any) -> None:
+                super().__init__()
+                self.folder, self.state, self.run = folder, state, run
+                self.epoch_start = 0.0
+
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self.epoch_start = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                logs["epoch_seconds"] = time.perf_counter() - self.epoch_start
+                val_loss = logs.get("val_loss", float("inf"))
+                if val_loss < self.state["best_val_loss"]:
+                    self.state.update(best_val_loss=val_loss, best_epoch=epoch + 1)
+                    self.model.save_weights(self.folder / "best.weights.h5")
+                self.state["epoch"] = epoch + 1
+                self.state["history"].append({"epoch": epoch + 1, **logs})
+                self.model.save(self.folder / "last.keras.tmp.keras")
+                os.replace(self.folder / "last.keras.tmp.keras", self.folder / "last.keras")
+                tmp = self.folder / "state.json.tmp"
+                tmp.write_text(json.dumps(self.state, indent=1))
+                os.replace(tmp, self.folder / "state.json")
+                if self.run is not None:
+                    self.run.log_metrics(logs, step=epoch + 1)
+
+        return Checkpoint(*args, **kwargs)
+
+
+def _write_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.plot(epochs, [h.get(key) for h in history], marker="o", label=f"train {key}")
+        ax.plot(epochs, [h.get(f"val_{key}") for h in history], marker="o", label=f"validation {key}")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_history(history: list[dict], path: Path) -> None:
+    keys = sorted({k for h in history for k in h} - {"epoch"})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *keys])
+        for h in history:
+            writer.writerow([h["epoch"], *(h.get(k, "") for k in keys)])
+
+
+def train_model(
+    config: TrainConfig,
+    dataset: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    experiment: str = "lumbar-train",
+    parent_run_id: str | None = None,
+    track: bool = True,
+    verbose: int = 0,
+    register_as: str | None = None,
+) -> TrainResult:
+    """Train one configuration and save the best-validation-loss model.
+
+    Args:
+        config: The configuration.
+        dataset: A dataset folder, or a published version URI (fetched into the cache once).
+        out_dir: Output folder (see the module docstring).
+        resume: Continue a killed run from its last checkpoint (same configuration required).
+        experiment: MLflow experiment.
+        parent_run_id: Nest the run under this MLflow run (a pipeline run).
+        track: Log to MLflow (on by default; off only for benchmarks).
+        verbose: Keras ``fit`` verbosity.
+        register_as: Register the final model under this name with the alias ``candidate``.
+
+    Raises:
+        InputError: For a bad dataset, or a resume whose folder holds another configuration.
+    """
+    import keras
+    import tensorflow as tf
+
+    from lumbar.models import build_model
+    from lumbar.tracking import Tracker, standard_tags
+    from lumbar.versions import fetch_dataset
+
+    out = Path(out_dir)
+    folder = out / "checkpoints"
+    local = fetch_dataset(dataset)
+    version = dataset_version(local)
+    state_path = folder / "state.json"
+    resuming = resume and state_path.is_file() and (folder / "last.keras").is_file()
+    state: dict[str, Any] = {
+        "config": asdict(config),
+        "epoch": 0,
+        "best_epoch": 0,
+        "best_val_loss": float("inf"),
+        "history": [],
+        "run_id": None,
+        "dataset_version": version,
+    }
+    if resuming:
+        saved = json.loads(state_path.read_text())
+        if saved["config"] != asdict(config):
+            raise InputError(f"{out} holds a run with another configuration; use a new --out or the same options")
+        state = saved
+    elif out.exists() and (out / "model.keras").exists() and not resume:
+        raise InputError(f"{out} already holds a trained model; choose a new --out (or --resume a killed run)")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    keras.utils.set_random_seed(config.seed)
+    device = accelerator()
+    if device == "cpu":
+        tf.config.experimental.enable_op_determinism()
+    mixed = config.precision == "mixed_float16" or (config.precision == "auto" and device == "gpu")
+    jit = config.jit == "on" or (config.jit == "auto" and device == "gpu")
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+    inputs = config.input_config()
+    train_records = split_records(local, "train", config.roi, config.target)
+    train_ds = make_dataset(local, "train", inputs, training=True, records=train_records)
+    val_ds = make_dataset(local, "val", inputs)
+    weights = class_weights(train_records.labels, TARGETS[config.target])
+
+    if resuming:
+        model = keras.models.load_model(folder / "last.keras")
+    else:
+        model = build_model(config.model_config())
+        _compile(model, config, jit)
+
+    tracker = Tracker(experiment) if track else None
+    params = {
+        **asdict(config),
+        "dataset": str(dataset),
+        "dataset_version": version,
+        "device": device,
+        "mixed_precision": mixed,
+        "xla": jit,
+        "train_images": len(train_records.paths),
+    }
+    tags = {**standard_tags(version), "lumbar.config": config.run_name}
+    started = time.perf_counter()
+    epochs_before = state["epoch"]
+
+    def fit(run: Any) -> None:
+        if run is not None and not resuming:
+            run.log_params(params)
+        if run is not None:
+            state["run_id"] = run.run_id
+        if state["epoch"] < config.epochs:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                initial_epoch=state["epoch"],
+                class_weight=weights,
+                callbacks=[_EpochCheckpoint(folder, state, run)],
+                verbose=verbose,
+            )
+
+    if tracker is not None:
+        with tracker.run(config.run_name, parent=parent_run_id, tags=tags, run_id=state["run_id"]) as run:
+            fit(run)
+            result = _finish(model, config, state, out, version, run, register_as)
+    else:
+        fit(None)
+        result = _finish(model, config, state, out, version, None, None)
+    result.seconds = time.perf_counter() - started
+    trained_epochs = state["epoch"] - epochs_before
+    result.images_per_second = trained_epochs * len(train_records.paths) / result.seconds if result.seconds else 0.0
+    keras.mixed_precision.set_global_policy("float32")
+    return result
+
+
+def _finish(
+    model,
+    config: TrainConfig,
+    state: dict,
+    out: Path,
+    version: str,
+    run: Any,  # type: ignore[no-untyped-def]
+    register_as: str | None,
+) -> TrainResult:
+    """Restore the best epoch, save the model and its description, log the final artifacts."""
+    folder = out / "checkpoints"
+    if (folder / "best.weights.h5").is_file():
+        model.load_weights(folder / "best.weights.h5")
+    model.save(out / "model.keras")
+    history = state["history"]
+    _write_history(history, out / "history.csv")
+    _write_curves(history, out / "curves.png")
+    info = {
+        "config": asdict(config),
+        "best_epoch": state["best_epoch"],
+        "best_val_loss": state["best_val_loss"],
+        "epochs": state["epoch"],
+        "run_id": run.run_id if run is not None else None,
+        "dataset_version": version,
+        "classes": ["normal", "abnormal"]
+        if config.target == "binary"
+        else ["normal", "degeneration", "bulge", "herniation"],
+    }
+    (out / "model.json").write_text(json.dumps(info, indent=2))
+    if run is not None:
+        run.log_metrics({"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"]})
+        for name in ("curves.png", "history.csv", "model.json"):
+            run.log_artifact(out / name)
+        run.log_keras_model(model, registered_name=register_as, alias="candidate" if register_as else None)
+    return TrainResult(out, info["run_id"], state["best_epoch"], state["best_val_loss"], state["epoch"], history)
+
+
+def read_model_info(model_dir: str | Path) -> dict:
+    """The ``model.json`` of a trained model folder."""
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        raise LumbarError(f"{model_dir} is not a model trained by lumbar (model.json missing)")
+    return json.loads(path.read_text())
+
+
+def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
+    """A copy of ``config`` with some fields changed (validated again)."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
