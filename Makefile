@@ -8,7 +8,7 @@ DATA ?= data
 PATIENTS ?= 12
 WORKERS ?= 2
 
-.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store services-up services-down clean
+.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train services-up services-down clean
 
 help:
 	@echo "make demo      create .venv, install, and run the main job on synthetic data"
@@ -46,13 +46,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines
 	$(BIN)/ruff format --check src tests bench components pipelines
 
-bench: bench-ingest bench-store
+bench: bench-ingest bench-store bench-input bench-train
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 bench-store: $(STAMP)
 	$(BIN)/python bench/store.py
+
+# the baseline's ImageDataGenerator lives in tf-keras; --no-deps keeps it from pulling a second TensorFlow
+bench-input: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps 'tf-keras==2.21.*'
+	$(BIN)/python bench/input.py
+
+bench-train: $(STAMP)
+	$(BIN)/python bench/train.py
 
 services-up: $(STAMP)
 	$(BIN)/lumbar services up

@@ -78,3 +78,25 @@ def bucket(s3_env) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     open_store(f"s3://{name}", create_bucket=True)
     return name
+
+
+@pytest.fixture(scope="session")
+def learnable_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dataset C of 40 synthetic patients (200 labelled disc images), big enough for a model to learn from."""
+    base = tmp_path_factory.mktemp("learnable")
+    export = base / "export"
+    write_pacs_export(export, SynthConfig(patients=40, seed=1, size=128, workers=2))
+    out = base / "dataset-c"
+    build_dataset_c(
+        BuildConfig(source=export, labels=export / "labels.csv", out=out, key_secret_env=TEST_SECRET_ENV, workers=2)
+    )
+    return out
+
+
+@pytest.fixture
+def local_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """MLflow in a local SQLite store of this test (no server)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    return f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"

@@ -2,8 +2,9 @@
 
 For the class explained (by default the predicted one) the gradient of its score with respect to the
 last convolutional feature map is averaged over space to weight each channel; the weighted sum of
-the channels, passed through a ReLU, is the map. For the binary sigmoid output the score is the
-logit for "abnormal" and its negation for "normal", so a map always shows evidence *for* the class it
+the channels, passed through a ReLU, is the map. Scores are logits, taken before the output
+activation (a saturated sigmoid has no gradient left). For the binary output the score is the logit
+for "abnormal" and its negation for "normal", so a map always shows evidence *for* the class it
 explains (the map is never inverted). Maps are scaled to [0, 1] and resized to the input.
 """
 
@@ -45,22 +46,24 @@ def gradcam(
     if layer is None:
         backbone = backbone or model.name.removeprefix("lumbar_")
         layer = BACKBONES[backbone].gradcam_layer
-    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    head = model.get_layer("head_output")
+    # scores are taken before the output activation: a saturated sigmoid or softmax has no gradient left
+    grad_model = keras.Model(model.inputs, [model.get_layer(layer).output, head.input, model.output])
+    kernel, bias = tf.cast(head.kernel, tf.float32), tf.cast(head.bias, tf.float32)
     x = tf.convert_to_tensor(images, dtype=tf.float32)
     with tf.GradientTape() as tape:
-        features, outputs = grad_model(x, training=False)
+        features, hidden, outputs = grad_model(x, training=False)
+        logits = tf.matmul(tf.cast(hidden, tf.float32), kernel) + bias
         outputs = tf.cast(outputs, tf.float32)
-        if outputs.shape[-1] == 1:
-            p = tf.clip_by_value(outputs[:, 0], 1e-7, 1 - 1e-7)
-            logit = tf.math.log(p) - tf.math.log1p(-p)
+        if logits.shape[-1] == 1:
             if class_index is None:
-                sign = tf.where(p >= 0.5, 1.0, -1.0)
+                sign = tf.where(logits[:, 0] >= 0, 1.0, -1.0)
             else:
-                sign = tf.fill(tf.shape(p), 1.0 if class_index == 1 else -1.0)
-            score = logit * sign
+                sign = tf.fill(tf.shape(logits)[:1], 1.0 if class_index == 1 else -1.0)
+            score = logits[:, 0] * sign
         else:
-            chosen = tf.argmax(outputs, axis=-1) if class_index is None else tf.fill(tf.shape(outputs)[:1], class_index)
-            score = tf.gather(outputs, chosen, axis=1, batch_dims=1)
+            chosen = tf.argmax(logits, axis=-1) if class_index is None else tf.fill(tf.shape(logits)[:1], class_index)
+            score = tf.gather(logits, chosen, axis=1, batch_dims=1)
     grads = tf.cast(tape.gradient(score, features), tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))

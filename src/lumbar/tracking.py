@@ -204,6 +204,28 @@ class Tracker:
         return list(self.client.search_runs([self.experiment_id], filter_string=query, order_by=["start_time DESC"]))
 
 
+@contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a while, then restore it exactly.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the process environment; the
+    previous value (or its absence) is put back so later lumbar runs keep their own tracking store.
+    """
+    import mlflow
+
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def _requirements() -> list[str]:
     """The pip requirements of a logged model, stated (MLflow's inference would load the model in a subprocess)."""
     from importlib import metadata
@@ -215,6 +237,15 @@ def _requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return pins
+
+
+def _signature(model: Any):  # type: ignore[no-untyped-def]
+    """The model's input/output signature, from one all-zero example of its input shape."""
+    import numpy as np
+    from mlflow.models import infer_signature
+
+    example = np.zeros((1, *model.input_shape[1:]), dtype="float32")
+    return infer_signature(example, np.asarray(model.predict(example, verbose=0)))
 
 
 class TrackedRun:
@@ -266,19 +297,19 @@ class TrackedRun:
         """Log a Keras model with MLflow's Keras flavour; register it (and set ``alias``) when asked."""
         import mlflow
 
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracker.uri)
-        try:
+        with fluent_tracking_uri(self.tracker.uri):
             mlflow.start_run(run_id=self.run_id)
             try:
                 info = mlflow.keras.log_model(
-                    model, name=name, registered_model_name=registered_name, pip_requirements=_requirements()
+                    model,
+                    name=name,
+                    registered_model_name=registered_name,
+                    pip_requirements=_requirements(),
+                    signature=_signature(model),
                 )
             finally:
                 mlflow.end_run()
                 self.client.update_run(self.run_id, status="RUNNING")  # end_run marked it finished
-        finally:
-            mlflow.set_tracking_uri(previous)
         version = str(info.registered_model_version) if registered_name and info.registered_model_version else None
         if registered_name and alias and version:
             self.client.set_registered_model_alias(registered_name, alias, version)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lumbar.storage import open_store
-from lumbar.tracking import Tracker, experiment_name, flatten, standard_tags, tracking_uri
+from lumbar.tracking import Tracker, experiment_name, flatten, fluent_tracking_uri, standard_tags, tracking_uri
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,12 @@ def test_run_reads_back_from_the_server(s3_env, keras_model, tmp_path, monkeypat
 
     import mlflow
 
-    mlflow.set_tracking_uri(tracker.uri)
     x = np.random.default_rng(0).random((5, 6)).astype("float32")
     expected = keras_model.predict(x, verbose=0)
-    np.testing.assert_allclose(mlflow.keras.load_model(ref.uri).predict(x, verbose=0), expected, rtol=1e-6)
-    by_alias = mlflow.keras.load_model("models:/lumbar-test-clf@candidate")
-    np.testing.assert_allclose(by_alias.predict(x, verbose=0), expected, rtol=1e-6)
+    with fluent_tracking_uri(tracker.uri):
+        np.testing.assert_allclose(mlflow.keras.load_model(ref.uri).predict(x, verbose=0), expected, rtol=1e-6)
+        by_alias = mlflow.keras.load_model("models:/lumbar-test-clf@candidate")
+        np.testing.assert_allclose(by_alias.predict(x, verbose=0), expected, rtol=1e-6)
     assert ref.version == "1" and ref.alias == "candidate"
 
     # no credential in params, tags, or the servers' logs
@@ -121,3 +121,13 @@ def test_flatten_and_tags(monkeypatch):
     monkeypatch.delenv("KFP_RUN_ID", raising=False)
     tags = standard_tags()
     assert tags["git.commit"] == "abc123" and "kfp.run_id" not in tags and "dataset.version" not in tags
+
+
+def test_logging_a_model_leaves_the_environment_alone(tmp_path, monkeypatch, keras_model):
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker("lumbar-env", uri=f"sqlite:///{tmp_path / 'env.db'}")
+    with tracker.run("one") as run:
+        run.log_keras_model(keras_model)
+    assert "MLFLOW_TRACKING_URI" not in os.environ

@@ -28,6 +28,15 @@ app.command("predict")(train_cli.predict)
 app.command("gradcam")(train_cli.gradcam)
 
 
+@app.callback()
+def _main() -> None:
+    """Lumbar-spine MRI: DICOM ingest, datasets, object stores, tracking, training, pipelines."""
+    import os
+
+    # the command line prints one clear line per error: keep TensorFlow's C++ runtime chatter out of it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 @app.command("version")
 def version() -> None:
     """Print the lumbar version."""

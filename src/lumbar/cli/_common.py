@@ -27,3 +27,26 @@ def clear_errors() -> Iterator[None]:
 def show_progress() -> bool:
     """Progress bars only on a terminal."""
     return sys.stderr.isatty()
+
+
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there directly)."""
+    import os
+
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_tensorflow() -> None:
+    """Import TensorFlow and Keras without their start-up log lines (the CLI prints one line per error)."""
+    with native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401

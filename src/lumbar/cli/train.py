@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lumbar.cli._common import clear_errors
+from lumbar.cli._common import clear_errors, load_tensorflow
 
 
 def train(
@@ -37,6 +37,7 @@ def train(
     verbose: Annotated[int, typer.Option(help="Keras fit verbosity (0, 1, 2).")] = 2,
 ) -> None:
     """Train one configuration (backbone x mode x ROI) and keep the best validation-loss epoch."""
+    load_tensorflow()
     from lumbar.train import TrainConfig, train_model
 
     with clear_errors():
@@ -82,6 +83,7 @@ def evaluate(
     track: Annotated[bool, typer.Option("--track/--no-track", help="Log to the model's MLflow run.")] = True,
 ) -> None:
     """Accuracy, precision, recall, F1 (abnormal positive), ROC-AUC, confusion matrix and per-disc results."""
+    load_tensorflow()
     from rich.console import Console
     from rich.table import Table
 
@@ -109,6 +111,7 @@ def predict(
     model: Annotated[Path, typer.Option("--model", help="A model folder written by lumbar train.")],
 ) -> None:
     """Print the predicted class and its probability for each image."""
+    load_tensorflow()
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -146,6 +149,7 @@ def gradcam(
     split: Annotated[str, typer.Option(help="train | val | test")] = "test",
 ) -> None:
     """Grad-CAM heat maps over n images, as PNG files and one HTML page."""
+    load_tensorflow()
     from lumbar.gradcam import gradcam_report
 
     with clear_errors():

@@ -1,0 +1,122 @@
+"""The four backbones: modes, trainable layers, weight sources, Grad-CAM reachability."""
+
+import re
+
+import numpy as np
+import pytest
+
+from lumbar.models import (
+    BACKBONES,
+    ModelConfig,
+    WeightsError,
+    backbone_layers,
+    blocks,
+    build_model,
+    imagenet_weights_file,
+    load_backbone_weights,
+    save_backbone,
+)
+
+SIZE = 32
+
+
+def _trainable(model):
+    return [layer for layer in model.layers if layer.trainable and layer.weights]
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_each_backbone_builds_in_both_modes(backbone):
+    frozen = build_model(ModelConfig(backbone, "none", "frozen", SIZE))
+    assert frozen.input_shape == (None, SIZE, SIZE, 1) and frozen.output_shape == (None, 1)
+    assert [layer.name for layer in _trainable(frozen)] == ["head_output"]
+    assert frozen.get_layer("head_dropout").rate == 0.2
+    # the backbone lives in the outer graph: its last conv layer is reachable by name
+    assert frozen.get_layer(BACKBONES[backbone].gradcam_layer) is not None
+    assert not any(hasattr(layer, "layers") for layer in frozen.layers)  # no nested sub-model
+
+    tuned = build_model(ModelConfig(backbone, "none", "finetune", SIZE, unfreeze_blocks=2))
+    top_two = set(blocks(tuned, backbone)[-2:])
+    trainable_backbone = [layer for layer in _trainable(tuned) if layer.name != "head_output"]
+    assert trainable_backbone
+    pattern = re.compile(BACKBONES[backbone].block_pattern)
+    assert {pattern.match(layer.name).group(1) for layer in trainable_backbone} == top_two
+    frozen_below = [layer for layer in backbone_layers(tuned, backbone) if layer.weights and not layer.trainable]
+    assert frozen_below  # everything under the top blocks stays frozen
+    x = np.random.default_rng(0).uniform(0, 255, (2, SIZE, SIZE, 1)).astype("float32")
+    out = tuned.predict(x, verbose=0)
+    assert out.shape == (2, 1) and np.all((out >= 0) & (out <= 1))
+
+
+def test_multiclass_head():
+    model = build_model(ModelConfig("mobilenetv2", "none", "frozen", SIZE, num_classes=4))
+    out = model.predict(np.zeros((3, SIZE, SIZE, 1), "float32"), verbose=0)
+    assert out.shape == (3, 4) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
+
+
+def test_imagenet_offline_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for backbone in BACKBONES:
+        name, url = imagenet_weights_file(backbone, 224)
+        with pytest.raises(WeightsError) as excinfo:
+            build_model(ModelConfig(backbone, "imagenet", "frozen", 64))
+        message = str(excinfo.value)
+        assert name in message and str(tmp_path / "keras" / "models") in message and "--weights" in message
+        assert url.endswith(name)
+    assert imagenet_weights_file("vgg16")[0] == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert imagenet_weights_file("mobilenetv2", 128)[0].endswith("1.0_128_no_top.h5")
+    assert imagenet_weights_file("mobilenetv2", 100)[0].endswith("1.0_224_no_top.h5")
+
+
+def test_imagenet_weights_are_read_from_the_keras_cache(tmp_path, monkeypatch):
+    """A weights file placed where Keras expects it is used (no download is attempted)."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    # a file in the Keras applications' legacy .h5 layout, written from a random VGG16 without top
+    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    name, _ = imagenet_weights_file("vgg16")
+    (tmp_path / "models").mkdir()
+    with h5py.File(tmp_path / "models" / name, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, reference)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    model = build_model(ModelConfig("vgg16", "imagenet", "frozen", SIZE))
+    for layer in ("block1_conv1", "block5_conv3"):
+        np.testing.assert_array_equal(
+            model.get_layer(layer).get_weights()[0], reference.get_layer(layer).get_weights()[0]
+        )
+
+
+def test_saved_backbone_loads_back_as_weights(tmp_path):
+    donor = build_model(ModelConfig("vgg19", "none", "finetune", SIZE, unfreeze_blocks=5))
+    save_backbone(donor, "vgg19", tmp_path / "bb", {"source": "test"})
+    model = build_model(ModelConfig("vgg19", str(tmp_path / "bb"), "finetune", SIZE))
+    for name in ("block1_conv1", "block5_conv4"):
+        for a, b in zip(model.get_layer(name).get_weights(), donor.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(WeightsError, match="holds a vgg19 backbone, not vgg16"):
+        build_model(ModelConfig("vgg16", str(tmp_path / "bb"), "frozen", SIZE))
+    with pytest.raises(WeightsError, match="not a backbone saved by lumbar"):
+        build_model(ModelConfig("vgg19", str(tmp_path / "nothing"), "frozen", SIZE))
+
+
+def test_pretrained_batchnorm_stays_frozen(tmp_path):
+    donor = build_model(ModelConfig("resnet50", "none", "frozen", SIZE))
+    save_backbone(donor, "resnet50", tmp_path / "bb")
+    tuned = build_model(ModelConfig("resnet50", str(tmp_path / "bb"), "finetune", SIZE, unfreeze_blocks=1))
+    import keras
+
+    top = [layer for layer in backbone_layers(tuned, "resnet50") if layer.name.startswith("conv5_block3_")]
+    assert any(layer.trainable for layer in top if not isinstance(layer, keras.layers.BatchNormalization))
+    assert not any(layer.trainable for layer in top if isinstance(layer, keras.layers.BatchNormalization))
+    info = load_backbone_weights(tuned, tmp_path / "bb", "resnet50")
+    assert info["backbone"] == "resnet50"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        ModelConfig("alexnet")
+    with pytest.raises(ValueError, match="unknown mode"):
+        ModelConfig("vgg16", mode="partial")
+    with pytest.raises(ValueError, match="at least 32"):
+        ModelConfig("vgg16", image_size=16)

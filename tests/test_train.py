@@ -1,0 +1,211 @@
+"""Training on a small synthetic Dataset C: it learns, it is tracked, it resumes after a kill, it is reproducible."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumbar.errors import InputError
+from lumbar.evaluate import binary_metrics, evaluate_model
+from lumbar.tracking import fluent_tracking_uri
+from lumbar.train import PROFILES, TrainConfig, train_model
+
+LUMBAR = str(Path(sys.executable).with_name("lumbar"))
+
+
+def test_profiles_and_overrides():
+    paper = TrainConfig.from_profile("paper", backbone="resnet50", mode="finetune")
+    assert (paper.image_size, paper.batch_size, paper.epochs, paper.learning_rate, paper.dropout) == (
+        224,
+        64,
+        50,
+        1e-5,
+        0.2,
+    )
+    assert TrainConfig.from_profile("paper").learning_rate == 1e-3
+    quick = TrainConfig.from_profile("quick", epochs=2, image_size=None)
+    assert quick.epochs == 2 and quick.image_size == PROFILES["quick"]["image_size"]
+    assert quick.run_name == "vgg16-frozen-full"
+    with pytest.raises(InputError, match="unknown backbone"):
+        TrainConfig.from_profile("quick", backbone="inception")
+    with pytest.raises(InputError, match="unknown training option"):
+        TrainConfig.from_profile("quick", colour=True)
+
+
+@pytest.fixture(scope="module")
+def trained(learnable_dataset, tmp_path_factory):
+    """VGG16 trained from random weights on the ROI images (no ImageNet weights offline)."""
+    base = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        config = TrainConfig.from_profile(
+            "quick",
+            backbone="vgg16",
+            weights="none",
+            mode="finetune",
+            unfreeze_blocks=5,
+            roi=True,
+            learning_rate=1e-4,
+            epochs=10,
+            augment=False,
+            seed=0,
+        )
+        result = train_model(config, learnable_dataset, base / "model", experiment="lumbar-test-train")
+        evaluation = evaluate_model(base / "model", learnable_dataset, "test")
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    return result, evaluation, uri, base
+
+
+def test_quick_training_learns(trained):
+    result, evaluation, _, _ = trained
+    losses = [h["val_loss"] for h in result.history]
+    assert len(losses) == 10
+    assert min(losses) < losses[0] - 0.1  # validation loss falls
+    assert result.best_val_loss == min(losses) and result.history[result.best_epoch - 1]["val_loss"] == min(losses)
+    y = np.asarray(evaluation.y_true)
+    majority = int(np.mean(y) >= 0.5)
+    baseline = binary_metrics(y, np.full(len(y), float(majority)))
+    assert evaluation.metrics["f1"] > baseline["f1"]
+    assert evaluation.metrics["accuracy"] > baseline["accuracy"]
+    assert set(evaluation.per_disc) <= {"L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"}
+    for name in ("metrics.json", "confusion.png", "roc.png"):
+        assert (evaluation.out_dir / name).is_file()
+
+
+def test_training_is_in_mlflow(trained):
+    import mlflow
+    from mlflow import MlflowClient
+
+    result, evaluation, uri, base = trained
+    client = MlflowClient(uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["backbone"] == "vgg16" and run.data.params["roi"] == "True"
+    assert len(client.get_metric_history(result.run_id, "val_loss")) == 10
+    assert run.data.metrics["test_f1"] == pytest.approx(evaluation.metrics["f1"])
+    assert (
+        run.data.tags["dataset.version"] == json.loads((base / "model" / "model.json").read_text())["dataset_version"]
+    )
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"curves.png", "history.csv", "model.json", "eval-test"} <= artifacts
+    logged = client.search_logged_models([run.info.experiment_id])
+    assert logged
+    with fluent_tracking_uri(uri):
+        model = mlflow.keras.load_model(f"models:/{logged[0].model_id}")
+    from lumbar.models import load_model
+
+    x = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 1)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), load_model(base / "model").predict(x, verbose=0), rtol=1e-5)
+
+
+def test_cli_predict_and_gradcam(trained, learnable_dataset, tmp_path):
+    _, _, _, base = trained
+    image = sorted((learnable_dataset / "roi").glob("*.png"))[0]
+    out = subprocess.run(
+        [LUMBAR, "predict", "--model", str(base / "model"), str(image)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    path, label, prob = out.stdout.strip().splitlines()[-1].split("\t")
+    assert path == str(image) and label in ("normal", "abnormal") and 0.5 <= float(prob) <= 1
+    page = subprocess.run(
+        [
+            LUMBAR,
+            "gradcam",
+            "--model",
+            str(base / "model"),
+            "--dataset",
+            str(learnable_dataset),
+            "--out",
+            str(tmp_path / "cam"),
+            "--n",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert page.returncode == 0, page.stderr
+    html = (tmp_path / "cam" / "index.html").read_text()
+    assert html.count("<figure>") == 4 and "block5_conv3" in html
+    assert len(list((tmp_path / "cam" / "images").glob("*_gradcam.png"))) == 4
+    bad = subprocess.run(
+        [LUMBAR, "predict", "--model", str(base / "model"), str(tmp_path / "cam" / "index.html")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "not a readable image" in bad.stderr
+    assert [line for line in bad.stderr.splitlines() if line.strip()] == [bad.stderr.strip()]  # one line
+
+
+def test_killed_run_resumes_to_the_same_number_of_epochs(learnable_dataset, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    args = [
+        LUMBAR,
+        "train",
+        "--dataset",
+        str(learnable_dataset),
+        "--out",
+        str(out),
+        "--backbone",
+        "vgg16",
+        "--weights",
+        "none",
+        "--mode",
+        "finetune",
+        "--epochs",
+        "5",
+        "--verbose",
+        "0",
+        "--no-augment",
+    ]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 2 <= killed_at < 5 and not (out / "model.keras").exists()
+    again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    info = json.loads((out / "model.json").read_text())
+    assert info["epochs"] == 5
+    history = [int(h["epoch"]) for h in json.loads(state.read_text())["history"]]
+    assert history == [1, 2, 3, 4, 5]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    steps = sorted(m.step for m in client.get_metric_history(info["run_id"], "val_loss"))
+    assert steps == [1, 2, 3, 4, 5]  # one MLflow run across the kill
+    assert client.get_run(info["run_id"]).info.status == "FINISHED"
+
+
+def test_seeded_runs_are_reproducible_on_cpu(learnable_dataset, tmp_path):
+    config = TrainConfig.from_profile("quick", backbone="mobilenetv2", weights="none", epochs=2, image_size=32, seed=7)
+    a = train_model(config, learnable_dataset, tmp_path / "a", track=False)
+    b = train_model(config, learnable_dataset, tmp_path / "b", track=False)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+
+
+def test_resume_refuses_another_configuration(learnable_dataset, tmp_path):
+    config = TrainConfig.from_profile("quick", backbone="mobilenetv2", weights="none", epochs=1, image_size=32)
+    train_model(config, learnable_dataset, tmp_path / "m", track=False)
+    with pytest.raises(InputError, match="already holds a trained model"):
+        train_model(config, learnable_dataset, tmp_path / "m", track=False)
+    other = TrainConfig.from_profile("quick", backbone="mobilenetv2", weights="none", epochs=2, image_size=32)
+    with pytest.raises(InputError, match="another configuration"):
+        train_model(other, learnable_dataset, tmp_path / "m", resume=True, track=False)
