@@ -25,6 +25,8 @@ from lumbar.dataset_c import read_manifest
 from lumbar.errors import InputError
 
 TARGETS: dict[str, int] = {"binary": 2, "disc_state": 4}
+#: Manifest columns training needs (Dataset C and Dataset A manifests both have them).
+TRAINING_COLUMNS: tuple[str, ...] = ("image_path", "label", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -78,7 +80,7 @@ def split_records(dataset: str | Path, split: str, roi: bool = False, target: st
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     root = Path(dataset)
-    rows = [r for r in read_manifest(root) if r["label"] != "" and r["split"] == split]
+    rows = [r for r in read_manifest(root, TRAINING_COLUMNS) if r["label"] != "" and r["split"] == split]
     if not rows:
         raise InputError(f"dataset {root} has no labelled images in split {split!r}")
     column = "roi_path" if roi else "image_path"
@@ -89,6 +91,8 @@ def split_records(dataset: str | Path, split: str, roi: bool = False, target: st
             f"_{missing[0]['item']})"
         )
     field = "label" if target == "binary" else "disc_state"
+    if any(field not in r for r in rows[:1]):
+        raise InputError(f"dataset {root} has no {field} column; use --target binary")
     labels = np.asarray([int(r[field]) for r in rows], dtype=np.int32)
     return SplitRecords([str(root / r[column]) for r in rows], labels, rows)
 

@@ -730,18 +730,22 @@ def datacard(rows: list[dict], report: dict, config: BuildConfig) -> str:
     return "\n".join(parts)
 
 
-def read_manifest(dataset: str | Path) -> list[dict]:
+def read_manifest(dataset: str | Path, required: Sequence[str] = MANIFEST_COLUMNS) -> list[dict]:
     """Read a dataset's ``manifest.csv`` as a list of row dicts.
 
+    Args:
+        dataset: The dataset folder.
+        required: Columns that must be present (default: Dataset C's).
+
     Raises:
-        InputError: If the folder has no readable manifest with the expected columns.
+        InputError: If the folder has no readable manifest with the required columns.
     """
     path = Path(dataset) / "manifest.csv"
     if not path.is_file():
         raise InputError(f"{dataset} is not a lumbar dataset: {path} does not exist")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"manifest {path} lacks the column(s) {', '.join(missing)}")
         return list(reader)

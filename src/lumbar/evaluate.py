@@ -174,7 +174,7 @@ def evaluate_model(
         abnormal = (records.labels != 0).astype(int)
         metrics["binary"] = binary_metrics(abnormal, score)
     per_disc = {}
-    discs = np.asarray([r["disc"] for r in records.rows])
+    discs = np.asarray([r.get("disc", "") for r in records.rows])
     for disc in DISCS:
         mask = discs == disc
         if mask.any():
@@ -188,7 +188,7 @@ def evaluate_model(
         "metrics": metrics,
         "per_disc": per_disc,
         "predictions": [
-            {"patient": r["patient"], "disc": r["disc"], "true": int(t), "score": float(s)}
+            {"image": r["image_path"], "disc": r.get("disc", ""), "true": int(t), "score": float(s)}
             for r, t, s in zip(records.rows, abnormal, score, strict=True)
         ],
     }

@@ -174,3 +174,54 @@ def dataset_fetch(
     with clear_errors(), rich_progress("files", show_progress()) as progress:
         folder = fetch_dataset(uri, cache, progress=progress.task("downloading", None))
     typer.echo(str(folder))
+
+
+@app.command("build-labelled")
+def dataset_build_labelled(
+    source: Annotated[
+        list[str], typer.Option("--source", help="NAME=DIR: a collection whose sub-folders are classes.")
+    ],
+    out: Annotated[str, typer.Option("--out", help="Dataset folder to write, or an s3:// URI to upload it to.")],
+    mapping: Annotated[
+        Path | None,
+        typer.Option("--mapping", help="YAML mapping class folders to normal/abnormal (default: the paper's mapping)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    max_size: Annotated[int, typer.Option(help="Longest side of the written images, in pixels.")] = 512,
+    workers: Annotated[int, typer.Option(help="Processes for decoding.")] = 1,
+    create_bucket: _CREATE_BUCKET = False,
+) -> None:
+    """Build Dataset A: labelled MRI collections mapped to normal/abnormal, deduplicated, split 85/15."""
+    from lumbar.dataset_a import ClassMapping, LabelledBuildConfig, build_dataset_a
+    from lumbar.errors import InputError
+    from lumbar.progress import rich_progress
+    from lumbar.storage import is_remote, open_store
+
+    remote = is_remote(out)
+    with clear_errors(), tempfile.TemporaryDirectory(prefix="lumbar-build-") as scratch:
+        pairs = []
+        for item in source:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise InputError(f"--source {item!r} must be NAME=DIR")
+            pairs.append((name, Path(folder)))
+        if remote:
+            open_store(out, create_bucket=create_bucket).exists("manifest.csv")
+        local_out = Path(scratch) / "dataset-a" if remote else Path(out)
+        config = LabelledBuildConfig(
+            sources=tuple(pairs),
+            out=local_out,
+            mapping=ClassMapping.from_yaml(mapping) if mapping else ClassMapping.paper(),
+            seed=seed,
+            max_size=max_size,
+            workers=workers,
+        )
+        with rich_progress("images", show_progress()) as progress:
+            summary = build_dataset_a(config, progress)
+            if remote:
+                open_store(out).put_tree(local_out, progress=progress.task("uploading", None))
+    typer.echo(
+        f"built {out}: {summary['used']} images ({summary['duplicates']} duplicates removed, "
+        f"{summary['unmapped']} unmapped, {summary['quarantined']} quarantined of {summary['files']} files); "
+        f"see {out}/report.json"
+    )
