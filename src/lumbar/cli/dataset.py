@@ -225,3 +225,59 @@ def dataset_build_labelled(
         f"{summary['unmapped']} unmapped, {summary['quarantined']} quarantined of {summary['files']} files); "
         f"see {out}/report.json"
     )
+
+
+@app.command("build-unlabelled")
+def dataset_build_unlabelled(
+    source: Annotated[
+        list[Path], typer.Option("--source", help="Folder of DICOM (any series) and images; repeatable.")
+    ],
+    out: Annotated[str, typer.Option("--out", help="Shard folder, or an s3:// URI (shards upload as they close).")],
+    shard_size: Annotated[float, typer.Option("--shard-size", help="Target shard size in MB.")] = 100.0,
+    image_size: Annotated[int, typer.Option(help="Side of the square grey images, in pixels.")] = 224,
+    workers: Annotated[int, typer.Option(help="Processes decoding inputs.")] = 1,
+    key_secret_env: Annotated[
+        str | None, typer.Option("--key-secret-env", help="Environment variable holding the pseudonymisation secret.")
+    ] = None,
+    create_bucket: _CREATE_BUCKET = False,
+) -> None:
+    """Build Dataset B: every DICOM frame and image as grey PNG in TFRecord shards (resumable)."""
+    import hashlib
+
+    from lumbar.cli._common import load_tensorflow
+    from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b
+    from lumbar.paths import data_dir
+    from lumbar.progress import rich_progress
+    from lumbar.storage import is_remote, open_store
+
+    load_tensorflow()
+    with clear_errors():
+        remote = is_remote(out)
+        upload = None
+        local = Path(out)
+        if remote:
+            store = open_store(out, create_bucket=create_bucket)
+            local = data_dir() / "cache" / "staging" / hashlib.sha256(out.encode()).hexdigest()[:16]
+
+            def upload(index: Path) -> None:
+                for path in sorted(local.rglob("*")):
+                    if path.is_file() and not path.name.endswith(".tmp") and path.name != "index.json":
+                        store.put_file(path, path.relative_to(local).as_posix())
+                store.put_file(index, "index.json")  # last: the index never names a shard not yet uploaded
+
+        config = UnlabelledBuildConfig(
+            sources=tuple(source),
+            out=local,
+            image_size=image_size,
+            shard_mb=shard_size,
+            workers=workers,
+            key_secret_env=key_secret_env,
+        )
+        with rich_progress("images", show_progress()) as progress:
+            summary = build_dataset_b(config, progress, on_shard=upload)
+    counts = summary.counts
+    typer.echo(
+        f"wrote {summary.images} images in {summary.shards} shard(s) to {out} from {summary.files} inputs "
+        f"({counts.get('used', 0)} used, {counts.get('skipped', 0)} skipped, {counts.get('quarantined', 0)} "
+        f"quarantined)" + (f"; resumed after input {summary.resumed_from}" if summary.resumed_from else "")
+    )

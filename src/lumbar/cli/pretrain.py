@@ -1,0 +1,98 @@
+"""``lumbar pretrain supervised | ssl``: the backbones procedures 2 and 3 transfer from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumbar.cli._common import clear_errors, load_tensorflow
+
+app = typer.Typer(
+    help="Pretrain backbones on Dataset A (supervised) or Dataset B (self-supervised).", no_args_is_help=True
+)
+
+_BACKBONE = Annotated[str, typer.Option(help="vgg16 | vgg19 | resnet50 | mobilenetv2")]
+_PROFILE = Annotated[str, typer.Option(help="paper | quick")]
+_RESUME = Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
+_TRACK = Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")]
+
+
+@app.command("supervised")
+def supervised(
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset A folder or published version URI.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (classifier/ and backbone/).")],
+    backbone: _BACKBONE = "vgg16",
+    profile: _PROFILE = "quick",
+    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override the image size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="The paper's augmentation.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    resume: _RESUME = False,
+    track: _TRACK = True,
+) -> None:
+    """Train a backbone from scratch on Dataset A (paper: lr 1e-5, batch 64, 100 epochs) and save it."""
+    load_tensorflow()
+    from lumbar.pretrain import pretrain_supervised
+
+    with clear_errors():
+        result = pretrain_supervised(
+            dataset,
+            out,
+            backbone,
+            profile,
+            resume=resume,
+            track=track,
+            epochs=epochs,
+            batch_size=batch_size,
+            image_size=image_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            augment=augment,
+        )
+    typer.echo(
+        f"pretrained {backbone} (supervised, {result.epochs} epochs); backbone in {result.backbone_dir} "
+        f"(use: lumbar train --weights {result.backbone_dir})"
+    )
+
+
+@app.command("ssl")
+def ssl(
+    shards: Annotated[str, typer.Option("--shards", help="Dataset B folder or s3:// URI.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (checkpoints/ and backbone/).")],
+    backbone: _BACKBONE = "vgg16",
+    profile: _PROFILE = "quick",
+    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
+    steps_per_epoch: Annotated[int | None, typer.Option(help="Batches per epoch (default: all images).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override the image size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="NT-Xent temperature.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    resume: _RESUME = False,
+    track: _TRACK = True,
+) -> None:
+    """SimCLR self-supervised pretraining on Dataset B shards; saves the backbone."""
+    load_tensorflow()
+    from lumbar.pretrain import SSLConfig, pretrain_ssl
+
+    with clear_errors():
+        config = SSLConfig.from_profile(
+            profile,
+            backbone=backbone,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size,
+            image_size=image_size,
+            learning_rate=learning_rate,
+            temperature=temperature,
+            seed=seed,
+        )
+        result = pretrain_ssl(shards, out, config, resume=resume, track=track)
+    typer.echo(
+        f"pretrained {backbone} (SimCLR, {result.epochs} epochs, final loss {result.history[-1]['loss']:.4f}); "
+        f"backbone in {result.backbone_dir} (use: lumbar train --weights {result.backbone_dir})"
+    )

@@ -1,0 +1,309 @@
+"""Pretraining the backbones that procedures 2 and 3 transfer from.
+
+* Supervised, from scratch, on Dataset A (``lumbar pretrain supervised``): the backbone with random
+  weights and every block trainable, the binary head, the paper's settings in the ``paper`` profile
+  (lr 1e-5, batch 64, 100 epochs, best validation epoch kept). It reuses :func:`lumbar.train.train_model`
+  (checkpoints, ``--resume``, MLflow) and then saves the backbone without its head.
+* Self-supervised on Dataset B (``lumbar pretrain ssl``): the paper does not say how it trained on
+  unlabelled images; we use SimCLR (Chen et al., 2020, "A Simple Framework for Contrastive Learning of
+  Visual Representations"): two random views of each image (resized crop, flips, brightness and
+  contrast jitter, noise), the backbone and a two-layer projection head, and the NT-Xent loss over the
+  batch. Images stream from the shards. Checkpoints every epoch (weights and optimizer state) make a
+  killed run resumable; the loss per epoch goes to MLflow.
+
+Both write ``<out>/backbone/`` (``backbone.npz`` + ``backbone.json``), which ``lumbar train --weights``
+reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lumbar.errors import InputError
+from lumbar.models import BACKBONES
+
+PRETRAIN_PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {"image_size": 224, "batch_size": 64, "epochs": 100, "learning_rate": 1e-5},
+    "quick": {"image_size": 64, "batch_size": 16, "epochs": 4, "learning_rate": 1e-4},
+}
+SSL_PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {"image_size": 224, "batch_size": 64, "epochs": 100, "learning_rate": 1e-3},
+    "quick": {"image_size": 64, "batch_size": 32, "epochs": 3, "learning_rate": 1e-3},
+}
+ALL_BLOCKS = 1000
+
+
+@dataclass
+class PretrainResult:
+    """Where a pretrained backbone is, and how its training went."""
+
+    backbone_dir: Path
+    run_id: str | None
+    epochs: int
+    history: list[dict]
+
+
+def pretrain_supervised(
+    dataset: str | Path,
+    out: str | Path,
+    backbone: str = "vgg16",
+    profile: str = "quick",
+    resume: bool = False,
+    track: bool = True,
+    **overrides: Any,
+) -> PretrainResult:
+    """Train a backbone from scratch on Dataset A and save it without its head.
+
+    Args:
+        dataset: Dataset A folder or published version URI.
+        out: Output folder (``classifier/`` and ``backbone/``).
+        backbone: Backbone name.
+        profile: ``paper`` or ``quick``.
+        resume: Continue a killed run.
+        track: Log to MLflow.
+        **overrides: Training settings (``epochs``, ``batch_size``, ``image_size``, ``learning_rate``,
+            ``seed``, ``augment``).
+    """
+    from lumbar.models import load_model, save_backbone
+    from lumbar.train import TrainConfig, train_model
+
+    if profile not in PRETRAIN_PROFILES:
+        raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PRETRAIN_PROFILES)}")
+    settings = {**PRETRAIN_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+    config = TrainConfig.from_profile(
+        profile,
+        backbone=backbone,
+        weights="none",
+        mode="finetune",
+        unfreeze_blocks=ALL_BLOCKS,
+        target="binary",
+        **settings,
+    )
+    out = Path(out)
+    result = train_model(
+        config, dataset, out / "classifier", resume=resume, experiment="lumbar-pretrain-supervised", track=track
+    )
+    model = load_model(out / "classifier")
+    info = json.loads((out / "classifier" / "model.json").read_text())
+    save_backbone(
+        model,
+        backbone,
+        out / "backbone",
+        {
+            "source": "supervised",
+            "dataset_version": info["dataset_version"],
+            "run_id": result.run_id,
+            "image_size": config.image_size,
+            "best_epoch": result.best_epoch,
+        },
+    )
+    return PretrainResult(out / "backbone", result.run_id, result.epochs_run, result.history)
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """SimCLR pretraining settings.
+
+    Attributes:
+        backbone: Backbone name.
+        profile: The profile the defaults came from.
+        image_size: Input size of the views.
+        batch_size: Images per batch (2x as many views).
+        epochs: Passes over the shards (or ``steps_per_epoch`` batches each).
+        learning_rate: Adam learning rate.
+        temperature: NT-Xent temperature.
+        projection_dim: Output size of the projection head.
+        steps_per_epoch: Batches per epoch (None: the whole set).
+        seed: Seed.
+    """
+
+    backbone: str = "vgg16"
+    profile: str = "quick"
+    image_size: int = 64
+    batch_size: int = 32
+    epochs: int = 3
+    learning_rate: float = 1e-3
+    temperature: float = 0.2
+    projection_dim: int = 64
+    steps_per_epoch: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.batch_size < 2 or self.epochs < 1 or self.temperature <= 0 or self.learning_rate <= 0:
+            raise InputError("SSL needs batch_size >= 2, epochs >= 1 and a positive temperature and learning rate")
+
+    @classmethod
+    def from_profile(cls, profile: str = "quick", **overrides: Any) -> SSLConfig:
+        """A configuration with the profile's defaults; ``None`` overrides are ignored."""
+        if profile not in SSL_PROFILES:
+            raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(SSL_PROFILES)}")
+        return cls(
+            profile=profile, **{**SSL_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
+        )
+
+
+def nt_xent(z1, z2, temperature: float):  # type: ignore[no-untyped-def]
+    """The NT-Xent loss of SimCLR: each view must pick its partner among the 2B - 1 other views."""
+    import tensorflow as tf
+
+    z = tf.math.l2_normalize(tf.concat([z1, z2], axis=0), axis=1)
+    n = tf.shape(z1)[0]
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits = logits - tf.eye(2 * n) * 1e9  # a view is not its own partner
+    labels = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def random_views(images, size: int):  # type: ignore[no-untyped-def]
+    """One random view per image: resized crop (30-100% of the area), flips, brightness/contrast, noise."""
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    scale = tf.sqrt(tf.random.uniform([batch], 0.3, 1.0))
+    y0 = tf.random.uniform([batch]) * (1 - scale)
+    x0 = tf.random.uniform([batch]) * (1 - scale)
+    boxes = tf.stack([y0, x0, y0 + scale, x0 + scale], axis=1)
+    views = tf.image.crop_and_resize(images, boxes, tf.range(batch), (size, size))
+    flip = tf.random.uniform([batch, 1, 1, 1]) < 0.5
+    views = tf.where(flip, tf.reverse(views, axis=[2]), views)
+    flip = tf.random.uniform([batch, 1, 1, 1]) < 0.5
+    views = tf.where(flip, tf.reverse(views, axis=[1]), views)
+    mean = tf.reduce_mean(views, axis=[1, 2, 3], keepdims=True)
+    contrast = tf.random.uniform([batch, 1, 1, 1], 0.6, 1.4)
+    brightness = tf.random.uniform([batch, 1, 1, 1], 0.6, 1.4)
+    views = ((views - mean) * contrast + mean) * brightness
+    views = views + tf.random.normal(tf.shape(views), stddev=6.0)
+    return tf.clip_by_value(views, 0.0, 255.0)
+
+
+def _encoder(config: SSLConfig):  # type: ignore[no-untyped-def]
+    import keras
+
+    from lumbar.models import ModelConfig, build_model
+
+    base = build_model(ModelConfig(config.backbone, "none", "finetune", config.image_size, unfreeze_blocks=ALL_BLOCKS))
+    features = base.get_layer(BACKBONES[config.backbone].output_layer).output
+    h = keras.layers.GlobalAveragePooling2D(name="ssl_pool")(features)
+    h = keras.layers.Dense(256, activation="relu", name="ssl_projection_1")(h)
+    z = keras.layers.Dense(config.projection_dim, name="ssl_projection_2")(h)
+    return keras.Model(base.input, z, name=f"simclr_{config.backbone}")
+
+
+def pretrain_ssl(
+    shards: str | Path, out: str | Path, config: SSLConfig, resume: bool = False, track: bool = True
+) -> PretrainResult:
+    """SimCLR pretraining on Dataset B shards; saves ``<out>/backbone``.
+
+    Args:
+        shards: Dataset B folder or ``s3://`` URI.
+        out: Output folder (``checkpoints/`` and ``backbone/``).
+        config: SSL settings.
+        resume: Continue a killed run from its last checkpoint.
+        track: Log to MLflow.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from lumbar.dataset_b import fetch_shards, read_shards
+    from lumbar.models import save_backbone
+    from lumbar.tracking import Tracker, standard_tags
+
+    out = Path(out)
+    folder = out / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    local = fetch_shards(shards)
+    index = json.loads((local / "index.json").read_text())
+    state_path = folder / "state.json"
+    state: dict[str, Any] = {"config": asdict(config), "epoch": 0, "history": [], "run_id": None}
+    if resume and state_path.is_file():
+        saved = json.loads(state_path.read_text())
+        if saved["config"] != asdict(config):
+            raise InputError(f"{out} holds an SSL run with another configuration; use a new --out")
+        state = saved
+    elif (out / "backbone" / "backbone.npz").is_file() and not resume:
+        raise InputError(f"{out} already holds a pretrained backbone; choose a new --out")
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    encoder = _encoder(config)
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    if state["epoch"]:
+        encoder.load_weights(folder / "encoder.weights.h5")
+        optimizer.build(encoder.trainable_variables)
+        with np.load(folder / "optimizer.npz") as saved:
+            for variable, key in zip(optimizer.variables, sorted(saved.files, key=lambda k: int(k[4:])), strict=True):
+                variable.assign(saved[key])
+
+    size = config.image_size
+    data = read_shards(local, shuffle_seed=config.seed).shuffle(2048, seed=config.seed)
+    if index["image_size"] != size:
+        data = data.map(lambda x: tf.image.resize(x, (size, size)), num_parallel_calls=tf.data.AUTOTUNE)
+    data = data.map(lambda x: tf.cast(x, tf.float32)).batch(config.batch_size, drop_remainder=True)
+    if config.steps_per_epoch:
+        data = data.take(config.steps_per_epoch)
+    data = data.prefetch(tf.data.AUTOTUNE)
+
+    @tf.function
+    def step(images):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as tape:
+            z1 = encoder(random_views(images, size), training=True)
+            z2 = encoder(random_views(images, size), training=True)
+            loss = nt_xent(z1, z2, config.temperature)
+        grads = tape.gradient(loss, encoder.trainable_variables)
+        optimizer.apply(grads, encoder.trainable_variables)
+        return loss
+
+    tracker = Tracker("lumbar-pretrain-ssl") if track else None
+
+    def run_epochs(run: Any) -> None:
+        if run is not None:
+            state["run_id"] = run.run_id
+            if not state["epoch"]:
+                run.log_params({**asdict(config), "shards": str(shards), "shard_images": index.get("images")})
+        for epoch in range(state["epoch"], config.epochs):
+            started, losses = time.perf_counter(), []
+            for images in data:
+                losses.append(float(step(images)))
+            if not losses:
+                raise InputError(f"{shards} holds fewer images than one batch of {config.batch_size}")
+            record = {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "epoch_seconds": time.perf_counter() - started,
+                "images_per_second": len(losses) * config.batch_size / (time.perf_counter() - started),
+            }
+            encoder.save_weights(folder / "encoder.weights.h5")
+            np.savez(folder / "optimizer.npz", **{f"var_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
+            state["epoch"] = epoch + 1
+            state["history"].append(record)
+            tmp = folder / "state.json.tmp"
+            tmp.write_text(json.dumps(state, indent=1))
+            tmp.replace(state_path)
+            if run is not None:
+                run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+
+    metadata = {
+        "source": "ssl-simclr",
+        "shards": str(shards),
+        "shard_images": index.get("images"),
+        "image_size": size,
+        "temperature": config.temperature,
+    }
+    if tracker is not None:
+        with tracker.run(
+            f"simclr-{config.backbone}", tags=standard_tags(index["inputs_sha256"][:16]), run_id=state["run_id"]
+        ) as run:
+            run_epochs(run)
+            save_backbone(encoder, config.backbone, out / "backbone", {**metadata, "run_id": run.run_id})
+            run.log_artifact(out / "backbone", "backbone")
+    else:
+        run_epochs(None)
+        save_backbone(encoder, config.backbone, out / "backbone", metadata)
+    return PretrainResult(out / "backbone", state["run_id"], state["epoch"], state["history"])
