@@ -8,7 +8,7 @@ DATA ?= data
 PATIENTS ?= 12
 WORKERS ?= 2
 
-.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train services-up services-down clean
+.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards services-up services-down clean
 
 help:
 	@echo "make demo      create .venv, install, and run the main job on synthetic data"
@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines
 	$(BIN)/ruff format --check src tests bench components pipelines
 
-bench: bench-ingest bench-store bench-input bench-train
+bench: bench-ingest bench-store bench-input bench-train bench-shards
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
@@ -61,6 +61,9 @@ bench-input: $(STAMP)
 
 bench-train: $(STAMP)
 	$(BIN)/python bench/train.py
+
+bench-shards: $(STAMP)
+	$(BIN)/python bench/shards.py
 
 services-up: $(STAMP)
 	$(BIN)/lumbar services up

@@ -1,0 +1,129 @@
+"""Pretraining: supervised on Dataset A (the real brain sample) and SimCLR on Dataset B, loaded by training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lumbar.dataset_a import ClassMapping, LabelledBuildConfig, build_dataset_a
+from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b
+from lumbar.models import ModelConfig, build_model
+from lumbar.pretrain import SSLConfig, nt_xent, pretrain_supervised
+from lumbar.train import TrainConfig, train_model
+
+from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV
+
+LUMBAR = str(Path(sys.executable).with_name("lumbar"))
+
+
+@pytest.fixture(scope="module")
+def brain_dataset_a(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre-a") / "a"
+    build_dataset_a(
+        LabelledBuildConfig(
+            sources=(("brain", BRAIN_MRI_SAMPLE),), out=out, mapping=ClassMapping.paper(), max_size=128, workers=2
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_shards(synthetic_export, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre-b") / "b"
+    build_dataset_b(
+        UnlabelledBuildConfig(
+            sources=(synthetic_export,), out=out, image_size=32, workers=2, key_secret_env=TEST_SECRET_ENV
+        )
+    )
+    return out
+
+
+def _same_backbone(model, reference, layers=("block1_conv1", "block5_conv3")):
+    for name in layers:
+        for a, b in zip(model.get_layer(name).get_weights(), reference.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_supervised_pretraining_on_dataset_a(brain_dataset_a, built_dataset, tmp_path):
+    result = pretrain_supervised(
+        brain_dataset_a, tmp_path / "sup", "vgg16", "quick", track=False, epochs=2, image_size=32, batch_size=16
+    )
+    info = json.loads((result.backbone_dir / "backbone.json").read_text())
+    assert info["backbone"] == "vgg16" and info["source"] == "supervised" and result.epochs == 2
+    classifier = json.loads((tmp_path / "sup" / "classifier" / "model.json").read_text())
+    assert classifier["config"]["weights"] == "none" and classifier["config"]["mode"] == "finetune"
+    # lumbar train loads it as --weights PATH
+    config = TrainConfig.from_profile(
+        "quick", backbone="vgg16", weights=str(result.backbone_dir), mode="frozen", epochs=1, image_size=32
+    )
+    trained = train_model(config, built_dataset, tmp_path / "transfer", track=False)
+    assert trained.epochs_run == 1
+    from lumbar.models import load_model
+
+    _same_backbone(load_model(tmp_path / "transfer"), load_model(tmp_path / "sup" / "classifier"))
+
+
+def test_nt_xent_prefers_matching_views():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(8, 16)).astype("float32")
+    matched = float(nt_xent(z, z + 0.01 * rng.normal(size=z.shape).astype("float32"), 0.2))
+    shuffled = float(nt_xent(z, z[::-1].copy(), 0.2))
+    assert matched < 0.5 < np.log(15) < shuffled + 1
+
+
+def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_path):
+    out = tmp_path / "ssl"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
+    args = [
+        LUMBAR,
+        "pretrain",
+        "ssl",
+        "--shards",
+        str(small_shards),
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--steps-per-epoch",
+        "6",
+        "--epochs",
+        "4",
+    ]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoints" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < 4
+    again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-1500:]
+    final = json.loads(state.read_text())
+    assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert sorted(m.step for m in client.get_metric_history(final["run_id"], "loss")) == [1, 2, 3, 4]
+    info = json.loads((out / "backbone" / "backbone.json").read_text())
+    assert info["source"] == "ssl-simclr"
+    # lumbar train loads the SSL backbone
+    model = build_model(ModelConfig("vgg16", str(out / "backbone"), "frozen", 32))
+    assert model.get_layer("block1_conv1").get_weights()[0].std() > 0
+
+
+def test_ssl_config_validation():
+    with pytest.raises(Exception, match="unknown backbone"):
+        SSLConfig(backbone="lenet")
+    assert SSLConfig.from_profile("paper").image_size == 224
