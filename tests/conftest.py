@@ -100,3 +100,22 @@ def local_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
     (tmp_path / "data").mkdir()
     return f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"
+
+
+def run_and_kill_when(args: list[str], env: dict[str, str], ready, timeout: float = 240) -> None:
+    """Start a command, wait until ``ready()`` holds (or the command ends), then SIGKILL it: a real crash."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if ready():
+                break
+        except (OSError, ValueError, KeyError):  # a state file caught mid-write
+            pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

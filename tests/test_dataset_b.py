@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pydicom
@@ -15,7 +13,7 @@ import pytest
 from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b, read_shards
 from lumbar.deid import name_variants
 
-from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV
+from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV, run_and_kill_when
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 
@@ -86,15 +84,8 @@ def test_killed_build_resumes(synthetic_export, tmp_path):
         "--shard-size",
         "0.4",
     ]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     index = out / "index.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if index.is_file() and len(json.loads(index.read_text())["shards"]) >= 2:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    run_and_kill_when(args, env, lambda: index.is_file() and len(json.loads(index.read_text())["shards"]) >= 2)
     before = json.loads(index.read_text())
     assert not before["complete"] and len(before["shards"]) >= 2
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)

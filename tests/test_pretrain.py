@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from lumbar.models import ModelConfig, build_model
 from lumbar.pretrain import SSLConfig, nt_xent, pretrain_supervised
 from lumbar.train import TrainConfig, train_model
 
-from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV
+from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV, run_and_kill_when
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 
@@ -97,15 +95,8 @@ def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_p
         "--epochs",
         "4",
     ]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 1:
-            break
-        time.sleep(0.1)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    run_and_kill_when(args, env, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1)
     killed_at = json.loads(state.read_text())["epoch"]
     assert 1 <= killed_at < 4
     again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)

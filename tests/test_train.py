@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,8 @@ from lumbar.errors import InputError
 from lumbar.evaluate import binary_metrics, evaluate_model
 from lumbar.tracking import fluent_tracking_uri
 from lumbar.train import PROFILES, TrainConfig, train_model
+
+from .conftest import run_and_kill_when
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 
@@ -168,15 +168,8 @@ def test_killed_run_resumes_to_the_same_number_of_epochs(learnable_dataset, tmp_
         "0",
         "--no-augment",
     ]
-    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "checkpoints" / "state.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    run_and_kill_when(args, env, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 2)
     killed_at = json.loads(state.read_text())["epoch"]
     assert 2 <= killed_at < 5 and not (out / "model.keras").exists()
     again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)

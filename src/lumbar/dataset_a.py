@@ -31,7 +31,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import numpy as np
 
 from lumbar import __version__
 from lumbar.errors import InputError
+from lumbar.paths import replacing_folder
 from lumbar.progress import NullProgress, Progress
 from lumbar.split import stratified_assign
 
@@ -227,15 +227,15 @@ def build_dataset_a(config: LabelledBuildConfig, progress: Progress | None = Non
     Raises:
         InputError: For bad options, or when no image could be used.
     """
+    progress = progress or NullProgress()
+    with replacing_folder(config.out) as work:
+        return _build(config, work, progress)
+
+
+def _build(config: LabelledBuildConfig, work: Path, progress: Progress) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
-    progress = progress or NullProgress()
-    out = config.out
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.csv").exists():
-        raise InputError(f"output folder {out} exists and is not a dataset built by lumbar; choose a new folder")
-    work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "images").mkdir(parents=True)
+    (work / "images").mkdir()
     files: list[dict] = []
     jobs: list[tuple[str, str, str, int]] = []
     for name, folder in config.sources:
@@ -256,72 +256,65 @@ def build_dataset_a(config: LabelledBuildConfig, progress: Progress | None = Non
             files.append(entry)
     by_original = {f["original"]: f for f in files}
     advance = progress.task("reading images", len(jobs))
-    try:
-        if config.workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=config.workers) as pool:
-                results = list(_advancing(pool.map(_process, jobs, chunksize=8), advance))
-        else:
-            results = list(_advancing(map(_process, jobs), advance))
-        kept: dict[str, dict] = {}
-        for result in results:  # in source order: the first copy of an image is the one kept
-            entry = by_original[result["original"]]
-            entry.update({k: v for k, v in result.items() if k != "original"})
-            if entry["status"] != "used":
-                continue
-            first = kept.setdefault(entry["sha256"], entry)
-            if first is not entry:
-                conflict = " with a different label" if first["label"] != entry["label"] else ""
-                entry.update(status="duplicate", reason=f"same pixels as {first['original']}{conflict}")
-        used = list(kept.values())
-        if not used:
-            raise InputError("no readable image in any mapped class folder; see the mapping and the sources")
-        keys = [e["sha256"] for e in used]
-        splits = stratified_assign(keys, [e["label"] for e in used], config.fractions, ("train", "val"), config.seed)
-        with (work / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(LABELLED_COLUMNS)
-            for e in sorted(used, key=lambda e: e["original"]):
-                e["split"] = splits[e["sha256"]]
-                writer.writerow(
-                    [
-                        e["image_path"],
-                        e["label"],
-                        e["split"],
-                        e["source"],
-                        e["class_folder"],
-                        e["original"],
-                        e["sha256"],
-                        e["width"],
-                        e["height"],
-                    ]
-                )
-        counts = Counter(f["status"] for f in files)
-        summary = {
-            "files": len(files),
-            "used": counts["used"],
-            "duplicates": counts["duplicate"],
-            "unmapped": counts["unmapped"],
-            "quarantined": counts["quarantined"],
-            "extension_mismatches": sum(1 for f in files if f.get("extension_mismatch")),
-            "modes": dict(Counter(f["mode"] for f in files if f.get("mode"))),
-        }
-        report = {
-            "lumbar_version": __version__,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "summary": summary,
-            "files": [
-                {k: v for k, v in f.items() if k not in ("label",)} | ({"label": f["label"]} if "label" in f else {})
-                for f in files
-            ],
-        }
-        (work / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-        (work / "datacard.md").write_text(_datacard(used, files, summary, config), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if config.workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=config.workers) as pool:
+            results = list(_advancing(pool.map(_process, jobs, chunksize=8), advance))
+    else:
+        results = list(_advancing(map(_process, jobs), advance))
+    kept: dict[str, dict] = {}
+    for result in results:  # in source order: the first copy of an image is the one kept
+        entry = by_original[result["original"]]
+        entry.update({k: v for k, v in result.items() if k != "original"})
+        if entry["status"] != "used":
+            continue
+        first = kept.setdefault(entry["sha256"], entry)
+        if first is not entry:
+            conflict = " with a different label" if first["label"] != entry["label"] else ""
+            entry.update(status="duplicate", reason=f"same pixels as {first['original']}{conflict}")
+    used = list(kept.values())
+    if not used:
+        raise InputError("no readable image in any mapped class folder; see the mapping and the sources")
+    keys = [e["sha256"] for e in used]
+    splits = stratified_assign(keys, [e["label"] for e in used], config.fractions, ("train", "val"), config.seed)
+    with (work / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(LABELLED_COLUMNS)
+        for e in sorted(used, key=lambda e: e["original"]):
+            e["split"] = splits[e["sha256"]]
+            writer.writerow(
+                [
+                    e["image_path"],
+                    e["label"],
+                    e["split"],
+                    e["source"],
+                    e["class_folder"],
+                    e["original"],
+                    e["sha256"],
+                    e["width"],
+                    e["height"],
+                ]
+            )
+    counts = Counter(f["status"] for f in files)
+    summary = {
+        "files": len(files),
+        "used": counts["used"],
+        "duplicates": counts["duplicate"],
+        "unmapped": counts["unmapped"],
+        "quarantined": counts["quarantined"],
+        "extension_mismatches": sum(1 for f in files if f.get("extension_mismatch")),
+        "modes": dict(Counter(f["mode"] for f in files if f.get("mode"))),
+    }
+    report = {
+        "lumbar_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "summary": summary,
+        "files": [
+            {k: v for k, v in f.items() if k not in ("label",)} | ({"label": f["label"]} if "label" in f else {})
+            for f in files
+        ],
+    }
+    (work / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (work / "datacard.md").write_text(_datacard(used, files, summary, config), encoding="utf-8")
     return summary
 
 

@@ -21,7 +21,6 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +33,7 @@ from lumbar.deid import Pseudonymizer, name_variants
 from lumbar.dicom import FrameRecord, IndexResult, SeriesRules, classify_series, decode_frame, order_frames, read_header
 from lumbar.errors import InputError
 from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES, Grades, LabelProblem, load_labels
+from lumbar.paths import replacing_folder
 from lumbar.progress import NullProgress, Progress
 from lumbar.roi import crop_roi
 from lumbar.selection import (
@@ -488,15 +488,9 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
     if config.labels is not None:
         grades, label_problems = load_labels(config.labels)
     out = config.out
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.csv").exists():
-        raise InputError(
-            f"output folder {out} exists and is not a dataset built by lumbar; choose an empty or new folder"
-        )
-    work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "images").mkdir(parents=True)
-    (work / "roi").mkdir()
-    try:
+    with replacing_folder(out) as work:
+        (work / "images").mkdir()
+        (work / "roi").mkdir()
         with _Workers(config.workers) as workers:
             index = _index(config, workers, progress)
             # stage 2: select, one patient at a time
@@ -562,12 +556,6 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
         _write_scrubbed(work / "datacard.md", datacard(rows, report, config), identifiers)
         if config.write_key is not None:
             _write_key(config.write_key, pseudonyms)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     problems = (
         counts.get("quarantined", 0)
         + len(label_problems)
