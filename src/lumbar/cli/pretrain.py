@@ -7,32 +7,41 @@ from typing import Annotated
 
 import typer
 
-from lumbar.cli._common import clear_errors, load_tensorflow
+from lumbar.cli._common import (
+    AUGMENT,
+    BACKBONE,
+    BATCH_SIZE,
+    EPOCHS,
+    IMAGE_SIZE,
+    LEARNING_RATE,
+    RESUME,
+    SEED,
+    TRACK,
+    clear_errors,
+    load_tensorflow,
+)
 
 app = typer.Typer(
     help="Pretrain backbones on Dataset A (supervised) or Dataset B (self-supervised).", no_args_is_help=True
 )
 
-_BACKBONE = Annotated[str, typer.Option(help="vgg16 | vgg19 | resnet50 | mobilenetv2")]
 _PROFILE = Annotated[str, typer.Option(help="paper | quick")]
-_RESUME = Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
-_TRACK = Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")]
 
 
 @app.command("supervised")
 def supervised(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset A folder or published version URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (classifier/ and backbone/).")],
-    backbone: _BACKBONE = "vgg16",
+    backbone: BACKBONE = "vgg16",
     profile: _PROFILE = "quick",
-    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Override the image size.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="The paper's augmentation.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    resume: _RESUME = False,
-    track: _TRACK = True,
+    epochs: EPOCHS = None,
+    batch_size: BATCH_SIZE = None,
+    image_size: IMAGE_SIZE = None,
+    learning_rate: LEARNING_RATE = None,
+    augment: AUGMENT = True,
+    seed: SEED = 0,
+    resume: RESUME = False,
+    track: TRACK = True,
 ) -> None:
     """Train a backbone from scratch on Dataset A (paper: lr 1e-5, batch 64, 100 epochs) and save it."""
     load_tensorflow()
@@ -63,17 +72,17 @@ def supervised(
 def ssl(
     shards: Annotated[str, typer.Option("--shards", help="Dataset B folder or s3:// URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (checkpoints/ and backbone/).")],
-    backbone: _BACKBONE = "vgg16",
+    backbone: BACKBONE = "vgg16",
     profile: _PROFILE = "quick",
-    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
+    epochs: EPOCHS = None,
     steps_per_epoch: Annotated[int | None, typer.Option(help="Batches per epoch (default: all images).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the batch size.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Override the image size.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
+    batch_size: BATCH_SIZE = None,
+    image_size: IMAGE_SIZE = None,
+    learning_rate: LEARNING_RATE = None,
     temperature: Annotated[float | None, typer.Option(help="NT-Xent temperature.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    resume: _RESUME = False,
-    track: _TRACK = True,
+    seed: SEED = 0,
+    resume: RESUME = False,
+    track: TRACK = True,
 ) -> None:
     """SimCLR self-supervised pretraining on Dataset B shards; saves the backbone."""
     load_tensorflow()

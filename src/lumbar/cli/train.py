@@ -7,33 +7,45 @@ from typing import Annotated
 
 import typer
 
-from lumbar.cli._common import clear_errors, load_tensorflow
+from lumbar.cli._common import (
+    AUGMENT,
+    BACKBONE,
+    BATCH_SIZE,
+    EPOCHS,
+    IMAGE_SIZE,
+    LEARNING_RATE,
+    RESUME,
+    SEED,
+    TRACK,
+    clear_errors,
+    load_tensorflow,
+)
 
 
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset folder or published version URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder of the model.")],
-    backbone: Annotated[str, typer.Option(help="vgg16 | vgg19 | resnet50 | mobilenetv2")] = "vgg16",
+    backbone: BACKBONE = "vgg16",
     weights: Annotated[
         str, typer.Option(help="imagenet | none | PATH or s3:// URI of a backbone saved by lumbar.")
     ] = "imagenet",
     mode: Annotated[str, typer.Option(help="frozen (train the head) | finetune (also the top blocks).")] = "frozen",
     roi: Annotated[bool, typer.Option("--roi/--full", help="Train on the ROI crops or the full images.")] = False,
     profile: Annotated[str, typer.Option(help="paper (224 px, batch 64, 50 epochs) | quick (CPU-sized).")] = "quick",
-    epochs: Annotated[int | None, typer.Option(help="Override the profile's epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Override the profile's batch size.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Override the profile's image size.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Override the learning rate.")] = None,
+    epochs: EPOCHS = None,
+    batch_size: BATCH_SIZE = None,
+    image_size: IMAGE_SIZE = None,
+    learning_rate: LEARNING_RATE = None,
     unfreeze_blocks: Annotated[int | None, typer.Option(help="Top backbone blocks trained in finetune mode.")] = None,
     target: Annotated[str, typer.Option(help="binary (normal/abnormal) | disc_state (4 classes).")] = "binary",
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="The paper's augmentation.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    augment: AUGMENT = True,
+    seed: SEED = 0,
     precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16")] = "auto",
     jit: Annotated[str, typer.Option(help="XLA: auto | on | off")] = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")] = False,
+    resume: RESUME = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "lumbar-train",
     register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
-    track: Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")] = True,
+    track: TRACK = True,
     verbose: Annotated[int, typer.Option(help="Keras fit verbosity (0, 1, 2).")] = 2,
 ) -> None:
     """Train one configuration (backbone x mode x ROI) and keep the best validation-loss epoch."""
