@@ -10,7 +10,8 @@ import pytest
 from lumbar.dataset_c import BuildConfig, build_dataset_c
 from lumbar.synth import SynthConfig, write_pacs_export
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# the project's shared data lies beside the checkout (../shared); LUMBAR_SHARED_DIR points elsewhere
+SHARED = Path(os.environ.get("LUMBAR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 BRAIN_MRI_SAMPLE = SHARED / "data" / "brain-mri-sample"
 TEST_SECRET_ENV = "LUMBAR_TEST_PSEUDONYM_SECRET"
 TEST_SECRET = "test-secret-0123456789-abcdef"

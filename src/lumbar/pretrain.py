@@ -266,6 +266,7 @@ def pretrain_ssl(
     def run_epochs(run: Any) -> None:
         if run is not None:
             state["run_id"] = run.run_id
+            run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
             if not state["epoch"]:
                 run.log_params({**asdict(config), "shards": str(shards), "shard_images": index.get("images")})
         for epoch in range(state["epoch"], config.epochs):

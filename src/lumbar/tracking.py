@@ -276,6 +276,22 @@ class TrackedRun:
         for start in range(0, len(batch), _BATCH):
             self.client.log_batch(self.run_id, metrics=batch[start : start + _BATCH])
 
+    def log_missing_epochs(self, history: list[dict], probe: str = "loss") -> int:
+        """Log the epochs of ``history`` that the run lacks (a kill can fall between checkpoint and logging).
+
+        Args:
+            history: Per-epoch records with an ``epoch`` key and metric values.
+            probe: A metric every record has; its logged steps tell which epochs are there.
+
+        Returns:
+            How many epochs were logged now.
+        """
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, probe)}
+        missing = [h for h in history if int(h["epoch"]) not in logged]
+        for record in missing:
+            self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+        return len(missing)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set tags in one batch."""
         from mlflow.entities import RunTag

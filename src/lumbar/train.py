@@ -359,6 +359,7 @@ def train_model(
             run.log_params(params)
         if run is not None:
             state["run_id"] = run.run_id
+            run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
         if state["epoch"] < config.epochs:
             fit_started = time.perf_counter()
             model.fit(
