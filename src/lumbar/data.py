@@ -142,7 +142,8 @@ def augment(images, seed, brightness_range: tuple[float, float] = (0.1, 0.7)):  
     images = _flip_some(images, tf.random.stateless_uniform([batch], seeds[0]) < 0.5, axis=2)
     images = _flip_some(images, tf.random.stateless_uniform([batch], seeds[1]) < 0.5, axis=1)
     factor = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[2], brightness_range[0], brightness_range[1])
-    return tf.clip_by_value(tf.round(tf.cast(images, tf.float32) * factor), 0.0, 255.0)
+    bright = tf.round(tf.cast(images, tf.float32) * factor)
+    return bright if brightness_range[1] <= 1.0 else tf.minimum(bright, 255.0)  # darkening cannot overflow
 
 
 def make_dataset(
