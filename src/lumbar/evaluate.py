@@ -128,11 +128,6 @@ class Evaluation:
         return {k: float(v) for k, v in self.metrics.items() if isinstance(v, (int, float)) and v is not None}
 
 
-def predict_proba(model: Any, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Model outputs for grey images ``(N, H, W, 1)`` with values 0-255."""
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=float)
-
-
 def evaluate_model(
     model_dir: str | Path,
     dataset: str | Path,

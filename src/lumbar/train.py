@@ -22,7 +22,7 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -432,8 +432,3 @@ def read_model_info(model_dir: str | Path) -> dict:
     if not path.is_file():
         raise LumbarError(f"{model_dir} is not a model trained by lumbar (model.json missing)")
     return json.loads(path.read_text())
-
-
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """A copy of ``config`` with some fields changed (validated again)."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
