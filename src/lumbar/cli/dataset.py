@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,31 @@ from lumbar.cli._common import clear_errors, show_progress
 app = typer.Typer(help="Build, inspect, publish and fetch datasets.", no_args_is_help=True)
 
 _CREATE_BUCKET = Annotated[bool, typer.Option("--create-bucket", help="Create a missing S3 bucket.")]
+
+
+@contextmanager
+def _build_folder(out: str, name: str, create_bucket: bool) -> Iterator[Path]:
+    """The local folder a build writes: ``out`` itself, or a temporary one when ``out`` is an s3:// URI.
+
+    For a URI the credentials and the bucket are checked first, so a bad endpoint fails before the build.
+    """
+    from lumbar.storage import is_remote, open_store
+
+    if not is_remote(out):
+        yield Path(out)
+        return
+    open_store(out, create_bucket=create_bucket).exists("manifest.csv")
+    with tempfile.TemporaryDirectory(prefix="lumbar-build-") as scratch:
+        yield Path(scratch) / name
+
+
+def _upload_if_remote(local: Path, out: str, progress):  # type: ignore[no-untyped-def]
+    """Upload a built folder to ``out`` when it is an s3:// URI; returns the transfer, or None."""
+    from lumbar.storage import is_remote, open_store
+
+    if not is_remote(out):
+        return None
+    return open_store(out).put_tree(local, progress=progress.task("uploading", None))
 
 
 @app.command("build")
@@ -58,14 +85,11 @@ def dataset_build(
     from lumbar.dataset_c import BuildConfig, build_dataset_c
     from lumbar.dicom import SeriesRules
     from lumbar.progress import rich_progress
-    from lumbar.storage import is_remote, open_store
+    from lumbar.storage import is_remote
     from lumbar.versions import publish_dataset
 
     remote = is_remote(out)
-    with clear_errors(), tempfile.TemporaryDirectory(prefix="lumbar-build-") as scratch:
-        if remote:  # fail on credentials or a missing bucket before spending time on the build
-            open_store(out, create_bucket=create_bucket).exists("manifest.csv")
-        local_out = Path(scratch) / "dataset-c" if remote else Path(out)
+    with clear_errors(), _build_folder(out, "dataset-c", create_bucket) as local_out:
         rules = SeriesRules.from_yaml(series_map) if series_map else SeriesRules()
         config = BuildConfig(
             source=source,
@@ -81,8 +105,7 @@ def dataset_build(
         )
         with rich_progress("files", show_progress()) as progress:
             result = build_dataset_c(config, progress)
-            if remote:
-                uploaded = open_store(out).put_tree(local_out, progress=progress.task("uploading", None))
+            uploaded = _upload_if_remote(local_out, out, progress)
             if publish:
                 version = publish_dataset(
                     local_out, publish, name, create_bucket=create_bucket, progress=progress.task("publishing", None)
@@ -94,7 +117,7 @@ def dataset_build(
         f"input files: {files.get('used', 0)} used, {files.get('not_needed', 0)} not needed, "
         f"{files.get('quarantined', 0)} quarantined; {result.problems} problem(s) listed in {where}/report.json"
     )
-    if remote:
+    if uploaded is not None:
         typer.echo(f"uploaded {uploaded.transferred} files to {out} ({uploaded.skipped} unchanged)")
     if publish:
         typer.echo(f"published {version.uri} (version {version.version}; latest -> it)")
@@ -195,19 +218,14 @@ def dataset_build_labelled(
     from lumbar.dataset_a import ClassMapping, LabelledBuildConfig, build_dataset_a
     from lumbar.errors import InputError
     from lumbar.progress import rich_progress
-    from lumbar.storage import is_remote, open_store
 
-    remote = is_remote(out)
-    with clear_errors(), tempfile.TemporaryDirectory(prefix="lumbar-build-") as scratch:
+    with clear_errors(), _build_folder(out, "dataset-a", create_bucket) as local_out:
         pairs = []
         for item in source:
             name, sep, folder = item.partition("=")
             if not sep or not name or not folder:
                 raise InputError(f"--source {item!r} must be NAME=DIR")
             pairs.append((name, Path(folder)))
-        if remote:
-            open_store(out, create_bucket=create_bucket).exists("manifest.csv")
-        local_out = Path(scratch) / "dataset-a" if remote else Path(out)
         config = LabelledBuildConfig(
             sources=tuple(pairs),
             out=local_out,
@@ -218,8 +236,7 @@ def dataset_build_labelled(
         )
         with rich_progress("images", show_progress()) as progress:
             summary = build_dataset_a(config, progress)
-            if remote:
-                open_store(out).put_tree(local_out, progress=progress.task("uploading", None))
+            _upload_if_remote(local_out, out, progress)
     typer.echo(
         f"built {out}: {summary['used']} images ({summary['duplicates']} duplicates removed, "
         f"{summary['unmapped']} unmapped, {summary['quarantined']} quarantined of {summary['files']} files); "
