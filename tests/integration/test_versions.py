@@ -120,3 +120,19 @@ def test_cli_store_cp_and_errors(bucket, s3_env, tmp_path):
     assert denied.returncode == 2 and denied.stderr.startswith("error: access denied for ")
     assert "Traceback" not in denied.stderr
     assert _cli("store", "mb", f"s3://{bucket}-2", env=s3_env).stdout.startswith("created")
+
+
+def test_backbone_weights_from_s3(bucket, s3_env, tmp_path, monkeypatch):
+    """`--weights s3://...` reads a backbone saved by lumbar from the object store (cached once)."""
+    from lumbar.models import ModelConfig, build_model, save_backbone
+
+    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
+    donor = build_model(ModelConfig("vgg16", "none", "finetune", 32, unfreeze_blocks=5))
+    save_backbone(donor, "vgg16", tmp_path / "bb", {"source": "test"})
+    open_store(f"s3://{bucket}/backbones/vgg16").put_tree(tmp_path / "bb")
+    model = build_model(ModelConfig("vgg16", f"s3://{bucket}/backbones/vgg16", "frozen", 32))
+    for a, b in zip(
+        model.get_layer("block3_conv2").get_weights(), donor.get_layer("block3_conv2").get_weights(), strict=True
+    ):
+        assert (a == b).all()
+    assert list((tmp_path / "data" / "cache" / "backbones").glob("*/backbone.npz"))
