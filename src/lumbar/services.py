@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,26 +247,20 @@ class LocalServices:
             f"-admin.port.grpc={ports['admin.grpc']}",
         ]
         process = self._spawn("weed", command, dict(os.environ))
-        deadline = time.monotonic() + self.config.start_timeout
         from lumbar.storage import S3Settings, S3Store, StoreError
 
         settings = S3Settings.from_env({**env, "LUMBAR_S3_RETRY_SECONDS": "0"})
-        while True:
-            if process.poll() is not None:
-                raise ServiceError(f"SeaweedFS exited during start; see {self.dir / 'weed.log'}")
-            if _port_open(ports["s3"]):
-                try:
-                    S3Store(self.config.bucket, settings=settings, create_bucket=True)
-                    return
-                except StoreError:
-                    pass
-            if time.monotonic() > deadline:
-                self.stop_s3()
-                raise ServiceError(
-                    f"SeaweedFS did not answer on port {ports['s3']} within "
-                    f"{self.config.start_timeout:.0f} s; see {self.dir / 'weed.log'}"
-                )
-            time.sleep(0.2)
+
+        def healthy() -> bool:
+            if not _port_open(ports["s3"]):
+                return False
+            try:
+                S3Store(self.config.bucket, settings=settings, create_bucket=True)
+            except StoreError:
+                return False
+            return True
+
+        self._wait("weed", "SeaweedFS", process, healthy, ports["s3"], 0.2)
 
     def stop_s3(self) -> None:
         """Stop SeaweedFS (SIGTERM, then SIGKILL after 10 s)."""
@@ -307,23 +302,15 @@ class LocalServices:
         server_env.update({k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"})
         server_env["MLFLOW_S3_IGNORE_TLS"] = "true"
         process = self._spawn("mlflow", command, server_env)
-        deadline = time.monotonic() + self.config.start_timeout
-        while True:
-            if process.poll() is not None:
-                raise ServiceError(f"the MLflow server exited during start; see {self.dir / 'mlflow.log'}")
+
+        def healthy() -> bool:
             try:
                 with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
+                    return response.status == 200
             except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop_mlflow()
-                raise ServiceError(
-                    f"the MLflow server did not answer on port {port} within "
-                    f"{self.config.start_timeout:.0f} s; see {self.dir / 'mlflow.log'}"
-                )
-            time.sleep(0.3)
+                return False
+
+        self._wait("mlflow", "the MLflow server", process, healthy, port, 0.3)
 
     def stop_mlflow(self) -> None:
         """Stop the MLflow server's whole process group."""
@@ -359,6 +346,22 @@ class LocalServices:
                 "url": f"http://{LOOPBACK}:{ports[key]}" if key in ports else None,
             }
         return result
+
+    def _wait(
+        self, name: str, title: str, process: subprocess.Popen, healthy: Callable[[], bool], port: int, interval: float
+    ) -> None:
+        """Wait until ``healthy()``; stop the server and raise if it exits or stays silent past the timeout."""
+        deadline = time.monotonic() + self.config.start_timeout
+        while not healthy():
+            if process.poll() is not None:
+                raise ServiceError(f"{title} exited during start; see {self.dir / f'{name}.log'}")
+            if time.monotonic() > deadline:
+                self._stop(name)
+                raise ServiceError(
+                    f"{title} did not answer on port {port} within "
+                    f"{self.config.start_timeout:.0f} s; see {self.dir / f'{name}.log'}"
+                )
+            time.sleep(interval)
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
         self.dir.mkdir(parents=True, exist_ok=True)
