@@ -55,6 +55,7 @@ def pretrain_supervised(
     profile: str = "quick",
     resume: bool = False,
     track: bool = True,
+    experiment: str = "lumbar-pretrain-supervised",
     **overrides: Any,
 ) -> PretrainResult:
     """Train a backbone from scratch on Dataset A and save it without its head.
@@ -66,6 +67,7 @@ def pretrain_supervised(
         profile: ``paper`` or ``quick``.
         resume: Continue a killed run.
         track: Log to MLflow.
+        experiment: MLflow experiment.
         **overrides: Training settings (``epochs``, ``batch_size``, ``image_size``, ``learning_rate``,
             ``seed``, ``augment``).
     """
@@ -85,9 +87,7 @@ def pretrain_supervised(
         **settings,
     )
     out = Path(out)
-    result = train_model(
-        config, dataset, out / "classifier", resume=resume, experiment="lumbar-pretrain-supervised", track=track
-    )
+    result = train_model(config, dataset, out / "classifier", resume=resume, experiment=experiment, track=track)
     model = load_model(out / "classifier")
     info = json.loads((out / "classifier" / "model.json").read_text())
     save_backbone(
@@ -197,7 +197,12 @@ def _encoder(config: SSLConfig):  # type: ignore[no-untyped-def]
 
 
 def pretrain_ssl(
-    shards: str | Path, out: str | Path, config: SSLConfig, resume: bool = False, track: bool = True
+    shards: str | Path,
+    out: str | Path,
+    config: SSLConfig,
+    resume: bool = False,
+    track: bool = True,
+    experiment: str = "lumbar-pretrain-ssl",
 ) -> PretrainResult:
     """SimCLR pretraining on Dataset B shards; saves ``<out>/backbone``.
 
@@ -207,6 +212,7 @@ def pretrain_ssl(
         config: SSL settings.
         resume: Continue a killed run from its last checkpoint.
         track: Log to MLflow.
+        experiment: MLflow experiment.
     """
     import keras
     import numpy as np
@@ -261,7 +267,7 @@ def pretrain_ssl(
         optimizer.apply(grads, encoder.trainable_variables)
         return loss
 
-    tracker = Tracker("lumbar-pretrain-ssl") if track else None
+    tracker = Tracker(experiment) if track else None
 
     def run_epochs(run: Any) -> None:
         if run is not None:

@@ -271,6 +271,7 @@ def train_model(
     track: bool = True,
     verbose: int = 0,
     register_as: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """Train one configuration and save the best-validation-loss model.
 
@@ -284,6 +285,7 @@ def train_model(
         track: Log to MLflow (on by default; off only for benchmarks).
         verbose: Keras ``fit`` verbosity.
         register_as: Register the final model under this name with the alias ``candidate``.
+        tags: Extra MLflow tags (a pipeline puts its procedure and weights source here).
 
     Raises:
         InputError: For a bad dataset, or a resume whose folder holds another configuration.
@@ -349,7 +351,7 @@ def train_model(
         "xla": jit,
         "train_images": len(train_records.paths),
     }
-    tags = {**standard_tags(version), "lumbar.config": config.run_name}
+    tags = {**standard_tags(version), "lumbar.config": config.run_name, **(tags or {})}
     started = time.perf_counter()
     epochs_before = state["epoch"]
     timing = {"fit": 0.0}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lumbar.cli import dataset, pretrain, services, store, synth
+from lumbar.cli import dataset, pipeline, pretrain, services, store, synth
 from lumbar.cli import train as train_cli
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(store.app, name="store")
 app.add_typer(services.app, name="services")
 app.add_typer(pretrain.app, name="pretrain")
+app.add_typer(pipeline.app, name="pipeline")
 app.command("train")(train_cli.train)
 app.command("evaluate")(train_cli.evaluate)
 app.command("predict")(train_cli.predict)

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines components of lumbar: one thin typed wrapper per file around one ``lumbar.steps`` function."""

@@ -1,0 +1,20 @@
+"""Component: build Dataset B (unlabelled MRI frames and images in TFRecord shards)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def build_dataset_b(
+    sources: str,
+    shards: Output[Dataset],
+    image_size: int = 224,
+    shard_mb: float = 100.0,
+    workers: int = 2,
+):
+    """``sources`` is a comma-separated list of folders or ``s3://`` prefixes of DICOM files and images."""
+    from lumbar.steps import build_dataset_b_step
+
+    shards.metadata.update(build_dataset_b_step(sources, shards.path, image_size, shard_mb, workers))

@@ -1,0 +1,28 @@
+"""Component: build Dataset C from a DICOM export (and publish it as a version when a store is configured)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Markdown, Output
+
+from components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def build_dataset_c(
+    export_uri: str,
+    dataset: Output[Dataset],
+    datacard: Output[Markdown],
+    labels_uri: str = "",
+    publish_to: str = "",
+    split_by: str = "patient",
+    seed: int = 0,
+    workers: int = 2,
+):
+    """Select, de-identify, label, crop and split the export's images into a Dataset C folder."""
+    import shutil
+    from pathlib import Path
+
+    from lumbar.steps import build_dataset_c_step
+
+    info = build_dataset_c_step(export_uri, dataset.path, labels_uri, publish_to, split_by, seed, workers)
+    dataset.metadata.update(info)
+    shutil.copyfile(Path(dataset.path) / "datacard.md", datacard.path)

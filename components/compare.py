@@ -1,0 +1,27 @@
+"""Component: a procedure's runs as Markdown tables in the layout of the paper's tables."""
+
+from kfp import dsl
+from kfp.dsl import Input, Markdown, Metrics, Output
+
+from components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def compare(
+    procedure: str,
+    metrics: Input[list[Metrics]],
+    table: Output[Markdown],
+    more: Input[list[Metrics]] | None = None,
+    baseline: Input[list[Metrics]] | None = None,
+):
+    """Tabulate a procedure's runs, read from the evaluate steps' Metrics metadata.
+
+    kfp.local keeps metrics nowhere else. ``more`` adds a second fan-out's runs, ``baseline`` the
+    ImageNet runs procedures 2 and 3 compare with.
+    """
+    from pathlib import Path
+
+    from lumbar.steps import compare_step
+
+    rows = [m.metadata for m in [*metrics, *(more or [])]]
+    Path(table.path).write_text(compare_step(procedure, rows, [m.metadata for m in baseline or []]))

@@ -1,0 +1,39 @@
+"""Component: self-supervised (SimCLR) pretraining on Dataset B shards (the paper's procedure 3)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.images import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def pretrain_ssl(
+    shards: Input[Dataset],
+    backbone: str,
+    pretrained: Output[Model],
+    profile: str = "quick",
+    epochs: int = 0,
+    image_size: int = 0,
+    batch_size: int = 0,
+    steps_per_epoch: int = 0,
+    seed: int = 0,
+    experiment: str = "lumbar-procedure3",
+    kfp_run_id: str = "",
+):
+    """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
+    from lumbar.steps import pretrain_ssl_step
+
+    info = pretrain_ssl_step(
+        shards.path,
+        pretrained.path,
+        backbone,
+        profile,
+        epochs,
+        image_size,
+        batch_size,
+        steps_per_epoch,
+        seed,
+        experiment,
+        kfp_run_id,
+    )
+    pretrained.metadata.update(info)

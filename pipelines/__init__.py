@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of lumbar: one file per pipeline; bodies only wire components together."""

@@ -1,0 +1,85 @@
+"""Pipeline ``paper``: Dataset C from the export, then procedures 1, 2 and 3 on it, compared with each other."""
+
+from components.build_dataset_c import build_dataset_c
+from kfp import dsl
+
+from pipelines import procedure1, procedure2, procedure3
+from pipelines.settings import ClusterSettings
+
+
+def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
+    """The pipeline, compiled against ``settings``."""
+
+    @dsl.pipeline(
+        name="lumbar-paper",
+        description="DICOM export -> Dataset C -> procedures 1, 2 and 3 -> comparison tables (the whole paper).",
+    )
+    def paper(
+        export_uri: str,
+        labelled_sources: str,
+        unlabelled_sources: str,
+        labels_uri: str = "",
+        publish_to: str = "",
+        mapping_uri: str = "",
+        backbones: str = procedure1.ALL_BACKBONES,
+        pretrain_backbones: str = "vgg16,vgg19",
+        pretrain_images: str = "roi",
+        weights: str = "imagenet",
+        profile: str = "quick",
+        shard_image_size: int = 224,
+        pretrain_epochs: int = 0,
+        pretrain_steps: int = 0,
+        epochs: int = 0,
+        image_size: int = 0,
+        batch_size: int = 0,
+        seed: int = 0,
+    ):
+        built = build_dataset_c(export_uri=export_uri, labels_uri=labels_uri, publish_to=publish_to, seed=seed)
+        settings.data_task(built, pseudonyms=True)
+        dataset = built.outputs["dataset"]
+        imagenet = procedure1.wire(
+            settings,
+            dataset,
+            backbones,
+            "frozen,finetune",
+            "full,roi",
+            weights,
+            profile,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+        )
+        procedure2.wire(
+            settings,
+            dataset,
+            labelled_sources,
+            mapping_uri,
+            pretrain_backbones,
+            pretrain_images,
+            profile,
+            pretrain_epochs,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+            baseline=imagenet,
+        )
+        procedure3.wire(
+            settings,
+            dataset,
+            unlabelled_sources,
+            pretrain_backbones,
+            pretrain_images,
+            profile,
+            shard_image_size,
+            pretrain_epochs,
+            pretrain_steps,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+            baseline=imagenet,
+        )
+
+    return paper

@@ -1,0 +1,94 @@
+"""Pipeline ``procedure1``: transfer from ImageNet, 4 backbones x {frozen, fine-tune} x {full, ROI} (Tables 6-10)."""
+
+from components.compare import compare
+from components.evaluate import evaluate
+from components.fetch_dataset import fetch_dataset
+from components.gradcam import gradcam
+from components.plan import plan
+from components.train import train
+from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
+
+from pipelines.settings import ClusterSettings
+
+ALL_BACKBONES = "vgg16,vgg19,resnet50,mobilenetv2"
+
+
+def wire(
+    settings: ClusterSettings,
+    dataset: PipelineChannel,
+    backbones: str,
+    modes: str,
+    images: str,
+    weights: str,
+    profile: str,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+) -> PipelineChannel:
+    """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics (to collect)."""
+    configs = plan(backbones=backbones, modes=modes, images=images)
+    settings.light_task(configs, memory="1Gi", cache=True)
+    with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
+        trained = train(
+            dataset=dataset,
+            backbone=item.backbone,
+            mode=item.mode,
+            roi=item.roi,
+            weights=weights,
+            profile=profile,
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            seed=seed,
+            procedure="procedure1",
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        settings.gpu_task(trained)
+        scored = evaluate(model=trained.outputs["model"], dataset=dataset)
+        settings.light_task(scored)
+    explained = gradcam(
+        models=dsl.Collected(trained.outputs["model"]),
+        metrics=dsl.Collected(scored.outputs["metrics"]),
+        dataset=dataset,
+    )
+    settings.light_task(explained)
+    table = compare(procedure="procedure1", metrics=dsl.Collected(scored.outputs["metrics"]))
+    settings.light_task(table, memory="1Gi")
+    return scored.outputs["metrics"]
+
+
+def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
+    """The pipeline, compiled against ``settings``."""
+
+    @dsl.pipeline(name="lumbar-procedure1", description="Dataset C -> transfer from ImageNet -> evaluate -> compare.")
+    def procedure1(
+        dataset_uri: str,
+        backbones: str = ALL_BACKBONES,
+        modes: str = "frozen,finetune",
+        images: str = "full,roi",
+        weights: str = "imagenet",
+        profile: str = "quick",
+        epochs: int = 0,
+        image_size: int = 0,
+        batch_size: int = 0,
+        seed: int = 0,
+    ):
+        data = fetch_dataset(uri=dataset_uri)
+        settings.data_task(data)
+        wire(
+            settings,
+            data.outputs["dataset"],
+            backbones,
+            modes,
+            images,
+            weights,
+            profile,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+        )
+
+    return procedure1

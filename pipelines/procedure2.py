@@ -1,0 +1,100 @@
+"""Pipeline ``procedure2``: Dataset A -> supervised pretraining from scratch -> transfer to Dataset C (Tables 11-12)."""
+
+from components.build_dataset_a import build_dataset_a
+from components.fetch_dataset import fetch_dataset
+from components.plan import plan
+from components.pretrain_supervised import pretrain_supervised
+from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
+
+from pipelines.settings import ClusterSettings
+from pipelines.wiring import compare_both_modes, transfer_both_modes
+
+
+def wire(
+    settings: ClusterSettings,
+    dataset: PipelineChannel,
+    labelled_sources: str,
+    mapping_uri: str,
+    backbones: str,
+    images: str,
+    profile: str,
+    pretrain_epochs: int,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    baseline: PipelineChannel | None = None,
+) -> None:
+    """Add procedure 2's tasks; ``baseline`` is procedure 1's fanned-out metrics when run together."""
+    labelled = build_dataset_a(sources=labelled_sources, mapping_uri=mapping_uri, seed=seed)
+    settings.data_task(labelled)
+    # one item per backbone and image type: the pretrained backbone is shared by both modes below
+    configs = plan(backbones=backbones, modes="frozen", images=images)
+    settings.light_task(configs, memory="1Gi", cache=True)
+    with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
+        pretrained = pretrain_supervised(
+            dataset=labelled.outputs["dataset"],
+            backbone=item.backbone,
+            profile=profile,
+            epochs=pretrain_epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            seed=seed,
+            experiment="lumbar-procedure2",
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        settings.gpu_task(pretrained)
+        scored = transfer_both_modes(
+            settings,
+            dataset,
+            item,
+            pretrained.outputs["pretrained"],
+            "procedure2",
+            profile,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+        )
+    compare_both_modes(settings, "procedure2", scored, baseline)
+
+
+def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
+    """The pipeline, compiled against ``settings``."""
+
+    @dsl.pipeline(
+        name="lumbar-procedure2",
+        description="Dataset A -> supervised pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
+    )
+    def procedure2(
+        dataset_uri: str,
+        labelled_sources: str,
+        mapping_uri: str = "",
+        backbones: str = "vgg16,vgg19",
+        images: str = "roi",
+        profile: str = "quick",
+        pretrain_epochs: int = 0,
+        epochs: int = 0,
+        image_size: int = 0,
+        batch_size: int = 0,
+        seed: int = 0,
+    ):
+        data = fetch_dataset(uri=dataset_uri)
+        settings.data_task(data)
+        wire(
+            settings,
+            data.outputs["dataset"],
+            labelled_sources,
+            mapping_uri,
+            backbones,
+            images,
+            profile,
+            pretrain_epochs,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+        )
+
+    return procedure2

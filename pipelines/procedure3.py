@@ -1,0 +1,103 @@
+"""Pipeline ``procedure3``: Dataset B -> self-supervised pretraining -> transfer to Dataset C (Tables 13-14)."""
+
+from components.build_dataset_b import build_dataset_b
+from components.fetch_dataset import fetch_dataset
+from components.plan import plan
+from components.pretrain_ssl import pretrain_ssl
+from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
+
+from pipelines.settings import ClusterSettings
+from pipelines.wiring import compare_both_modes, transfer_both_modes
+
+
+def wire(
+    settings: ClusterSettings,
+    dataset: PipelineChannel,
+    unlabelled_sources: str,
+    backbones: str,
+    images: str,
+    profile: str,
+    shard_image_size: int,
+    pretrain_epochs: int,
+    pretrain_steps: int,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    baseline: PipelineChannel | None = None,
+) -> None:
+    """Add procedure 3's tasks; ``baseline`` is procedure 1's fanned-out metrics when run together."""
+    shards = build_dataset_b(sources=unlabelled_sources, image_size=shard_image_size)
+    settings.data_task(shards, pseudonyms=True)
+    # one item per backbone and image type: the pretrained backbone is shared by both modes below
+    configs = plan(backbones=backbones, modes="frozen", images=images)
+    settings.light_task(configs, memory="1Gi", cache=True)
+    with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
+        pretrained = pretrain_ssl(
+            shards=shards.outputs["shards"],
+            backbone=item.backbone,
+            profile=profile,
+            epochs=pretrain_epochs,
+            image_size=image_size,
+            steps_per_epoch=pretrain_steps,
+            seed=seed,
+            experiment="lumbar-procedure3",
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        settings.gpu_task(pretrained)
+        scored = transfer_both_modes(
+            settings,
+            dataset,
+            item,
+            pretrained.outputs["pretrained"],
+            "procedure3",
+            profile,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+        )
+    compare_both_modes(settings, "procedure3", scored, baseline)
+
+
+def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
+    """The pipeline, compiled against ``settings``."""
+
+    @dsl.pipeline(
+        name="lumbar-procedure3",
+        description="Dataset B -> SimCLR pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
+    )
+    def procedure3(
+        dataset_uri: str,
+        unlabelled_sources: str,
+        backbones: str = "vgg16,vgg19",
+        images: str = "roi",
+        profile: str = "quick",
+        shard_image_size: int = 224,
+        pretrain_epochs: int = 0,
+        pretrain_steps: int = 0,
+        epochs: int = 0,
+        image_size: int = 0,
+        batch_size: int = 0,
+        seed: int = 0,
+    ):
+        data = fetch_dataset(uri=dataset_uri)
+        settings.data_task(data)
+        wire(
+            settings,
+            data.outputs["dataset"],
+            unlabelled_sources,
+            backbones,
+            images,
+            profile,
+            shard_image_size,
+            pretrain_epochs,
+            pretrain_steps,
+            epochs,
+            image_size,
+            batch_size,
+            seed,
+        )
+
+    return procedure3

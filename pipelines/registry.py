@@ -1,0 +1,196 @@
+"""The pipelines by name, and the three ways to use one: compile to IR YAML, run locally, submit to a cluster.
+
+``lumbar pipeline list | compile | run --local | submit`` are thin commands over these functions.
+
+* Local runs use ``kfp.local`` with ``SubprocessRunner(use_venv=False)``: every task is a subprocess of
+  this Python (no Docker, no per-task pip install), the pipeline root is ``<data dir>/pipelines``
+  (kfp.local takes only a local root), and the tasks log to MLflow at ``MLFLOW_TRACKING_URI``, or at
+  the project's local SQLite store when it is unset. Platform settings (GPUs, node selectors,
+  secrets) do not apply locally; the tasks read credentials from this process's environment.
+* Submission uploads the compiled pipeline to a Kubeflow Pipelines API server with ``kfp.Client``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lumbar.errors import InputError, LumbarError
+from lumbar.paths import DATA_DIR_ENV, data_dir
+from pipelines import dataset_c, paper, procedure1, procedure2, procedure3
+from pipelines.settings import ClusterSettings
+
+PIPELINES: dict[str, Callable[[ClusterSettings], Any]] = {
+    "dataset_c": dataset_c.build,
+    "procedure1": procedure1.build,
+    "procedure2": procedure2.build,
+    "procedure3": procedure3.build,
+    "paper": paper.build,
+}
+
+
+class SubmitError(LumbarError):
+    """The Kubeflow Pipelines API server could not be reached or refused the run."""
+
+
+def get(name: str, settings: ClusterSettings | None = None) -> Any:
+    """The pipeline ``name`` built against ``settings`` (the defaults when None).
+
+    Raises:
+        InputError: For an unknown name.
+    """
+    if name not in PIPELINES:
+        raise InputError(f"unknown pipeline {name!r}; choose one of {', '.join(PIPELINES)}")
+    return PIPELINES[name](settings or ClusterSettings())
+
+
+def describe(name: str) -> dict[str, Any]:
+    """Name, description and parameters (with their types and defaults) of one pipeline."""
+    pipeline = get(name)
+    params = {}
+    for param in inspect.signature(pipeline.pipeline_func).parameters.values():
+        default = None if param.default is inspect.Parameter.empty else param.default
+        params[param.name] = {
+            "type": param.annotation.__name__,
+            "default": default,
+            "required": param.default is inspect.Parameter.empty,
+        }
+    return {"name": name, "description": pipeline.description or "", "parameters": params}
+
+
+def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into the pipeline's typed parameters.
+
+    Raises:
+        InputError: For a malformed pair, an unknown parameter, a value of the wrong type, or a missing
+            required parameter.
+    """
+    spec = describe(name)["parameters"]
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputError(f"parameter {pair!r} must be KEY=VALUE")
+        if key not in spec:
+            raise InputError(f"{name} has no parameter {key!r}; it has {', '.join(spec)}")
+        kind = spec[key]["type"]
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                values[key] = text.lower() in ("true", "1", "yes")
+            else:
+                values[key] = {"int": int, "float": float}.get(kind, str)(text)
+        except ValueError:
+            raise InputError(f"parameter {key} of {name} must be {kind}, got {text!r}") from None
+    missing = [k for k, v in spec.items() if v["required"] and k not in values]
+    if missing:
+        raise InputError(f"{name} needs parameter {missing[0]} (give it as {missing[0]}=VALUE)")
+    return values
+
+
+def compile_pipeline(name: str, out: str | Path, settings: ClusterSettings | None = None) -> Path:
+    """Compile ``name`` to Kubeflow Pipelines IR YAML at ``out``."""
+    from kfp import compiler
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(get(name, settings), str(out))
+    return out
+
+
+@dataclass
+class LocalRun:
+    """Where a local run left its artifacts."""
+
+    name: str
+    folder: Path
+    seconds: float
+
+
+def run_local(
+    name: str,
+    params: Mapping[str, Any],
+    pipeline_root: str | Path | None = None,
+    settings: ClusterSettings | None = None,
+) -> LocalRun:
+    """Run ``name`` with kfp.local on this machine and return the run's artifact folder.
+
+    Raises:
+        InputError: When the pipeline root is not a local folder.
+        LumbarError: When a task fails (the task's log is printed above the message).
+    """
+    from kfp import local
+
+    from lumbar.tracking import tracking_uri
+
+    root = Path(pipeline_root) if pipeline_root else data_dir() / "pipelines"
+    if "://" in str(root):
+        raise InputError(f"kfp.local needs a local pipeline root, not {root}")
+    root = root.absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    # the task subprocesses inherit the environment: one data directory and one MLflow store for all
+    os.environ.setdefault(DATA_DIR_ENV, str(data_dir()))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=1))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    before = set(root.iterdir())
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings():  # resources and GPUs are cluster settings; locally they are expected no-ops
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            pipeline(**params)
+    except RuntimeError as exc:
+        raise LumbarError(f"local run of {name} failed: {str(exc).splitlines()[0]}") from None
+    seconds = time.perf_counter() - started
+    created = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not created:
+        raise LumbarError(f"local run of {name} wrote nothing under {root}")
+    return LocalRun(name, created[-1], seconds)
+
+
+def submit(
+    name: str,
+    host: str,
+    params: Mapping[str, Any],
+    experiment: str = "lumbar",
+    settings: ClusterSettings | None = None,
+    timeout: float = 10.0,
+) -> str:
+    """Upload ``name`` to the Kubeflow Pipelines API at ``host``, start a run, and return its URL.
+
+    Raises:
+        SubmitError: When the host cannot be reached or refuses the request.
+    """
+    import urllib.error
+    import urllib.request
+
+    url = host.rstrip("/")
+    try:  # a cheap reachability check first: kfp.Client retries for minutes on a dead host
+        urllib.request.urlopen(f"{url}/apis/v2beta1/healthz", timeout=timeout).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise SubmitError(f"{url} refused the request (HTTP {exc.code}); check the credentials") from None
+        if exc.code >= 500:
+            raise SubmitError(f"{url} answered HTTP {exc.code}; is it a Kubeflow Pipelines API server?") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SubmitError(f"cannot reach Kubeflow Pipelines at {url} ({reason})") from None
+    import kfp
+
+    try:
+        client = kfp.Client(host=url)
+        run = client.create_run_from_pipeline_func(
+            get(name, settings), arguments=dict(params), experiment_name=experiment, enable_caching=None
+        )
+    except Exception as exc:  # the API client raises many types (ApiException, MaxRetryError, ...)
+        raise SubmitError(f"{url} did not accept the run of {name}: {str(exc).splitlines()[0]}") from None
+    return f"{url}/#/runs/details/{run.run_id}"

@@ -1,0 +1,132 @@
+"""``lumbar pipeline list | compile | run | submit``: the Kubeflow pipelines in ``pipelines/``.
+
+The pipeline definitions (and kfp) are imported inside the commands only; the library never imports kfp.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lumbar.cli._common import clear_errors
+
+app = typer.Typer(help="Compile, run locally, or submit the Kubeflow pipelines.", no_args_is_help=True)
+
+_NAME = Annotated[str, typer.Argument(help="dataset_c | procedure1 | procedure2 | procedure3 | paper")]
+_PARAMS = Annotated[list[str] | None, typer.Argument(help="Pipeline parameters as KEY=VALUE.", show_default=False)]
+
+
+def _settings(
+    gpu: bool = True,
+    node_selector: str | None = None,
+    toleration: str | None = None,
+    parallelism: int | None = None,
+    cache_training: bool = False,
+):  # type: ignore[no-untyped-def]
+    from pipelines.settings import ClusterSettings
+
+    from lumbar.errors import InputError
+
+    values: dict = {"gpu": gpu, "cache_training": cache_training}
+    if node_selector:
+        key, sep, value = node_selector.partition("=")
+        if not sep or not key or not value:
+            raise InputError(f"--gpu-node-selector {node_selector!r} must be LABEL=VALUE")
+        values["node_selector"] = (key, value)
+    if toleration:
+        key, sep, effect = toleration.partition(":")
+        if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise InputError(f"--gpu-toleration {toleration!r} must be KEY:NoSchedule|PreferNoSchedule|NoExecute")
+        values["toleration"] = (key, effect)
+    if parallelism is not None:
+        if parallelism < 1:
+            raise InputError("--parallelism must be at least 1")
+        values["parallelism"] = parallelism
+    return ClusterSettings(**values)
+
+
+@app.command("list")
+def pipeline_list() -> None:
+    """The pipelines and their parameters."""
+    from pipelines.registry import PIPELINES, describe
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="lumbar pipelines")
+    for column in ("name", "description", "parameters (required first)"):
+        table.add_column(column)
+    for name in PIPELINES:
+        info = describe(name)
+        params = sorted(info["parameters"].items(), key=lambda kv: not kv[1]["required"])
+        text = ", ".join(k + ("*" if v["required"] else f"={v['default']}") for k, v in params)
+        table.add_row(name, info["description"], text)
+    Console(width=160).print(table)
+
+
+@app.command("compile")
+def pipeline_compile(
+    name: _NAME,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="IR YAML file (default: NAME.yaml).")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="Training tasks ask for a GPU.")] = True,
+    gpu_node_selector: Annotated[
+        str | None, typer.Option(help="LABEL=VALUE of GPU nodes (default nvidia.com/gpu.present=true).")
+    ] = None,
+    gpu_toleration: Annotated[
+        str | None, typer.Option(help="KEY:EFFECT of the GPU taint (default nvidia.com/gpu:NoSchedule).")
+    ] = None,
+    parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
+    cache_training: Annotated[bool, typer.Option(help="Let Kubeflow reuse cached training results.")] = False,
+) -> None:
+    """Compile a pipeline to Kubeflow Pipelines IR YAML."""
+    from pipelines.registry import compile_pipeline
+
+    with clear_errors():
+        settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, cache_training)
+        path = compile_pipeline(name, output or Path(f"{name}.yaml"), settings)
+    typer.echo(f"compiled {name} to {path}")
+
+
+@app.command("run")
+def pipeline_run(
+    name: _NAME,
+    params: _PARAMS = None,
+    local: Annotated[bool, typer.Option("--local", help="Run on this machine with kfp.local (required).")] = False,
+    pipeline_root: Annotated[
+        Path | None, typer.Option(help="Local artifact root (default: <data dir>/pipelines).")
+    ] = None,
+    parallelism: Annotated[int, typer.Option(help="Training runs at once (kfp.local allows at most 2).")] = 1,
+) -> None:
+    """Run a pipeline locally with kfp.local (each task a subprocess of this Python)."""
+    from pipelines.registry import parse_params, run_local
+
+    from lumbar.errors import InputError
+
+    with clear_errors():
+        if not local:
+            raise InputError("only --local runs are supported here; use `lumbar pipeline submit` for a cluster")
+        values = parse_params(name, params or [])
+        result = run_local(name, values, pipeline_root, _settings(gpu=False, parallelism=parallelism))
+    typer.echo(f"{name} finished in {result.seconds:.1f} s; artifacts in {result.folder}")
+
+
+@app.command("submit")
+def pipeline_submit(
+    name: _NAME,
+    host: Annotated[str, typer.Option("--host", help="Kubeflow Pipelines API URL, e.g. http://localhost:8080.")],
+    params: _PARAMS = None,
+    experiment: Annotated[str, typer.Option(help="Kubeflow experiment.")] = "lumbar",
+    gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="Training tasks ask for a GPU.")] = True,
+    gpu_node_selector: Annotated[str | None, typer.Option(help="LABEL=VALUE of GPU nodes.")] = None,
+    gpu_toleration: Annotated[str | None, typer.Option(help="KEY:EFFECT of the GPU taint.")] = None,
+    parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
+) -> None:
+    """Compile a pipeline, upload it to a Kubeflow Pipelines server, start a run, print its URL."""
+    from pipelines.registry import parse_params, submit
+
+    with clear_errors():
+        values = parse_params(name, params or [])
+        settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism)
+        url = submit(name, host, values, experiment, settings)
+    typer.echo(f"submitted {name}: {url}")
