@@ -16,7 +16,8 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,18 @@ def compile_pipeline(name: str, out: str | Path, settings: ClusterSettings | Non
     return out
 
 
+@contextmanager
+def _environment(defaults: Mapping[str, str]) -> Iterator[None]:
+    """Set the variables that are not set yet for the duration, then restore the environment."""
+    added = [k for k in defaults if k not in os.environ]
+    os.environ.update({k: defaults[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 @dataclass
 class LocalRun:
     """Where a local run left its artifacts."""
@@ -137,15 +150,14 @@ def run_local(
     root = root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     # the task subprocesses inherit the environment: one data directory and one MLflow store for all
-    os.environ.setdefault(DATA_DIR_ENV, str(data_dir()))
-    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env = {DATA_DIR_ENV: str(data_dir()), "MLFLOW_TRACKING_URI": tracking_uri(), "TF_CPP_MIN_LOG_LEVEL": "2"}
     pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=1))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     before = set(root.iterdir())
     started = time.perf_counter()
     try:
-        with warnings.catch_warnings():  # resources and GPUs are cluster settings; locally they are expected no-ops
+        with _environment(env), warnings.catch_warnings():
+            # resources and GPUs are cluster settings; locally they are expected no-ops
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             pipeline(**params)
     except RuntimeError as exc:

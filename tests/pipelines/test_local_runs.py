@@ -1,0 +1,128 @@
+"""Real kfp.local runs of the pipelines on small synthetic data and on the real brain MRI sample."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pipelines.registry import run_local
+
+from tests.conftest import BRAIN_MRI_SAMPLE
+
+TINY = {"weights": "none", "epochs": 1, "image_size": 32}
+
+
+def _outputs(task_dir: Path) -> dict:
+    """Output artifacts of one task of a local run, by name: (uri, metadata)."""
+    data = json.loads((task_dir / "executor_output.json").read_text())
+    return {name: spec["artifacts"][0] for name, spec in data.get("artifacts", {}).items()}
+
+
+def _mlflow_runs(tracking_uri: str, experiment: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment}"
+    return client.search_runs([found.experiment_id])
+
+
+@pytest.fixture
+def pipeline_env(local_tracking, monkeypatch, tmp_path):
+    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "pipeline-test-secret-0123456789")
+    return {"tracking": local_tracking, "store": (tmp_path / "store").as_uri(), "root": tmp_path / "root"}
+
+
+def test_dataset_c_then_procedure1_two_backbones(synthetic_export, pipeline_env):
+    built = run_local(
+        "dataset_c",
+        {"export_uri": str(synthetic_export), "publish_to": pipeline_env["store"], "workers": 2},
+        pipeline_env["root"],
+    )
+    outputs = _outputs(built.folder / "build-dataset-c")
+    dataset = Path(outputs["dataset"]["uri"])
+    meta = outputs["dataset"]["metadata"]
+    assert (dataset / "manifest.csv").is_file() and meta["patients"] == 8 and meta["labelled_images"] > 0
+    assert meta["published_uri"].endswith(f"/datasets/dataset-c/{meta['version']}")
+    assert "Dataset C" in Path(outputs["datacard"]["uri"]).read_text()
+
+    # procedure 1 reads the published version (through the store's 'latest' pointer), not the folder
+    params = {"dataset_uri": f"{pipeline_env['store']}/datasets/dataset-c/latest", "backbones": "vgg16,mobilenetv2"}
+    run = run_local("procedure1", {**params, **TINY}, pipeline_env["root"])
+    assert _outputs(run.folder / "fetch-dataset")["dataset"]["metadata"]["version"] == meta["version"]
+
+    iterations = sorted(run.folder.glob("for-loop-*-iteration-*"))
+    assert len(iterations) == 8  # 2 backbones x {frozen, finetune} x {full, ROI}
+    rows = []
+    for folder in iterations:
+        model = _outputs(folder / "train")["model"]
+        assert (Path(model["uri"]) / "model.keras").is_file()
+        rows.append(_outputs(folder / "evaluate")["metrics"]["metadata"])
+    assert {r["name"] for r in rows} == {
+        f"{b}-{m}-{i}" for b in ("vgg16", "mobilenetv2") for m in ("frozen", "finetune") for i in ("full", "roi")
+    }
+
+    # the compare table: one line per configuration, numbers equal to the evaluate steps' metrics
+    table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
+    assert len(re.findall(r"^- `", table, flags=re.M)) == 8
+    for row in rows:
+        roi_title = "ROI" if row["roi"] else "Full image"
+        mode_title = "frozen backbone" if row["mode"] == "frozen" else "fine-tuned"
+        section = table.split(f"### {roi_title}, {mode_title}")[1].split("###")[0]
+        cells = " | ".join(f"{100 * row[k]:.2f}" for k in ("accuracy", "precision", "recall", "f1"))
+        assert f"| {row['backbone']} | {cells} |" in section
+
+    # Grad-CAM of the best configuration, as one self-contained page
+    page = _outputs(run.folder / "gradcam")["page"]
+    best = max(rows, key=lambda r: r["f1"])
+    assert page["metadata"]["f1"] == pytest.approx(best["f1"])
+    assert Path(page["uri"]).read_text().count("data:image/png;base64,") >= 4
+
+    # every configuration is an MLflow run tagged with the Kubeflow run id, holding the same metrics
+    runs = {r.info.run_name: r for r in _mlflow_runs(pipeline_env["tracking"], "lumbar-procedure1")}
+    assert set(runs) == {r["name"] for r in rows}
+    kfp_ids = {r.data.tags.get("kfp.run_id") for r in runs.values()}
+    assert len(kfp_ids) == 1 and kfp_ids != {None}
+    for row in rows:
+        tracked = runs[row["name"]]
+        assert tracked.info.run_id == row["run_id"]
+        assert tracked.data.metrics["test_accuracy"] == pytest.approx(row["accuracy"])
+        assert tracked.data.metrics["test_f1"] == pytest.approx(row["f1"])
+        assert tracked.data.tags["lumbar.procedure"] == "procedure1"
+
+
+def test_procedure2_on_dataset_a_from_the_brain_sample(built_dataset, pipeline_env):
+    if not BRAIN_MRI_SAMPLE.is_dir():
+        pytest.fail(f"the shared brain MRI sample is missing at {BRAIN_MRI_SAMPLE}")
+    params = {
+        "dataset_uri": str(built_dataset),
+        "labelled_sources": f"brain={BRAIN_MRI_SAMPLE}",
+        "backbones": "vgg16",
+        "images": "roi",
+        "pretrain_epochs": 1,
+        "epochs": 1,
+        "image_size": 32,
+    }
+    run = run_local("procedure2", params, pipeline_env["root"])
+    labelled = _outputs(run.folder / "build-dataset-a")["dataset"]["metadata"]
+    assert labelled["used"] + labelled["duplicates"] + labelled["quarantined"] + labelled["unmapped"] >= 176
+    iteration = next(run.folder.glob("for-loop-*-iteration-0"))
+    pretrained = Path(_outputs(iteration / "pretrain-supervised")["pretrained"]["uri"])
+    assert (pretrained / "backbone" / "backbone.npz").is_file()
+    rows = [_outputs(iteration / task)["metrics"]["metadata"] for task in ("evaluate", "evaluate-2")]
+    assert {r["mode"] for r in rows} == {"frozen", "finetune"}
+    assert {r["weights_source"] for r in rows} == {"supervised"}
+    table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
+    assert "Pretrained on Dataset A (supervised, from scratch)" in table
+    assert len(re.findall(r"^\| vgg16 \| (frozen|finetune) \| ROI \|", table, flags=re.M)) == 2
+    names = {r.info.run_name for r in _mlflow_runs(pipeline_env["tracking"], "lumbar-procedure2")}
+    assert {"vgg16-frozen-roi", "vgg16-finetune-roi"} <= names
+    assert len(names) == 3  # and the pretraining run
+
+
+@pytest.mark.slow
+def test_procedure1_full_sixteen_runs(built_dataset, pipeline_env):
+    run = run_local("procedure1", {"dataset_uri": str(built_dataset), **TINY}, pipeline_env["root"])
+    table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
+    assert len(re.findall(r"^- `", table, flags=re.M)) == 16
+    assert len(_mlflow_runs(pipeline_env["tracking"], "lumbar-procedure1")) == 16
