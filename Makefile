@@ -8,7 +8,7 @@ DATA ?= data
 PATIENTS ?= 12
 WORKERS ?= 2
 
-.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards services-up services-down clean
+.PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline services-up services-down clean
 
 help:
 	@echo "make demo      create .venv, install, and run the main job on synthetic data"
@@ -46,10 +46,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines
 	$(BIN)/ruff format --check src tests bench components pipelines
 
-bench: bench-ingest bench-store bench-input bench-train bench-shards
+bench: bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python bench/pipeline.py
 
 bench-store: $(STAMP)
 	$(BIN)/python bench/store.py

@@ -1,8 +1,8 @@
 """Pipeline ``dataset_c``: a hospital's DICOM export -> Dataset C, versioned in the object store."""
 
-from components.build_dataset_c import build_dataset_c
 from kfp import dsl
 
+from components.build_dataset_c import build_dataset_c
 from pipelines.settings import ClusterSettings
 
 

@@ -1,8 +1,8 @@
 """Pipeline ``paper``: Dataset C from the export, then procedures 1, 2 and 3 on it, compared with each other."""
 
-from components.build_dataset_c import build_dataset_c
 from kfp import dsl
 
+from components.build_dataset_c import build_dataset_c
 from pipelines import procedure1, procedure2, procedure3
 from pipelines.settings import ClusterSettings
 

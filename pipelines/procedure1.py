@@ -1,14 +1,14 @@
 """Pipeline ``procedure1``: transfer from ImageNet, 4 backbones x {frozen, fine-tune} x {full, ROI} (Tables 6-10)."""
 
+from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
+
 from components.compare import compare
 from components.evaluate import evaluate
 from components.fetch_dataset import fetch_dataset
 from components.gradcam import gradcam
 from components.plan import plan
 from components.train import train
-from kfp import dsl
-from kfp.dsl.pipeline_channel import PipelineChannel
-
 from pipelines.settings import ClusterSettings
 
 ALL_BACKBONES = "vgg16,vgg19,resnet50,mobilenetv2"

@@ -1,12 +1,12 @@
 """Pipeline ``procedure2``: Dataset A -> supervised pretraining from scratch -> transfer to Dataset C (Tables 11-12)."""
 
+from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
+
 from components.build_dataset_a import build_dataset_a
 from components.fetch_dataset import fetch_dataset
 from components.plan import plan
 from components.pretrain_supervised import pretrain_supervised
-from kfp import dsl
-from kfp.dsl.pipeline_channel import PipelineChannel
-
 from pipelines.settings import ClusterSettings
 from pipelines.wiring import compare_both_modes, transfer_both_modes
 

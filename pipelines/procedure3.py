@@ -1,12 +1,12 @@
 """Pipeline ``procedure3``: Dataset B -> self-supervised pretraining -> transfer to Dataset C (Tables 13-14)."""
 
+from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
+
 from components.build_dataset_b import build_dataset_b
 from components.fetch_dataset import fetch_dataset
 from components.plan import plan
 from components.pretrain_ssl import pretrain_ssl
-from kfp import dsl
-from kfp.dsl.pipeline_channel import PipelineChannel
-
 from pipelines.settings import ClusterSettings
 from pipelines.wiring import compare_both_modes, transfer_both_modes
 

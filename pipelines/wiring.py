@@ -1,11 +1,11 @@
 """Wiring shared by procedures 2 and 3: transfer a pretrained backbone in both modes, then compare."""
 
-from components.compare import compare
-from components.evaluate import evaluate
-from components.train import train
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
+from components.compare import compare
+from components.evaluate import evaluate
+from components.train import train
 from pipelines.settings import ClusterSettings
 
 MODES = ("frozen", "finetune")

@@ -155,8 +155,7 @@ def pretraining_tables(
     lines = [
         f"### Pretrained on {name} vs procedure 1 (Equation 8 on accuracy; Tables 11-14 layout)",
         "",
-        f"Procedure 1 weights: {_sources(base_rows)}.",
-        "",
+        *([f"Procedure 1 weights: {_sources(base_rows)}.", ""] if base_rows else []),
         "| Backbone | Mode | Image | Accuracy | Precision | Recall | F1 | Procedure 1 accuracy | Procedure 1 F1 "
         "| Improvement rate |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",

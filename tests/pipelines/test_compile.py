@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from pipelines.registry import PIPELINES, compile_pipeline, describe, parse_params
 from pipelines.settings import ClusterSettings
 
@@ -144,7 +145,6 @@ def test_compile_cli_settings(tmp_path):
 
 def test_components_use_the_pinned_images(compiled):
     from components.images import BASE_IMAGE, TRAIN_IMAGE
-
     from lumbar import __version__
 
     spec, _ = _load(compiled["paper"])

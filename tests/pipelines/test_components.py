@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
-from components.compare import compare
-from components.evaluate import evaluate
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
+from components.compare import compare
+from components.evaluate import evaluate
 from lumbar.compare import compare_markdown
 from lumbar.errors import InputError
 from lumbar.steps import plan_step, roc_points, train_step

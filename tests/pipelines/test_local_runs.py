@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
-from pipelines.registry import run_local
 
+from pipelines.registry import run_local
 from tests.conftest import BRAIN_MRI_SAMPLE
 
 TINY = {"weights": "none", "epochs": 1, "image_size": 32}

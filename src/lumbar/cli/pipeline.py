@@ -25,9 +25,8 @@ def _settings(
     parallelism: int | None = None,
     cache_training: bool = False,
 ):  # type: ignore[no-untyped-def]
-    from pipelines.settings import ClusterSettings
-
     from lumbar.errors import InputError
+    from pipelines.settings import ClusterSettings
 
     values: dict = {"gpu": gpu, "cache_training": cache_training}
     if node_selector:
@@ -50,9 +49,10 @@ def _settings(
 @app.command("list")
 def pipeline_list() -> None:
     """The pipelines and their parameters."""
-    from pipelines.registry import PIPELINES, describe
     from rich.console import Console
     from rich.table import Table
+
+    from pipelines.registry import PIPELINES, describe
 
     table = Table(title="lumbar pipelines")
     for column in ("name", "description", "parameters (required first)"):
@@ -99,9 +99,8 @@ def pipeline_run(
     parallelism: Annotated[int, typer.Option(help="Training runs at once (kfp.local allows at most 2).")] = 1,
 ) -> None:
     """Run a pipeline locally with kfp.local (each task a subprocess of this Python)."""
-    from pipelines.registry import parse_params, run_local
-
     from lumbar.errors import InputError
+    from pipelines.registry import parse_params, run_local
 
     with clear_errors():
         if not local:
