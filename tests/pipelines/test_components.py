@@ -131,3 +131,27 @@ def test_evaluate_component_with_real_artifacts(built_dataset, tmp_path, monkeyp
     assert sum(sum(r["row"]) for r in matrix["rows"]) == written["support"]
     roc = classification.metadata["confidenceMetrics"]
     assert roc[0]["falsePositiveRate"] == 0.0 and roc[-1]["recall"] == 1.0
+
+
+@pytest.mark.integration
+def test_build_dataset_c_component_from_an_s3_export(synthetic_export, bucket, tmp_path, monkeypatch):
+    """The cluster path: the export is in the object store, the dataset is published back to it."""
+    from components.build_dataset_c import build_dataset_c
+    from lumbar.storage import open_store
+
+    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "component-test-secret-0123456789")
+    open_store(f"s3://{bucket}/exports/site-a").put_tree(synthetic_export)
+    monkeypatch.setenv("LUMBAR_STORE_URI", f"s3://{bucket}")  # what the cluster's config map sets
+
+    dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
+    datacard = Markdown(name="datacard", uri=str(tmp_path / "datacard.md"))
+    build_dataset_c.python_func(export_uri=f"s3://{bucket}/exports/site-a", dataset=dataset, datacard=datacard)
+
+    assert dataset.metadata["patients"] == 8 and dataset.metadata["labelled_images"] > 0
+    version = dataset.metadata["version"]
+    assert dataset.metadata["published_uri"] == f"s3://{bucket}/datasets/dataset-c/{version}"
+    assert open_store(dataset.metadata["published_uri"]).exists("manifest.csv")
+    assert "Dataset C" in Path(datacard.path).read_text()
+    with pytest.raises(InputError, match="is not a folder"):
+        build_dataset_c.python_func(export_uri=str(tmp_path / "missing"), dataset=dataset, datacard=datacard)

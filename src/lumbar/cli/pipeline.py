@@ -120,6 +120,7 @@ def pipeline_submit(
     gpu_node_selector: Annotated[str | None, typer.Option(help="LABEL=VALUE of GPU nodes.")] = None,
     gpu_toleration: Annotated[str | None, typer.Option(help="KEY:EFFECT of the GPU taint.")] = None,
     parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
+    wait: Annotated[float, typer.Option(help="Wait up to this many seconds for the run; fail unless it succeeds.")] = 0,
 ) -> None:
     """Compile a pipeline, upload it to a Kubeflow Pipelines server, start a run, print its URL."""
     from pipelines.registry import parse_params, submit
@@ -127,5 +128,5 @@ def pipeline_submit(
     with clear_errors():
         values = parse_params(name, params or [])
         settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism)
-        url = submit(name, host, values, experiment, settings)
+        url = submit(name, host, values, experiment, settings, wait=wait)
     typer.echo(f"submitted {name}: {url}")
