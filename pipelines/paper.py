@@ -3,6 +3,7 @@
 from kfp import dsl
 
 from components.build_dataset_c import build_dataset_c
+from components.report import report
 from pipelines import procedure1, procedure2, procedure3
 from pipelines.settings import ClusterSettings
 
@@ -33,11 +34,13 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         image_size: int = 0,
         batch_size: int = 0,
         seed: int = 0,
+        data_origin: str = "unknown",
+        mlflow_ui: str = "http://127.0.0.1:5000",
     ):
         built = build_dataset_c(export_uri=export_uri, labels_uri=labels_uri, publish_to=publish_to, seed=seed)
         settings.data_task(built, pseudonyms=True)
         dataset = built.outputs["dataset"]
-        imagenet = procedure1.wire(
+        imagenet, table1 = procedure1.wire(
             settings,
             dataset,
             backbones,
@@ -50,7 +53,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             batch_size,
             seed,
         )
-        procedure2.wire(
+        table2 = procedure2.wire(
             settings,
             dataset,
             labelled_sources,
@@ -65,7 +68,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             seed,
             baseline=imagenet,
         )
-        procedure3.wire(
+        table3 = procedure3.wire(
             settings,
             dataset,
             unlabelled_sources,
@@ -81,5 +84,13 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             seed,
             baseline=imagenet,
         )
+        summary = report(
+            experiment_prefix="lumbar",
+            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            data_origin=data_origin,
+            mlflow_ui=mlflow_ui,
+            dataset=dataset,
+        ).after(table1, table2, table3)
+        settings.light_task(summary, memory="4Gi")
 
     return paper

@@ -26,8 +26,8 @@ def wire(
     image_size: int,
     batch_size: int,
     seed: int,
-) -> PipelineChannel:
-    """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics (to collect)."""
+) -> tuple[PipelineChannel, dsl.PipelineTask]:
+    """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics and the compare task."""
     configs = plan(backbones=backbones, modes=modes, images=images)
     settings.light_task(configs, memory="1Gi", cache=True)
     with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
@@ -56,7 +56,7 @@ def wire(
     settings.light_task(explained)
     table = compare(procedure="procedure1", metrics=dsl.Collected(scored.outputs["metrics"]))
     settings.light_task(table, memory="1Gi")
-    return scored.outputs["metrics"]
+    return scored.outputs["metrics"], table
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)

@@ -25,8 +25,8 @@ def wire(
     batch_size: int,
     seed: int,
     baseline: PipelineChannel | None = None,
-) -> None:
-    """Add procedure 2's tasks; ``baseline`` is procedure 1's fanned-out metrics when run together."""
+) -> dsl.PipelineTask:
+    """Add procedure 2's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
     labelled = build_dataset_a(sources=labelled_sources, mapping_uri=mapping_uri, seed=seed)
     settings.data_task(labelled)
     # one item per backbone and image type: the pretrained backbone is shared by both modes below
@@ -57,7 +57,7 @@ def wire(
             batch_size,
             seed,
         )
-    compare_both_modes(settings, "procedure2", scored, baseline)
+    return compare_both_modes(settings, "procedure2", scored, baseline)
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)

@@ -26,8 +26,8 @@ def wire(
     batch_size: int,
     seed: int,
     baseline: PipelineChannel | None = None,
-) -> None:
-    """Add procedure 3's tasks; ``baseline`` is procedure 1's fanned-out metrics when run together."""
+) -> dsl.PipelineTask:
+    """Add procedure 3's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
     shards = build_dataset_b(sources=unlabelled_sources, image_size=shard_image_size)
     settings.data_task(shards, pseudonyms=True)
     # one item per backbone and image type: the pretrained backbone is shared by both modes below
@@ -58,7 +58,7 @@ def wire(
             batch_size,
             seed,
         )
-    compare_both_modes(settings, "procedure3", scored, baseline)
+    return compare_both_modes(settings, "procedure3", scored, baseline)
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)

@@ -19,6 +19,7 @@ Numbers are printed as percentages with two decimals, as the paper prints them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lumbar.errors import InputError
@@ -32,8 +33,8 @@ SOURCE_NAMES = {
     "supervised": "Dataset A (supervised, from scratch)",
     "ssl": "Dataset B (self-supervised)",
 }
+_VERSUS = ("Procedure 1 accuracy", "Procedure 1 F1", "Improvement rate")
 BACKBONE_ORDER = ("vgg16", "vgg19", "resnet50", "mobilenetv2")
-_HEADER = "| Backbone | Accuracy | Precision | Recall | F1 |"
 _REQUIRED = ("backbone", "mode", "roi", *METRICS)
 
 
@@ -97,54 +98,101 @@ def _index(rows: Iterable[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
     return table
 
 
-def procedure1_tables(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown of procedure 1: one table per image type x mode (Tables 6-9 layout), then Table 10."""
+@dataclass
+class Cell:
+    """One table cell: its text, the MLflow run it comes from, and the paper's value for it (if any)."""
+
+    text: str
+    run_id: str = ""
+    paper: str = ""
+
+
+@dataclass
+class Table:
+    """A comparison table: title, column names, rows of cells, and a note printed under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    note: str = ""
+    key: str = ""
+
+
+def _paper(table: str, backbone: str, roi: bool, metric: str, mode: str | None) -> str:
+    from lumbar.paper import paper_value
+
+    value = paper_value(table, backbone, roi, metric, mode)
+    return "" if value is None else f"{value:.2f}"
+
+
+def procedure1_tables(rows: Sequence[Mapping[str, Any]]) -> list[Table]:
+    """Procedure 1: one table per image type x mode (Tables 6-9 layout), then the ROI improvement (Table 10)."""
     rows = sorted((normalise_row(r, f"row {i + 1}") for i, r in enumerate(rows)), key=_sort_key)
     index = _index(rows)
     backbones = list(dict.fromkeys(r["backbone"] for r in rows))
-    parts = [f"Backbone weights: {_sources(rows)}."]
+    note = f"Backbone weights: {_sources(rows)}."
     if any(r["weights_source"] != "imagenet" for r in rows):
-        parts[0] += " Rows not from ImageNet weights are not the paper's transfer learning."
+        note += " Rows not from ImageNet weights are not the paper's transfer learning."
+    tables = []
     for roi in (False, True):
         for mode in ("frozen", "finetune"):
             present = [b for b in backbones if (b, mode, roi) in index]
             if not present:
                 continue
-            title = f"{'ROI' if roi else 'Full image'}, {MODE_NAMES[mode]}"
-            lines = [f"### {title}", "", _HEADER, "|---|---:|---:|---:|---:|"]
+            table = Table(
+                f"{'ROI' if roi else 'Full image'}, {MODE_NAMES[mode]}",
+                ["Backbone", "Accuracy", "Precision", "Recall", "F1"],
+                note=note,
+                key=f"procedure1-{mode}-{'roi' if roi else 'full'}",
+            )
             for b in present:
                 row = index[(b, mode, roi)]
-                lines.append(f"| {b} | " + " | ".join(_pct(row[m]) for m in METRICS) + " |")
-            parts.append("\n".join(lines))
-    lines = [
-        "### Improvement from the ROI (Equation 8 on accuracy; Table 10 layout)",
-        "",
-        "| Backbone | Mode | Accuracy, full image | Accuracy, ROI | Improvement rate |",
-        "|---|---|---:|---:|---:|",
-    ]
-    pairs = 0
+                table.rows.append(
+                    [Cell(b)]
+                    + [Cell(_pct(row[m]), row.get("run_id", ""), _paper("6-9", b, roi, m, mode)) for m in METRICS]
+                )
+            tables.append(table)
+    rates = Table(
+        "Improvement from the ROI (Equation 8 on accuracy; Table 10 layout)",
+        ["Backbone", "Mode", "Accuracy, full image", "Accuracy, ROI", "Improvement rate"],
+        key="procedure1-roi-improvement",
+    )
+    printed = _printed("table10_printed_rates")
     for b in backbones:
         for mode in ("frozen", "finetune"):
             full, roi = index.get((b, mode, False)), index.get((b, mode, True))
             if full is None and roi is None:
                 continue
-            pairs += 1
             old = full["accuracy"] if full else None
             new = roi["accuracy"] if roi else None
-            lines.append(f"| {b} | {mode} | {_pct(old)} | {_pct(new)} | {_rate(new, old)} |")
-    if pairs:
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+            rates.rows.append(
+                [
+                    Cell(b),
+                    Cell(mode),
+                    Cell(_pct(old), full.get("run_id", "") if full else "", _paper("10", b, False, "accuracy", None)),
+                    Cell(_pct(new), roi.get("run_id", "") if roi else "", _paper("10", b, True, "accuracy", None)),
+                    Cell(_rate(new, old), paper=printed.get(b, "")),
+                ]
+            )
+    if rates.rows:
+        tables.append(rates)
+    return tables
+
+
+def _printed(key: str) -> dict[str, str]:
+    from lumbar.paper import PAPER
+
+    return {backbone: f"{value:+d} %" for backbone, value in PAPER[key].items()}
 
 
 def pretraining_tables(
     rows: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]] = (), source: str | None = None
-) -> str:
-    """Markdown of procedure 2 or 3: MRI-pretrained runs beside ImageNet runs (Tables 11-14 layout).
+) -> list[Table]:
+    """Procedure 2 or 3: MRI-pretrained runs beside procedure 1's runs (Tables 11-14 layout).
 
     Args:
         rows: The procedure's runs (all from one pretraining source).
-        baseline: ImageNet runs of procedure 1 for the same backbones, modes and image type, if any.
+        baseline: Procedure 1's runs for the same backbones, modes and image type, if any.
         source: The pretraining source named in the heading (default: the rows' own).
     """
     rows = sorted((normalise_row(r, f"row {i + 1}") for i, r in enumerate(rows)), key=_sort_key)
@@ -152,25 +200,43 @@ def pretraining_tables(
     base = _index(base_rows)
     source = source or (rows[0]["weights_source"] if rows else "none")
     name = SOURCE_NAMES.get(source, source)
-    lines = [
-        f"### Pretrained on {name} vs procedure 1 (Equation 8 on accuracy; Tables 11-14 layout)",
-        "",
-        *([f"Procedure 1 weights: {_sources(base_rows)}.", ""] if base_rows else []),
-        "| Backbone | Mode | Image | Accuracy | Precision | Recall | F1 | Procedure 1 accuracy | Procedure 1 F1 "
-        "| Improvement rate |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    note = f"Procedure 1 weights: {_sources(base_rows)}." if base_rows else ""
+    if not base:
+        note = "No procedure 1 runs were given, so there is no improvement rate to compute."
+    table = Table(
+        f"Pretrained on {name} vs procedure 1 (Equation 8 on accuracy; Tables 11-14 layout)",
+        [*("Backbone", "Mode", "Image", "Accuracy", "Precision", "Recall", "F1"), *_VERSUS],
+        note=note,
+        key=f"pretrained-{source}",
+    )
+    printed = _printed("transfer_printed_rates") if source == "supervised" else {}
     for row in rows:
         ref = base.get((row["backbone"], row["mode"], row["roi"]))
-        lines.append(
-            f"| {row['backbone']} | {row['mode']} | {'ROI' if row['roi'] else 'full'} | "
-            + " | ".join(_pct(row[m]) for m in METRICS)
-            + f" | {_pct(ref['accuracy'] if ref else None)} | {_pct(ref['f1'] if ref else None)}"
-            f" | {_rate(row['accuracy'], ref['accuracy'] if ref else None)} |"
+        ref_id = ref.get("run_id", "") if ref else ""
+        table.rows.append(
+            [Cell(row["backbone"]), Cell(row["mode"]), Cell("ROI" if row["roi"] else "full")]
+            + [Cell(_pct(row[m]), row.get("run_id", "")) for m in METRICS]
+            + [
+                Cell(_pct(ref["accuracy"] if ref else None), ref_id),
+                Cell(_pct(ref["f1"] if ref else None), ref_id),
+                Cell(_rate(row["accuracy"], ref["accuracy"] if ref else None), paper=printed.get(row["backbone"], "")),
+            ]
         )
-    if not base:
-        lines += ["", "No procedure 1 runs were given, so there is no improvement rate to compute."]
-    return "\n".join(lines) + "\n"
+    return [table]
+
+
+def to_markdown(tables: Sequence[Table]) -> str:
+    """The tables as Markdown (notes printed once each, before the first table that carries them)."""
+    parts, said = [], set()
+    for table in tables:
+        if table.note and table.note not in said:
+            parts.append(table.note)
+            said.add(table.note)
+        lines = [f"### {table.title}", "", "| " + " | ".join(table.columns) + " |"]
+        lines.append("|" + "|".join("---" if not i else "---:" for i in range(len(table.columns))) + "|")
+        lines += ["| " + " | ".join(c.text for c in row) + " |" for row in table.rows]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def compare_markdown(
@@ -193,7 +259,8 @@ def compare_markdown(
     if not rows:
         raise InputError(f"{procedure} has no evaluated runs to compare")
     clean = [normalise_row(r, f"row {i + 1}") for i, r in enumerate(rows)]
-    body = procedure1_tables(clean) if procedure == "procedure1" else pretraining_tables(clean, baseline)
+    tables = procedure1_tables(clean) if procedure == "procedure1" else pretraining_tables(clean, baseline)
+    body = to_markdown(tables)
     top = clean[best(clean)]
     runs = [
         f"- `{r['backbone']}-{r['mode']}-{'roi' if r['roi'] else 'full'}` ({r['weights_source']}): "

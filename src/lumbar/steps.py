@@ -486,16 +486,46 @@ def plan_step(backbones: str, modes: str = "frozen,finetune", images: str = "ful
     Raises:
         InputError: For an unknown backbone, mode or image type.
     """
-    from lumbar.models import BACKBONES, MODES
+    from lumbar.compare import BACKBONE_ORDER, MODE_NAMES  # not lumbar.models: a plan step need not load Keras
 
     chosen = split_list(backbones, "backbones")
-    unknown = [b for b in chosen if b not in BACKBONES]
+    unknown = [b for b in chosen if b not in BACKBONE_ORDER]
     if unknown:
-        raise InputError(f"unknown backbone {unknown[0]!r}; choose from {', '.join(BACKBONES)}")
+        raise InputError(f"unknown backbone {unknown[0]!r}; choose from {', '.join(BACKBONE_ORDER)}")
     mode_list = split_list(modes, "modes")
-    if any(m not in MODES for m in mode_list):
-        raise InputError(f"modes must be among {', '.join(MODES)}, got {modes!r}")
+    if any(m not in MODE_NAMES for m in mode_list):
+        raise InputError(f"modes must be among {', '.join(MODE_NAMES)}, got {modes!r}")
     image_list = split_list(images, "images")
     if any(i not in ("full", "roi") for i in image_list):
         raise InputError(f"images must be among full, roi, got {images!r}")
     return [{"backbone": b, "mode": m, "roi": i == "roi"} for b in chosen for m in mode_list for i in image_list]
+
+
+def report_step(
+    page: str | Path,
+    summary: str | Path,
+    experiment_prefix: str = "lumbar",
+    kfp_run_id: str = "",
+    data_origin: str = "unknown",
+    mlflow_ui: str = "http://127.0.0.1:5000",
+    dataset: str | Path = "",
+) -> dict[str, Any]:
+    """Build the results report and write its HTML page and Markdown summary to the given files."""
+    import tempfile
+
+    from lumbar.report import ReportConfig, build_report
+
+    with tempfile.TemporaryDirectory(prefix="lumbar-report-") as scratch:
+        config = ReportConfig(
+            out=Path(scratch),
+            experiment_prefix=experiment_prefix,
+            kfp_run_id=kfp_run_id or None,
+            mlflow_ui=mlflow_ui,
+            data_origin=data_origin,
+            dataset=str(dataset) if dataset else None,
+        )
+        result = build_report(config)
+        for source, target in ((result.html, page), (result.markdown, summary)):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return {f"{procedure}_runs": len(runs) for procedure, runs in result.runs.items()}

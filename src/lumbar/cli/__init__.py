@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 
 from lumbar.cli import dataset, pipeline, pretrain, services, store, synth
+from lumbar.cli import demo as demo_cli
+from lumbar.cli import report as report_cli
 from lumbar.cli import train as train_cli
 
 app = typer.Typer(
@@ -28,6 +30,8 @@ app.command("train")(train_cli.train)
 app.command("evaluate")(train_cli.evaluate)
 app.command("predict")(train_cli.predict)
 app.command("gradcam")(train_cli.gradcam)
+app.command("report")(report_cli.report)
+app.command("demo")(demo_cli.demo)
 
 
 @app.callback()

@@ -1,0 +1,25 @@
+"""Component: the results report of a pipeline run (the paper's tables and plots, from MLflow)."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Markdown, Output
+
+from components.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def report(
+    page: Output[HTML],
+    summary: Output[Markdown],
+    experiment_prefix: str = "lumbar",
+    kfp_run_id: str = "",
+    data_origin: str = "unknown",
+    mlflow_ui: str = "http://127.0.0.1:5000",
+    dataset: Input[Dataset] | None = None,
+):
+    """Reads this Kubeflow run's training runs from MLflow (``MLFLOW_TRACKING_URI``); Grad-CAM needs ``dataset``."""
+    from lumbar.steps import report_step
+
+    info = report_step(
+        page.path, summary.path, experiment_prefix, kfp_run_id, data_origin, mlflow_ui, dataset.path if dataset else ""
+    )
+    page.metadata.update(info)

@@ -1,0 +1,498 @@
+"""The results report: the paper's tables rebuilt from tracked runs, with plots, beside the paper's numbers.
+
+:func:`build_report` reads the training runs of the three procedures from MLflow (experiments
+``<prefix>-procedure1`` ... ; one Kubeflow run each: the given ``kfp_run_id``, else the latest), and
+writes ``report.html`` (self-contained: plots embedded) and ``report.md`` (plots in ``plots/``):
+
+* the conditions first: data origin, dataset version and size, profile, image size, epochs, and the
+  weights each procedure actually used (when ImageNet weights were not available offline, the report
+  says that procedure 1 ran from random initialisation and is not transfer learning);
+* Tables 6-9 and 10 (procedure 1) and 11-14 (procedures 2 and 3 against procedure 1), each number
+  linked to its MLflow run, the paper's own number beside it where this project has it
+  (``paper_values.json``), labelled as measured on different data;
+* plots: F1 per configuration, training curves, confusion matrices, ROC curves, and a Grad-CAM panel
+  per pretraining source (the paper's Figures 17-18) when the dataset is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lumbar.compare import METRICS, SOURCE_NAMES, Table, pretraining_tables, procedure1_tables, to_markdown
+from lumbar.errors import InputError
+
+PROCEDURES = ("procedure1", "procedure2", "procedure3")
+ORIGINS = ("synthetic", "real", "unknown")
+PAPER_NOTE = (
+    "Paper values are the published numbers of Al-kubaisi & Khamiss (Electronics 2022, 11(1), 85), "
+    "measured on their hospital's data, not on this dataset: they are there to compare with, not to match. "
+    "Only the values available to this project are shown (src/lumbar/paper_values.json)."
+)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What to report and where.
+
+    Attributes:
+        out: Output folder.
+        experiment_prefix: Experiments are ``<prefix>-procedure1`` ... .
+        tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI`` or the local store).
+        kfp_run_id: Report this Kubeflow run (default: each procedure's latest).
+        mlflow_ui: Base URL of the MLflow UI the run links point to.
+        data_origin: ``synthetic``, ``real`` or ``unknown`` (stated on the first screen).
+        dataset: Dataset C folder or version URI, for the Grad-CAM panels (none: no panels).
+        gradcam_images: Images per Grad-CAM panel.
+    """
+
+    out: Path
+    experiment_prefix: str = "lumbar"
+    tracking_uri: str | None = None
+    kfp_run_id: str | None = None
+    mlflow_ui: str = "http://127.0.0.1:5000"
+    data_origin: str = "unknown"
+    dataset: str | None = None
+    gradcam_images: int = 4
+
+    def __post_init__(self) -> None:
+        if self.data_origin not in ORIGINS:
+            raise InputError(f"data origin must be one of {', '.join(ORIGINS)}, got {self.data_origin!r}")
+        if not self.experiment_prefix:
+            raise InputError("the experiment prefix must not be empty")
+
+
+@dataclass
+class RunRecord:
+    """One training run of a procedure, as the report needs it."""
+
+    procedure: str
+    row: dict[str, Any]
+    experiment_id: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``vgg16-finetune-roi (ssl)``."""
+        r = self.row
+        return f"{r['backbone']}-{r['mode']}-{'roi' if r['roi'] else 'full'} ({r['weights_source']})"
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote and read."""
+
+    html: Path
+    markdown: Path
+    runs: dict[str, list[RunRecord]]
+    tables: dict[str, list[Table]]
+
+
+def _weights_source(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    if tags.get("lumbar.weights_source"):
+        return tags["lumbar.weights_source"]
+    weights = params.get("weights", "")
+    return weights if weights in ("imagenet", "none") else "pretrained"
+
+
+def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
+    """The evaluated training runs of each procedure's chosen Kubeflow run, from MLflow.
+
+    Raises:
+        InputError: When no procedure has an evaluated run.
+    """
+    from mlflow import MlflowClient
+
+    from lumbar.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri=config.tracking_uri or tracking_uri())
+    found: dict[str, list[RunRecord]] = {}
+    for procedure in PROCEDURES:
+        experiment = client.get_experiment_by_name(f"{config.experiment_prefix}-{procedure}")
+        if experiment is None:
+            continue
+        query = f"tags.`lumbar.procedure` = '{procedure}' and metrics.test_accuracy >= 0"
+        if config.kfp_run_id:
+            query += f" and tags.`kfp.run_id` = '{config.kfp_run_id}'"
+        runs = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time DESC"])
+        if not runs:
+            continue
+        chosen = config.kfp_run_id or runs[0].data.tags.get("kfp.run_id", "")
+        records = []
+        for run in runs:
+            if run.data.tags.get("kfp.run_id", "") != chosen:
+                continue
+            params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+            row = {
+                "backbone": params["backbone"],
+                "mode": params["mode"],
+                "roi": params["roi"] == "True",
+                "weights_source": _weights_source(params, tags),
+                "run_id": run.info.run_id,
+                **{m: metrics[f"test_{m}"] for m in METRICS},
+            }
+            records.append(RunRecord(procedure, row, experiment.experiment_id, dict(params), dict(tags)))
+        # one run per configuration: the latest wins when a configuration was trained twice
+        unique = {(r.row["backbone"], r.row["mode"], r.row["roi"]): r for r in reversed(records)}
+        found[procedure] = list(unique.values())
+        for record in found[procedure]:
+            _details(client, record)
+    if not found:
+        raise InputError(
+            f"no evaluated training runs in the experiments {config.experiment_prefix}-procedure1..3 "
+            f"at {config.tracking_uri or tracking_uri()}"
+        )
+    return found
+
+
+def _details(client: Any, record: RunRecord) -> None:
+    run_id = record.row["run_id"]
+    for key in ("loss", "val_loss"):
+        record.history[key] = [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+    with tempfile.TemporaryDirectory(prefix="lumbar-report-") as scratch:
+        try:
+            path = client.download_artifacts(run_id, "eval-test/metrics.json", scratch)
+        except Exception:  # an evaluation without files (metrics only): the plots skip this run
+            return
+        record.evaluation = json.loads(Path(path).read_text())
+
+
+def run_link(config: ReportConfig, record: RunRecord) -> str:
+    """The MLflow UI page of a run."""
+    return f"{config.mlflow_ui.rstrip('/')}/#/experiments/{record.experiment_id}/runs/{record.row['run_id']}"
+
+
+def tables(runs: Mapping[str, Sequence[RunRecord]]) -> dict[str, list[Table]]:
+    """The paper's tables from the runs: procedure 1, then procedures 2 and 3 against it."""
+    baseline = [r.row for r in runs.get("procedure1", [])]
+    out = {}
+    if baseline:
+        out["procedure1"] = procedure1_tables(baseline)
+    for procedure in ("procedure2", "procedure3"):
+        if runs.get(procedure):
+            out[procedure] = pretraining_tables([r.row for r in runs[procedure]], baseline)
+    return out
+
+
+def conditions(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[str, str]]:
+    """The run conditions stated on the first screen, as (name, value) pairs."""
+    records = [r for group in runs.values() for r in group]
+
+    def values(key: str, source: str = "params") -> str:
+        found = sorted({str(getattr(r, source).get(key, "")) for r in records} - {""})
+        return ", ".join(found) or "unknown"
+
+    origin = {
+        "synthetic": "synthetic (generated by `lumbar synth pacs`; no patient data)",
+        "real": "real hospital data",
+        "unknown": "not stated",
+    }[config.data_origin]
+    items = [
+        ("Data", origin),
+        ("Dataset version", values("dataset.version", "tags")),
+        ("Training images per run", values("train_images")),
+        ("Profile", values("profile")),
+        ("Image size", values("image_size") + " px"),
+        ("Epochs", values("epochs")),
+    ]
+    for procedure, group in runs.items():
+        sources = sorted({r.row["weights_source"] for r in group})
+        text = ", ".join(SOURCE_NAMES.get(s, s) for s in sources)
+        if procedure == "procedure1" and "imagenet" not in sources:
+            text += (
+                " — ImageNet weights were not available offline, so the procedure 1 rows ran from random "
+                "initialisation: they are not transfer learning"
+            )
+        items.append((f"Weights, {procedure}", text))
+    return items
+
+
+# --- plots ----------------------------------------------------------------------------------------
+
+
+def _figure_png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def plot_f1(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
+    """Horizontal bars: test F1 of every configuration, coloured by procedure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for group in runs.values() for r in group]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(records) + 1.2))
+    colours = {"procedure1": "#4c72b0", "procedure2": "#dd8452", "procedure3": "#55a868"}
+    labels = [f"{r.procedure[-1]}: {r.label}" for r in records]
+    ax.barh(labels, [100 * r.row["f1"] for r in records], color=[colours[r.procedure] for r in records])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test F1 (%)")
+    ax.set_title("F1 per configuration (procedure: backbone-mode-image (weights))")
+    return _figure_png(fig)
+
+
+def plot_curves(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
+    """Validation loss per epoch of every run, one panel per procedure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
+    for ax, (procedure, group) in zip(axes[0], runs.items(), strict=True):
+        for record in group:
+            losses = record.history.get("val_loss", [])
+            if losses:
+                ax.plot(range(1, len(losses) + 1), losses, marker=".", label=record.label)
+        ax.set_title(f"{procedure}: validation loss")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6)
+    return _figure_png(fig)
+
+
+def plot_confusions(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
+    """The test confusion matrix of every run (rows: true, columns: predicted; normal, abnormal)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for group in runs.values() for r in group if r.evaluation]
+    cols = min(4, max(1, len(records)))
+    rows = max(1, -(-len(records) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, record in zip(axes.flat, records, strict=False):
+        matrix = np.asarray(record.evaluation["metrics"]["confusion"])
+        ax.axis("on")
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=9)
+        ax.set_xticks(range(matrix.shape[1]))
+        ax.set_yticks(range(matrix.shape[0]))
+        ax.set_title(f"{record.procedure[-1]}: {record.label}", fontsize=7)
+    return _figure_png(fig)
+
+
+def plot_rocs(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
+    """ROC curves of every run, one panel per procedure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lumbar.evaluate import roc_auc, roc_curve
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.6), squeeze=False)
+    for ax, (procedure, group) in zip(axes[0], runs.items(), strict=True):
+        for record in group:
+            predictions = record.evaluation.get("predictions") or []
+            if not predictions:
+                continue
+            y = np.asarray([p["true"] for p in predictions])
+            s = np.asarray([p["score"] for p in predictions], dtype=float)
+            fpr, tpr = roc_curve(y, s)
+            auc = roc_auc(y, s)
+            ax.plot(fpr, tpr, label=f"{record.label} (AUC {'–' if auc is None else f'{auc:.2f}'})")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        ax.set_title(f"{procedure}: ROC (test)")
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(fontsize=6)
+    return _figure_png(fig)
+
+
+def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) -> dict[str, bytes]:
+    """One Grad-CAM panel per pretraining source: the best run (F1) of each source, on test images."""
+    if not config.dataset:
+        return {}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+    from PIL import Image
+
+    from lumbar.data import split_records
+    from lumbar.gradcam import gradcam, overlay
+    from lumbar.tracking import fluent_tracking_uri, tracking_uri
+    from lumbar.versions import fetch_dataset
+
+    local = fetch_dataset(config.dataset)
+    best: dict[str, RunRecord] = {}
+    for record in (r for group in runs.values() for r in group):
+        source = record.row["weights_source"]
+        if source not in best or record.row["f1"] > best[source].row["f1"]:
+            best[source] = record
+    panels = {}
+    for source, record in best.items():
+        size = int(record.params.get("image_size", 64))
+        records = split_records(local, "test", record.row["roi"], "binary")
+        picks = np.random.default_rng(0).permutation(len(records.paths))[: config.gradcam_images]
+        images = np.stack(
+            [
+                np.asarray(Image.open(records.paths[i]).convert("L").resize((size, size)), dtype=np.float32)[..., None]
+                for i in picks
+            ]
+        )
+        with fluent_tracking_uri(config.tracking_uri or tracking_uri()):
+            model = mlflow.keras.load_model(f"runs:/{record.row['run_id']}/model")
+        maps, outputs = gradcam(model, images, record.row["backbone"])
+        fig, axes = plt.subplots(1, len(picks), figsize=(2.2 * len(picks), 2.6), squeeze=False)
+        for k, ax in enumerate(axes[0]):
+            ax.imshow(overlay(images[k, ..., 0], maps[k]))
+            ax.axis("off")
+            truth = "abnormal" if records.labels[picks[k]] else "normal"
+            ax.set_title(f"true {truth}\nP(abn.) {float(outputs[k, 0]):.2f}", fontsize=7)
+        fig.suptitle(f"{SOURCE_NAMES.get(source, source)}: {record.label}", fontsize=9)
+        panels[source] = _figure_png(fig)
+    return panels
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def _html_table(table: Table, config: ReportConfig, links: Mapping[str, str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = []
+    for row in table.rows:
+        cells = []
+        for i, cell in enumerate(row):
+            text = html.escape(cell.text)
+            if cell.run_id and cell.run_id in links:
+                text = f"<a href='{html.escape(links[cell.run_id])}'>{text}</a>"
+            if cell.paper:
+                text += f"<br><small class='paper'>paper: {html.escape(cell.paper)}</small>"
+            cells.append(f"<td class='{'num' if i else 'name'}'>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
+    return (
+        f"<h3 id='{html.escape(table.key)}'>{html.escape(table.title)}</h3>{note}"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(data).decode('ascii')}'>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em} th,td{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f2f2f2} td.num{text-align:right} .paper{color:#8a5a00} .note{color:#555;font-size:.9em}
+.conditions{background:#f7f9fc;border:1px solid #d6dfeb;padding:.6em 1.2em;border-radius:6px}
+.warning{color:#a00000;font-weight:600} img{max-width:100%;margin:.5em 0}
+"""
+
+
+def render_html(
+    config: ReportConfig,
+    runs: Mapping[str, Sequence[RunRecord]],
+    all_tables: Mapping[str, list[Table]],
+    plots: Mapping[str, bytes],
+    panels: Mapping[str, bytes],
+) -> str:
+    """The self-contained HTML page."""
+    links = {r.row["run_id"]: run_link(config, r) for group in runs.values() for r in group}
+    items = "".join(
+        f"<li><b>{html.escape(k)}:</b> "
+        + (f"<span class='warning'>{html.escape(v)}</span>" if "not transfer learning" in v else html.escape(v))
+        + "</li>"
+        for k, v in conditions(config, runs)
+    )
+    sections = []
+    titles = {
+        "procedure1": "Procedure 1: transfer learning from ImageNet (Tables 6-10)",
+        "procedure2": "Procedure 2: pretrained on Dataset A (Tables 11-12)",
+        "procedure3": "Procedure 3: self-supervised on Dataset B (Tables 13-14)",
+    }
+    for procedure, group_tables in all_tables.items():
+        sections.append(f"<h2 id='{procedure}'>{titles[procedure]}</h2>")
+        sections += [_html_table(t, config, links) for t in group_tables]
+    figures = "".join(f"<h3>{html.escape(name)}</h3>{_img(data, name)}" for name, data in plots.items())
+    if panels:
+        figures += "<h3>Grad-CAM per pretraining source (cf. the paper's Figures 17-18)</h3>"
+        figures += "".join(_img(data, f"Grad-CAM {source}") for source, data in panels.items())
+    else:
+        figures += "<p class='note'>No Grad-CAM panels: the report was made without --dataset.</p>"
+    run_list = "".join(
+        f"<li><a href='{html.escape(links[r.row['run_id']])}'>{html.escape(r.procedure)}: "
+        f"{html.escape(r.label)}</a></li>"
+        for group in runs.values()
+        for r in group
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lumbar results report</title>
+<style>{_STYLE}</style></head>
+<body>
+<h1>lumbar results report</h1>
+<div class="conditions"><h2>Conditions</h2><ul>{items}</ul>
+<p class="note">{html.escape(PAPER_NOTE)} Numbers are percentages on the test split; each links to its MLflow run.
+Improvement rates follow the paper's Equation 8: (new - old) / old x 100.</p></div>
+{"".join(sections)}
+<h2>Plots</h2>{figures}
+<h2>Runs</h2><ul>{run_list}</ul>
+</body></html>
+"""
+
+
+def render_markdown(
+    config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]], all_tables: Mapping[str, list[Table]], plots: dict
+) -> str:
+    """The Markdown report (plots referenced from ``plots/``)."""
+    lines = ["# lumbar results report", "", "## Conditions", ""]
+    lines += [f"- **{k}:** {v}" for k, v in conditions(config, runs)]
+    lines += ["", PAPER_NOTE, ""]
+    for procedure, group_tables in all_tables.items():
+        lines += [f"## {procedure}", "", to_markdown(group_tables)]
+        for table in group_tables:
+            papers = list(dict.fromkeys(f"{row[0].text}: {c.paper}" for row in table.rows for c in row if c.paper))
+            if papers:
+                lines += [f"Paper values for “{table.title}”: " + "; ".join(papers), ""]
+    lines += ["## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in plots]
+    lines += ["", "## Runs", ""]
+    lines += [f"- [{r.procedure}: {r.label}]({run_link(config, r)})" for group in runs.values() for r in group]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(config: ReportConfig) -> Report:
+    """Read the runs, build the tables and plots, write ``report.html``, ``report.md`` and ``plots/``."""
+    runs = collect_runs(config)
+    all_tables = tables(runs)
+    plots = {
+        "f1": plot_f1(runs),
+        "training-curves": plot_curves(runs),
+        "confusion-matrices": plot_confusions(runs),
+        "roc-curves": plot_rocs(runs),
+    }
+    panels = gradcam_panels(config, runs)
+    out = Path(config.out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for name, data in {**plots, **{f"gradcam-{k}": v for k, v in panels.items()}}.items():
+        (out / "plots" / f"{name}.png").write_bytes(data)
+    page = out / "report.html"
+    page.write_text(render_html(config, runs, all_tables, plots, panels), encoding="utf-8")
+    markdown = out / "report.md"
+    plot_names = {**plots, **{f"gradcam-{k}": v for k, v in panels.items()}}
+    markdown.write_text(render_markdown(config, runs, all_tables, plot_names), encoding="utf-8")
+    return Report(page, markdown, runs, all_tables)

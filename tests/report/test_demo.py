@@ -1,0 +1,55 @@
+"""The demo's pipeline end to end: a reduced size in CI, the full `lumbar demo` in `make test-all`."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.demo import DemoConfig, run_demo
+
+LUMBAR = str(Path(sys.executable).with_name("lumbar"))
+
+
+def test_reduced_demo_produces_the_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    lines = []
+    config = DemoConfig(
+        out=tmp_path / "demo",
+        patients=8,
+        backbones="vgg16,mobilenetv2",
+        pretrain_backbones="vgg16",
+        image_size=32,
+        epochs=1,
+        pretrain_epochs=1,
+        pretrain_steps=2,
+    )
+    result = run_demo(config, say=lines.append)
+    assert result.weights == "none"  # no ImageNet files offline: the report must say so
+    page = result.report.read_text()
+    for section in ("procedure1", "procedure2", "procedure3"):
+        assert f"<h2 id='{section}'>" in page
+    assert "not transfer learning" in page
+    markdown = (result.report.parent / "report.md").read_text()
+    assert len(re.findall(r"^- \[procedure1: ", markdown, flags=re.M)) == 8
+    assert len(re.findall(r"^- \[procedure[23]: ", markdown, flags=re.M)) == 4
+    # every stage was timed, and the pipeline's tasks too
+    assert any("pipeline `paper`" in line for line in lines) and any(" train" in line for line in lines)
+    assert set(result.timings) and all(t >= 0 for t in result.timings.values())
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path):
+    """What `make demo` runs: 12 patients, the four backbones, target under 20 minutes on 2 cores."""
+    proc = subprocess.run(
+        [LUMBAR, "demo", "--out", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        env={**__import__("os").environ, "LUMBAR_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    assert "MLflow UI:" in proc.stdout
