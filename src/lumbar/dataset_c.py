@@ -438,24 +438,29 @@ def _write_images(
 def _join_labels(
     rows: list[dict], grades: dict[tuple[str, str], Grades], pseudonyms: dict[str, str], pseudonymizer: Pseudonymizer
 ) -> tuple[list[dict], list[str]]:
-    """Stage 4a: put the grades on the disc rows; return graded discs without an image and ungraded patients."""
+    """Stage 4a: put the grades on the disc rows; return graded discs without an image and ungraded patients.
+
+    A grading row names its patient by PatientID (the hospital's file) or by the dataset's pseudonym (a
+    file written by ``lumbar label serve``, which only ever sees pseudonyms).
+    """
     pid_of = {p: pid for pid, p in pseudonyms.items()}
     for row in rows:
-        g = grades.get((pid_of[row["patient"]], row["disc"])) if row["disc"] else None
+        g = None
+        if row["disc"]:
+            g = grades.get((pid_of[row["patient"]], row["disc"])) or grades.get((row["patient"], row["disc"]))
         for name in GRADE_FIELDS:
             row[name] = getattr(g, name) if g else ""
         row["label"] = g.label if g else ""
     written = {(r["patient"], r["disc"]) for r in rows if r["disc"]}
     without_images = []
-    for pid, disc in sorted(grades):
-        pseudonym = pseudonymizer.pseudonym(pid)
+    for who, disc in sorted(grades):
+        pseudonym = who if who in pid_of else pseudonymizer.pseudonym(who)
         if (pseudonym, disc) not in written:
-            reason = (
-                "no images for this patient in the export" if pid not in pseudonyms else "no axial image for this disc"
-            )
+            known = who in pseudonyms or who in pid_of
+            reason = "no images for this patient in the export" if not known else "no axial image for this disc"
             without_images.append({"patient": pseudonym, "disc": disc, "reason": reason})
-    graded = {pid for pid, _ in grades}
-    return without_images, sorted(p for pid, p in pseudonyms.items() if pid not in graded)
+    graded = {who for who, _ in grades}
+    return without_images, sorted(p for pid, p in pseudonyms.items() if pid not in graded and p not in graded)
 
 
 def _write_key(path: Path, pseudonyms: dict[str, str]) -> None:

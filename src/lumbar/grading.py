@@ -1,0 +1,249 @@
+"""Grading Dataset C's patients (the paper's FaLa program): the grading session, atomic saves, merging graders.
+
+* :class:`GradingSession` holds one grader's grading file for one dataset: the patients and their
+  selected images (Table 2 naming, from ``manifest.csv``), the grades so far, and :meth:`set_grades`,
+  which validates a change and rewrites the file atomically (temporary file, ``fsync``, rename) so a
+  crash or a closed tab never leaves a half-written file.
+* The file is the grading CSV the dataset builder reads (:mod:`lumbar.labels`), keyed by the
+  dataset's patient pseudonyms (the builder accepts pseudonyms as well as PatientIDs).
+* :func:`merge_gradings` combines two graders' files: agreements and discs only one grader graded
+  are kept, disagreements are listed per disc (and resolved only when asked), and Cohen's kappa is
+  computed per grade between the two graders.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lumbar.errors import InputError, LabelError
+from lumbar.labels import GRADE_FIELDS, Grades, load_labels, write_labels
+from lumbar.selection import DISC_LEVELS, DISCS
+
+NORMAL = Grades(0, 0, 0, 0, 0)
+
+
+@dataclass
+class Patient:
+    """One patient of the dataset and their selected images (paths relative to the dataset folder)."""
+
+    pseudonym: str
+    sagittal: list[str] = field(default_factory=list)
+    myelography: list[str] = field(default_factory=list)
+    axial: dict[str, str] = field(default_factory=dict)
+
+
+def dataset_patients(dataset: str | Path) -> list[Patient]:
+    """The patients of a Dataset C folder with their images, in manifest order.
+
+    Raises:
+        InputError: When the folder has no manifest.
+    """
+    from lumbar.dataset_c import read_manifest
+
+    patients: dict[str, Patient] = {}
+    for row in read_manifest(dataset, ("patient", "series", "image_path")):
+        patient = patients.setdefault(row["patient"], Patient(row["patient"]))
+        if row.get("disc"):
+            patient.axial[row["disc"]] = row["image_path"]
+        elif row["series"] == "myelo":
+            patient.myelography.append(row["image_path"])
+        else:
+            patient.sagittal.append(row["image_path"])
+    return list(patients.values())
+
+
+def atomic_write_labels(path: Path, grades: Mapping[tuple[str, str], Grades]) -> None:
+    """Write the grading file through a temporary file in the same folder, synced, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_labels(temporary, grades)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class GradingSession:
+    """One grader's file for one dataset; thread-safe (the web server handles requests in threads)."""
+
+    def __init__(self, dataset: str | Path, labels: str | Path) -> None:
+        """Open the session; an existing grading file is loaded (and must be valid), a missing one is created.
+
+        Raises:
+            InputError: When the dataset has no manifest.
+            LabelError: When the existing grading file has bad rows (they are listed).
+        """
+        self.dataset = Path(dataset).resolve()
+        self.labels = Path(labels)
+        self.patients = dataset_patients(self.dataset)
+        self._known = {p.pseudonym for p in self.patients}
+        self._lock = threading.Lock()
+        if self.labels.exists():
+            self.grades, _ = load_labels(self.labels, strict=True)
+        else:
+            self.grades = {}
+            atomic_write_labels(self.labels, self.grades)
+
+    def progress(self) -> dict[str, int]:
+        """Patients with every disc graded, and the total."""
+        done = sum(1 for p in self.patients if all((p.pseudonym, d) in self.grades for d in DISCS))
+        return {"graded": done, "total": len(self.patients)}
+
+    def patient_grades(self, pseudonym: str) -> dict[str, dict[str, int]]:
+        """The grades of one patient's graded discs: disc -> field -> grade."""
+        self._check_patient(pseudonym)
+        return {d: self.grades[(pseudonym, d)].as_dict() for d in DISCS if (pseudonym, d) in self.grades}
+
+    def _check_patient(self, pseudonym: str) -> None:
+        if pseudonym not in self._known:
+            raise InputError(f"patient {pseudonym!r} is not in the dataset {self.dataset}")
+
+    def set_grades(self, pseudonym: str, disc: str, values: Mapping[str, Any]) -> Grades:
+        """Change some grades of one disc (the rest keep their value, or 0 on a new disc) and save.
+
+        Raises:
+            InputError: For an unknown patient, disc or field, or a grade that is not an integer 0-3.
+        """
+        self._check_patient(pseudonym)
+        if disc not in DISCS:
+            raise InputError(f"unknown disc {disc!r}; expected one of {', '.join(DISCS)}")
+        unknown = sorted(set(values) - set(GRADE_FIELDS))
+        if unknown:
+            raise InputError(f"unknown field {unknown[0]!r}; expected {', '.join(GRADE_FIELDS)}")
+        clean = {}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+                raise InputError(f"{name} of {DISC_LEVELS[disc]} must be a grade 0-3, got {value!r}")
+            clean[name] = value
+        with self._lock:
+            current = self.grades.get((pseudonym, disc), NORMAL).as_dict()
+            grades = Grades(**{**current, **clean})
+            updated = {**self.grades, (pseudonym, disc): grades}
+            atomic_write_labels(self.labels, updated)
+            self.grades = updated
+        return grades
+
+    def set_all_normal(self, pseudonym: str) -> None:
+        """Grade every disc of a patient normal (0 everywhere), in one save."""
+        self._check_patient(pseudonym)
+        with self._lock:
+            updated = {**self.grades, **{(pseudonym, d): NORMAL for d in DISCS}}
+            atomic_write_labels(self.labels, updated)
+            self.grades = updated
+
+
+# --- merging two graders --------------------------------------------------------------------------
+
+
+def cohen_kappa(a: Sequence[int], b: Sequence[int], categories: Sequence[int] = (0, 1, 2, 3)) -> float | None:
+    """Cohen's kappa of two raters' grades of the same items (None when undefined: no items, or chance = 1)."""
+    if len(a) != len(b):
+        raise ValueError("both raters must grade the same items")
+    if not a:
+        return None
+    index = {c: i for i, c in enumerate(categories)}
+    table = np.zeros((len(categories), len(categories)))
+    for x, y in zip(a, b, strict=True):
+        table[index[x], index[y]] += 1
+    total = table.sum()
+    observed = np.trace(table) / total
+    expected = float((table.sum(axis=0) * table.sum(axis=1)).sum() / total**2)
+    if expected == 1.0:
+        return None
+    return float((observed - expected) / (1 - expected))
+
+
+@dataclass
+class MergeResult:
+    """Two graders' files combined."""
+
+    merged: dict[tuple[str, str], Grades]
+    disagreements: list[dict[str, Any]]
+    kappa: dict[str, float | None]
+    both: int
+    only_first: int
+    only_second: int
+
+
+def merge_gradings(first: str | Path, second: str | Path, prefer: str | None = None) -> MergeResult:
+    """Merge two grading files.
+
+    Args:
+        first: The first grader's file.
+        second: The second grader's file.
+        prefer: ``first`` or ``second`` to resolve disagreements with that grader's grades; None leaves
+            disagreeing discs out of the merged grades (to adjudicate).
+
+    Raises:
+        LabelError: When a file is invalid.
+        InputError: For an unknown ``prefer``.
+    """
+    if prefer not in (None, "first", "second"):
+        raise InputError("prefer must be first or second")
+    a, _ = load_labels(first, strict=True)
+    b, _ = load_labels(second, strict=True)
+    common = sorted(set(a) & set(b))
+    merged = {k: v for k, v in a.items() if k not in b}
+    merged.update({k: v for k, v in b.items() if k not in a})
+    disagreements = []
+    for key in common:
+        if a[key] == b[key]:
+            merged[key] = a[key]
+            continue
+        fields = [f for f in GRADE_FIELDS if getattr(a[key], f) != getattr(b[key], f)]
+        disagreements.append(
+            {
+                "patient_id": key[0],
+                "disc": key[1],
+                "fields": fields,
+                "first": a[key].as_dict(),
+                "second": b[key].as_dict(),
+            }
+        )
+        if prefer:
+            merged[key] = a[key] if prefer == "first" else b[key]
+    kappa = {
+        name: cohen_kappa([getattr(a[k], name) for k in common], [getattr(b[k], name) for k in common])
+        for name in GRADE_FIELDS
+    }
+    return MergeResult(merged, disagreements, kappa, len(common), len(set(a) - set(b)), len(set(b) - set(a)))
+
+
+def write_disagreements(path: str | Path, disagreements: Sequence[Mapping[str, Any]]) -> None:
+    """One row per disagreeing disc: patient, disc, the fields that differ, both graders' grades."""
+    with Path(path).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patient_id", "disc", "fields", *(f"first_{f}" for f in GRADE_FIELDS)]
+                        + [f"second_{f}" for f in GRADE_FIELDS])  # fmt: skip
+        for d in disagreements:
+            writer.writerow(
+                [d["patient_id"], d["disc"], " ".join(d["fields"])]
+                + [d["first"][f] for f in GRADE_FIELDS]
+                + [d["second"][f] for f in GRADE_FIELDS]
+            )
+
+
+__all__ = [
+    "GradingSession",
+    "LabelError",
+    "MergeResult",
+    "Patient",
+    "atomic_write_labels",
+    "cohen_kappa",
+    "dataset_patients",
+    "merge_gradings",
+    "write_disagreements",
+]
