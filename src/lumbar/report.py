@@ -222,6 +222,21 @@ def conditions(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) ->
 # --- plots ----------------------------------------------------------------------------------------
 
 
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _per_procedure(runs: Mapping[str, Sequence[RunRecord]], width: float, height: float) -> tuple[Any, list]:
+    """A figure with one panel per procedure: ``(figure, [(axes, procedure, runs), ...])``."""
+    fig, axes = _pyplot().subplots(1, len(runs), figsize=(width * len(runs), height), squeeze=False)
+    return fig, [(ax, procedure, group) for ax, (procedure, group) in zip(axes[0], runs.items(), strict=True)]
+
+
 def _figure_png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -233,11 +248,7 @@ def _figure_png(fig: Any) -> bytes:
 
 def plot_f1(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     """Horizontal bars: test F1 of every configuration, coloured by procedure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     records = [r for group in runs.values() for r in group]
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(records) + 1.2))
     colours = {"procedure1": "#4c72b0", "procedure2": "#dd8452", "procedure3": "#55a868"}
@@ -252,13 +263,8 @@ def plot_f1(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
 
 def plot_curves(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     """Validation loss per epoch of every run, one panel per procedure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
-    for ax, (procedure, group) in zip(axes[0], runs.items(), strict=True):
+    fig, panels = _per_procedure(runs, 4.5, 3.2)
+    for ax, procedure, group in panels:
         for record in group:
             losses = record.history.get("val_loss", [])
             if losses:
@@ -271,11 +277,7 @@ def plot_curves(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
 
 def plot_confusions(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     """The test confusion matrix of every run (rows: true, columns: predicted; normal, abnormal)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     records = [r for group in runs.values() for r in group if r.evaluation]
     cols = min(4, max(1, len(records)))
     rows = max(1, -(-len(records) // cols))
@@ -296,15 +298,10 @@ def plot_confusions(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
 
 def plot_rocs(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     """ROC curves of every run, one panel per procedure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from lumbar.evaluate import roc_auc, roc_curve
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.6), squeeze=False)
-    for ax, (procedure, group) in zip(axes[0], runs.items(), strict=True):
+    fig, panels = _per_procedure(runs, 4.2, 3.6)
+    for ax, procedure, group in panels:
         for record in group:
             predictions = record.evaluation.get("predictions") or []
             if not predictions:
@@ -326,10 +323,6 @@ def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]
     """One Grad-CAM panel per pretraining source: the best run (F1) of each source, on test images."""
     if not config.dataset:
         return {}
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import mlflow
     from PIL import Image
 
@@ -358,7 +351,7 @@ def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]
         with fluent_tracking_uri(config.tracking_uri or tracking_uri()):
             model = mlflow.keras.load_model(f"runs:/{record.row['run_id']}/model")
         maps, outputs = gradcam(model, images, record.row["backbone"])
-        fig, axes = plt.subplots(1, len(picks), figsize=(2.2 * len(picks), 2.6), squeeze=False)
+        fig, axes = _pyplot().subplots(1, len(picks), figsize=(2.2 * len(picks), 2.6), squeeze=False)
         for k, ax in enumerate(axes[0]):
             ax.imshow(overlay(images[k, ..., 0], maps[k]))
             ax.axis("off")

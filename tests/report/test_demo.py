@@ -53,3 +53,32 @@ def test_full_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert "MLflow UI:" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_demo_against_the_local_servers(s3_env, tmp_path, monkeypatch):
+    """`make demo-services`: the export and Dataset C land in the object store, the runs in the MLflow server."""
+    from mlflow import MlflowClient
+
+    from lumbar.storage import open_store
+
+    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
+    config = DemoConfig(
+        out=tmp_path / "demo",
+        patients=6,
+        backbones="mobilenetv2",
+        pretrain_backbones="vgg16",
+        image_size=32,
+        epochs=1,
+        pretrain_epochs=1,
+        pretrain_steps=2,
+        services=True,
+    )
+    result = run_demo(config, say=lambda line: None)
+    assert result.report.is_file()
+    assert open_store("s3://lumbar/datasets/dataset-c").exists("latest")
+    assert any(key.endswith("labels.csv") for key in open_store("s3://lumbar/exports/demo").list())
+    client = MlflowClient(s3_env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("lumbar-procedure1")
+    assert len(client.search_runs([experiment.experiment_id])) >= 4
