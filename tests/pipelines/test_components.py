@@ -85,7 +85,7 @@ def test_plan_is_the_cross_product_and_checks_names():
     from lumbar.compare import BACKBONE_ORDER, MODE_NAMES
     from lumbar.models import BACKBONES, MODES
 
-    assert BACKBONE_ORDER == tuple(BACKBONES) and tuple(MODE_NAMES) == tuple(MODES)
+    assert tuple(BACKBONES) == BACKBONE_ORDER and tuple(MODE_NAMES) == tuple(MODES)
     items = plan_step("vgg16,mobilenetv2")
     assert len(items) == 8
     assert {"backbone": "mobilenetv2", "mode": "finetune", "roi": True} in items
