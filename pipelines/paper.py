@@ -6,6 +6,7 @@ from components.build_dataset_c import build_dataset_c
 from components.report import report
 from pipelines import procedure1, procedure2, procedure3
 from pipelines.settings import ClusterSettings
+from pipelines.wiring import Training
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
@@ -40,19 +41,9 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         built = build_dataset_c(export_uri=export_uri, labels_uri=labels_uri, publish_to=publish_to, seed=seed)
         settings.data_task(built, pseudonyms=True)
         dataset = built.outputs["dataset"]
-        imagenet, table1 = procedure1.wire(
-            settings,
-            dataset,
-            backbones,
-            "frozen,finetune",
-            "full,roi",
-            weights,
-            profile,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
-        )
+        training = Training(profile, epochs, image_size, batch_size, seed)
+        every = ("frozen,finetune", "full,roi")
+        imagenet, table1 = procedure1.wire(settings, dataset, backbones, *every, weights, training)
         table2 = procedure2.wire(
             settings,
             dataset,
@@ -60,12 +51,8 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             mapping_uri,
             pretrain_backbones,
             pretrain_images,
-            profile,
             pretrain_epochs,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
+            training,
             baseline=imagenet,
         )
         table3 = procedure3.wire(
@@ -74,14 +61,10 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             unlabelled_sources,
             pretrain_backbones,
             pretrain_images,
-            profile,
             shard_image_size,
             pretrain_epochs,
             pretrain_steps,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
+            training,
             baseline=imagenet,
         )
         summary = report(

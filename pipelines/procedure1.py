@@ -10,6 +10,7 @@ from components.gradcam import gradcam
 from components.plan import plan
 from components.train import train
 from pipelines.settings import ClusterSettings
+from pipelines.wiring import Training
 
 ALL_BACKBONES = "vgg16,vgg19,resnet50,mobilenetv2"
 
@@ -21,11 +22,7 @@ def wire(
     modes: str,
     images: str,
     weights: str,
-    profile: str,
-    epochs: int,
-    image_size: int,
-    batch_size: int,
-    seed: int,
+    training: Training,
 ) -> tuple[PipelineChannel, dsl.PipelineTask]:
     """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics and the compare task."""
     configs = plan(backbones=backbones, modes=modes, images=images)
@@ -37,13 +34,9 @@ def wire(
             mode=item.mode,
             roi=item.roi,
             weights=weights,
-            profile=profile,
-            epochs=epochs,
-            image_size=image_size,
-            batch_size=batch_size,
-            seed=seed,
             procedure="procedure1",
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **training.args(),
         )
         settings.gpu_task(trained)
         scored = evaluate(model=trained.outputs["model"], dataset=dataset)
@@ -77,18 +70,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     ):
         data = fetch_dataset(uri=dataset_uri)
         settings.data_task(data)
-        wire(
-            settings,
-            data.outputs["dataset"],
-            backbones,
-            modes,
-            images,
-            weights,
-            profile,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
-        )
+        training = Training(profile, epochs, image_size, batch_size, seed)
+        wire(settings, data.outputs["dataset"], backbones, modes, images, weights, training)
 
     return procedure1

@@ -8,7 +8,7 @@ from components.fetch_dataset import fetch_dataset
 from components.plan import plan
 from components.pretrain_supervised import pretrain_supervised
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import compare_both_modes, transfer_both_modes
+from pipelines.wiring import Training, compare_both_modes, transfer_both_modes
 
 
 def wire(
@@ -18,16 +18,12 @@ def wire(
     mapping_uri: str,
     backbones: str,
     images: str,
-    profile: str,
     pretrain_epochs: int,
-    epochs: int,
-    image_size: int,
-    batch_size: int,
-    seed: int,
+    training: Training,
     baseline: PipelineChannel | None = None,
 ) -> dsl.PipelineTask:
     """Add procedure 2's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
-    labelled = build_dataset_a(sources=labelled_sources, mapping_uri=mapping_uri, seed=seed)
+    labelled = build_dataset_a(sources=labelled_sources, mapping_uri=mapping_uri, seed=training.seed)
     settings.data_task(labelled)
     # one item per backbone and image type: the pretrained backbone is shared by both modes below
     configs = plan(backbones=backbones, modes="frozen", images=images)
@@ -36,27 +32,16 @@ def wire(
         pretrained = pretrain_supervised(
             dataset=labelled.outputs["dataset"],
             backbone=item.backbone,
-            profile=profile,
+            profile=training.profile,
             epochs=pretrain_epochs,
-            image_size=image_size,
-            batch_size=batch_size,
-            seed=seed,
+            image_size=training.image_size,
+            batch_size=training.batch_size,
+            seed=training.seed,
             experiment="lumbar-procedure2",
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         settings.gpu_task(pretrained)
-        scored = transfer_both_modes(
-            settings,
-            dataset,
-            item,
-            pretrained.outputs["pretrained"],
-            "procedure2",
-            profile,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
-        )
+        scored = transfer_both_modes(settings, dataset, item, pretrained.outputs["pretrained"], "procedure2", training)
     return compare_both_modes(settings, "procedure2", scored, baseline)
 
 
@@ -82,19 +67,8 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     ):
         data = fetch_dataset(uri=dataset_uri)
         settings.data_task(data)
-        wire(
-            settings,
-            data.outputs["dataset"],
-            labelled_sources,
-            mapping_uri,
-            backbones,
-            images,
-            profile,
-            pretrain_epochs,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
-        )
+        training = Training(profile, epochs, image_size, batch_size, seed)
+        sources = (labelled_sources, mapping_uri)
+        wire(settings, data.outputs["dataset"], *sources, backbones, images, pretrain_epochs, training)
 
     return procedure2

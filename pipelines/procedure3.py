@@ -8,7 +8,7 @@ from components.fetch_dataset import fetch_dataset
 from components.plan import plan
 from components.pretrain_ssl import pretrain_ssl
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import compare_both_modes, transfer_both_modes
+from pipelines.wiring import Training, compare_both_modes, transfer_both_modes
 
 
 def wire(
@@ -17,14 +17,10 @@ def wire(
     unlabelled_sources: str,
     backbones: str,
     images: str,
-    profile: str,
     shard_image_size: int,
     pretrain_epochs: int,
     pretrain_steps: int,
-    epochs: int,
-    image_size: int,
-    batch_size: int,
-    seed: int,
+    training: Training,
     baseline: PipelineChannel | None = None,
 ) -> dsl.PipelineTask:
     """Add procedure 3's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
@@ -37,27 +33,16 @@ def wire(
         pretrained = pretrain_ssl(
             shards=shards.outputs["shards"],
             backbone=item.backbone,
-            profile=profile,
+            profile=training.profile,
             epochs=pretrain_epochs,
-            image_size=image_size,
+            image_size=training.image_size,
             steps_per_epoch=pretrain_steps,
-            seed=seed,
+            seed=training.seed,
             experiment="lumbar-procedure3",
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         settings.gpu_task(pretrained)
-        scored = transfer_both_modes(
-            settings,
-            dataset,
-            item,
-            pretrained.outputs["pretrained"],
-            "procedure3",
-            profile,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
-        )
+        scored = transfer_both_modes(settings, dataset, item, pretrained.outputs["pretrained"], "procedure3", training)
     return compare_both_modes(settings, "procedure3", scored, baseline)
 
 
@@ -84,20 +69,17 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     ):
         data = fetch_dataset(uri=dataset_uri)
         settings.data_task(data)
+        training = Training(profile, epochs, image_size, batch_size, seed)
         wire(
             settings,
             data.outputs["dataset"],
             unlabelled_sources,
             backbones,
             images,
-            profile,
             shard_image_size,
             pretrain_epochs,
             pretrain_steps,
-            epochs,
-            image_size,
-            batch_size,
-            seed,
+            training,
         )
 
     return procedure3

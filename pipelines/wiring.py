@@ -1,4 +1,10 @@
-"""Wiring shared by procedures 2 and 3: transfer a pretrained backbone in both modes, then compare."""
+"""Wiring the procedures share: their training settings, and the transfer of a pretrained backbone in both modes.
+
+Procedures 2 and 3 train frozen and fine-tuned from each pretrained backbone, evaluate, and compare.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
@@ -11,17 +17,28 @@ from pipelines.settings import ClusterSettings
 MODES = ("frozen", "finetune")
 
 
+@dataclass(frozen=True)
+class Training:
+    """The pipeline parameters every training step takes, passed along together (values or channels)."""
+
+    profile: Any
+    epochs: Any
+    image_size: Any
+    batch_size: Any
+    seed: Any
+
+    def args(self) -> dict[str, Any]:
+        """Keyword arguments of the train component."""
+        return asdict(self)
+
+
 def transfer_both_modes(
     settings: ClusterSettings,
     dataset: PipelineChannel,
     item: PipelineChannel,
     pretrained: PipelineChannel,
     procedure: str,
-    profile: str,
-    epochs: int,
-    image_size: int,
-    batch_size: int,
-    seed: int,
+    training: Training,
 ) -> dict[str, dsl.PipelineTask]:
     """Inside a fan-out over ``{backbone, roi}`` items: train frozen and fine-tuned from ``pretrained``, evaluate."""
     scored = {}
@@ -32,13 +49,9 @@ def transfer_both_modes(
             mode=mode,
             roi=item.roi,
             pretrained=pretrained,
-            profile=profile,
-            epochs=epochs,
-            image_size=image_size,
-            batch_size=batch_size,
-            seed=seed,
             procedure=procedure,
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **training.args(),
         ).set_display_name(f"train-{mode}")
         settings.gpu_task(trained)
         scored[mode] = evaluate(model=trained.outputs["model"], dataset=dataset).set_display_name(f"evaluate-{mode}")
