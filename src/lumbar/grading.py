@@ -82,11 +82,17 @@ class GradingSession:
     def __init__(self, dataset: str | Path, labels: str | Path) -> None:
         """Open the session; an existing grading file is loaded (and must be valid), a missing one is created.
 
+        Args:
+            dataset: A Dataset C folder, or a published version URI (fetched into the cache once).
+            labels: The grading CSV.
+
         Raises:
             InputError: When the dataset has no manifest.
             LabelError: When the existing grading file has bad rows (they are listed).
         """
-        self.dataset = Path(dataset).resolve()
+        from lumbar.versions import fetch_dataset
+
+        self.dataset = fetch_dataset(dataset).resolve()
         self.labels = Path(labels)
         self.patients = dataset_patients(self.dataset)
         self._known = {p.pseudonym for p in self.patients}

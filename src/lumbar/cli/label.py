@@ -14,7 +14,7 @@ app = typer.Typer(help="Grade Dataset C's patients in a web page; merge graders.
 
 @app.command("serve")
 def label_serve(
-    dataset: Annotated[Path, typer.Option("--dataset", help="A Dataset C folder (manifest.csv, images/).")],
+    dataset: Annotated[str, typer.Option("--dataset", help="A Dataset C folder, or a published version URI.")],
     labels: Annotated[Path, typer.Option("--labels", help="The grading CSV to write (created when missing).")],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
