@@ -38,6 +38,11 @@ BACKBONE_ORDER = ("vgg16", "vgg19", "resnet50", "mobilenetv2")
 _REQUIRED = ("backbone", "mode", "roi", *METRICS)
 
 
+def config_name(backbone: str, mode: str, roi: bool) -> str:
+    """``<backbone>-<mode>-<roi|full>``: the name of one configuration (its MLflow run name)."""
+    return f"{backbone}-{mode}-{'roi' if roi else 'full'}"
+
+
 def as_bool(value: Any) -> bool:
     """Read a bool that may have travelled as text or a number through artifact metadata."""
     if isinstance(value, str):
@@ -263,7 +268,7 @@ def compare_markdown(
     body = to_markdown(tables)
     top = clean[best(clean)]
     runs = [
-        f"- `{r['backbone']}-{r['mode']}-{'roi' if r['roi'] else 'full'}` ({r['weights_source']}): "
+        f"- `{config_name(r['backbone'], r['mode'], r['roi'])}` ({r['weights_source']}): "
         + (f"MLflow run `{r['run_id']}`" if r.get("run_id") else "not tracked")
         for r in sorted(clean, key=_sort_key)
     ]

@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from lumbar.compare import METRICS, SOURCE_NAMES, Table, pretraining_tables, procedure1_tables, to_markdown
+from lumbar.compare import (
+    METRICS,
+    SOURCE_NAMES,
+    Table,
+    config_name,
+    pretraining_tables,
+    procedure1_tables,
+    to_markdown,
+)
 from lumbar.errors import InputError
 
 PROCEDURES = ("procedure1", "procedure2", "procedure3")
@@ -87,7 +95,7 @@ class RunRecord:
     def label(self) -> str:
         """``vgg16-finetune-roi (ssl)``."""
         r = self.row
-        return f"{r['backbone']}-{r['mode']}-{'roi' if r['roi'] else 'full'} ({r['weights_source']})"
+        return f"{config_name(r['backbone'], r['mode'], r['roi'])} ({r['weights_source']})"
 
 
 @dataclass
@@ -100,13 +108,6 @@ class Report:
     tables: dict[str, list[Table]]
 
 
-def _weights_source(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
-    if tags.get("lumbar.weights_source"):
-        return tags["lumbar.weights_source"]
-    weights = params.get("weights", "")
-    return weights if weights in ("imagenet", "none") else "pretrained"
-
-
 def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
     """The evaluated training runs of each procedure's chosen Kubeflow run, from MLflow.
 
@@ -115,6 +116,7 @@ def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
     """
     from mlflow import MlflowClient
 
+    from lumbar.steps import weights_source
     from lumbar.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri=config.tracking_uri or tracking_uri())
@@ -139,7 +141,7 @@ def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
                 "backbone": params["backbone"],
                 "mode": params["mode"],
                 "roi": params["roi"] == "True",
-                "weights_source": _weights_source(params, tags),
+                "weights_source": tags.get("lumbar.weights_source") or weights_source(params.get("weights", "")),
                 "run_id": run.info.run_id,
                 **{m: metrics[f"test_{m}"] for m in METRICS},
             }

@@ -404,9 +404,11 @@ def roc_points(y_true: Sequence[int], score: Sequence[float], limit: int = 200) 
 
 def evaluation_row(metrics: Mapping[str, Any], model_info: Mapping[str, Any]) -> dict[str, Any]:
     """The flat record of one evaluated configuration that a compare step reads (see :mod:`lumbar.compare`)."""
+    from lumbar.compare import config_name
+
     config = model_info["config"]
     return {
-        "name": f"{config['backbone']}-{config['mode']}-{'roi' if config['roi'] else 'full'}",
+        "name": config_name(config["backbone"], config["mode"], config["roi"]),
         "backbone": config["backbone"],
         "mode": config["mode"],
         "roi": bool(config["roi"]),

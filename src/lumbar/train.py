@@ -116,7 +116,9 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         """``<backbone>-<mode>-<roi|full>``, the name of the configuration's run."""
-        return f"{self.backbone}-{self.mode}-{'roi' if self.roi else 'full'}"
+        from lumbar.compare import config_name
+
+        return config_name(self.backbone, self.mode, self.roi)
 
     def model_config(self) -> ModelConfig:
         """The architecture part."""
