@@ -11,8 +11,9 @@ import pytest
 
 from lumbar.dataset_a import ClassMapping, LabelledBuildConfig, build_dataset_a
 from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b
+from lumbar.errors import InputError
 from lumbar.models import ModelConfig, build_model
-from lumbar.pretrain import SSLConfig, nt_xent, pretrain_supervised
+from lumbar.pretrain import SSLConfig, nt_xent, pretrain_ssl, pretrain_supervised
 from lumbar.train import TrainConfig, train_model
 
 from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV, run_and_kill_when
@@ -114,7 +115,37 @@ def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_p
     assert model.get_layer("block1_conv1").get_weights()[0].std() > 0
 
 
+def test_ssl_saves_the_batchnorm_statistics_it_trained_with(small_shards, tmp_path):
+    """Frozen BatchNorm (the default) keeps the initial statistics; --train-batchnorm moves them."""
+    import keras
+
+    from lumbar.models import backbone_layers
+
+    moved = {}
+    for freeze in (True, False):
+        config = SSLConfig(
+            backbone="resnet50",
+            image_size=32,
+            batch_size=16,
+            epochs=1,
+            steps_per_epoch=3,
+            learning_rate=1e-4,
+            freeze_batchnorm=freeze,
+        )
+        result = pretrain_ssl(small_shards, tmp_path / f"ssl-{freeze}", config, track=False)
+        assert json.loads((result.backbone_dir / "backbone.json").read_text())["freeze_batchnorm"] is freeze
+        model = build_model(ModelConfig("resnet50", str(result.backbone_dir), "frozen", 32))
+        norms = [
+            layer for layer in backbone_layers(model, "resnet50") if isinstance(layer, keras.layers.BatchNormalization)
+        ]
+        moved[freeze] = max(float(np.abs(layer.moving_mean.numpy()).max()) for layer in norms)
+    assert moved[True] == 0.0
+    assert moved[False] > 1e-3
+
+
 def test_ssl_config_validation():
     with pytest.raises(Exception, match="unknown backbone"):
         SSLConfig(backbone="lenet")
     assert SSLConfig.from_profile("paper").image_size == 224
+    with pytest.raises(InputError, match="min_crop_area"):
+        SSLConfig(min_crop_area=0.0)

@@ -120,6 +120,11 @@ class SSLConfig:
         projection_dim: Output size of the projection head.
         steps_per_epoch: Batches per epoch (None: the whole set).
         seed: Seed.
+        freeze_batchnorm: Keep the backbone's BatchNormalization layers in inference mode with their
+            initial statistics while SimCLR trains (the default). In training mode, with CPU-sized
+            batches and runs, the saved moving statistics do not describe the network that was trained,
+            and a frozen probe on it saw features far worse than random ones (README, "Pretraining").
+        min_crop_area: Smallest fraction of the image area a random view crops.
     """
 
     backbone: str = "vgg16"
@@ -132,12 +137,16 @@ class SSLConfig:
     projection_dim: int = 64
     steps_per_epoch: int | None = None
     seed: int = 0
+    freeze_batchnorm: bool = True
+    min_crop_area: float = 0.3
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.batch_size < 2 or self.epochs < 1 or self.temperature <= 0 or self.learning_rate <= 0:
             raise InputError("SSL needs batch_size >= 2, epochs >= 1 and a positive temperature and learning rate")
+        if not 0 < self.min_crop_area <= 1:
+            raise InputError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
 
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides: Any) -> SSLConfig:
@@ -161,12 +170,12 @@ def nt_xent(z1, z2, temperature: float):  # type: ignore[no-untyped-def]
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def random_views(images, size: int):  # type: ignore[no-untyped-def]
-    """One random view per image: resized crop (30-100% of the area), flips, brightness/contrast, noise."""
+def random_views(images, size: int, min_area: float = 0.3):  # type: ignore[no-untyped-def]
+    """One random view per image: resized crop (``min_area``-100% of the area), flips, brightness/contrast, noise."""
     import tensorflow as tf
 
     batch = tf.shape(images)[0]
-    scale = tf.sqrt(tf.random.uniform([batch], 0.3, 1.0))
+    scale = tf.sqrt(tf.random.uniform([batch], min_area, 1.0))
     y0 = tf.random.uniform([batch]) * (1 - scale)
     x0 = tf.random.uniform([batch]) * (1 - scale)
     boxes = tf.stack([y0, x0, y0 + scale, x0 + scale], axis=1)
@@ -189,6 +198,10 @@ def _encoder(config: SSLConfig):  # type: ignore[no-untyped-def]
     from lumbar.models import ModelConfig, build_model
 
     base = build_model(ModelConfig(config.backbone, "none", "finetune", config.image_size, unfreeze_blocks=ALL_BLOCKS))
+    if config.freeze_batchnorm:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False  # Keras 3: a frozen BatchNormalization layer runs in inference mode
     features = base.get_layer(BACKBONES[config.backbone].output_layer).output
     h = keras.layers.GlobalAveragePooling2D(name="ssl_pool")(features)
     h = keras.layers.Dense(256, activation="relu", name="ssl_projection_1")(h)
@@ -260,8 +273,8 @@ def pretrain_ssl(
     @tf.function
     def step(images):  # type: ignore[no-untyped-def]
         with tf.GradientTape() as tape:
-            z1 = encoder(random_views(images, size), training=True)
-            z2 = encoder(random_views(images, size), training=True)
+            z1 = encoder(random_views(images, size, config.min_crop_area), training=True)
+            z2 = encoder(random_views(images, size, config.min_crop_area), training=True)
             loss = nt_xent(z1, z2, config.temperature)
         grads = tape.gradient(loss, encoder.trainable_variables)
         optimizer.apply(grads, encoder.trainable_variables)
@@ -303,6 +316,7 @@ def pretrain_ssl(
         "shard_images": index.get("images"),
         "image_size": size,
         "temperature": config.temperature,
+        "freeze_batchnorm": config.freeze_batchnorm,
     }
     if tracker is not None:
         with tracker.run(

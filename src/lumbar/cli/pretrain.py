@@ -80,6 +80,17 @@ def ssl(
     image_size: IMAGE_SIZE = None,
     learning_rate: LEARNING_RATE = None,
     temperature: Annotated[float | None, typer.Option(help="NT-Xent temperature.")] = None,
+    freeze_batchnorm: Annotated[
+        bool,
+        typer.Option(
+            "--freeze-batchnorm/--train-batchnorm",
+            help="BatchNormalization layers in inference mode with their initial statistics (default), or trained "
+            "on batch statistics (large batches and long runs only: see the README).",
+        ),
+    ] = True,
+    min_crop_area: Annotated[
+        float | None, typer.Option(help="Smallest fraction of the image a random view crops (default 0.3).")
+    ] = None,
     seed: SEED = 0,
     resume: RESUME = False,
     track: TRACK = True,
@@ -99,6 +110,8 @@ def ssl(
             learning_rate=learning_rate,
             temperature=temperature,
             seed=seed,
+            freeze_batchnorm=freeze_batchnorm,
+            min_crop_area=min_crop_area,
         )
         result = pretrain_ssl(shards, out, config, resume=resume, track=track)
     typer.echo(
