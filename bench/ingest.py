@@ -186,7 +186,7 @@ def main() -> None:
 
     print(
         f"Dataset C ingest benchmark: builder (--workers {args.workers}) vs naive baseline, "
-        f"{os.cpu_count()} cores, matrix {args.size}"
+        f"{len(os.sched_getaffinity(0))} usable cores, matrix {args.size}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         rss: dict[int, float] = {}

@@ -7,7 +7,9 @@ epochs (``tf.data`` serves them from its cache), and the ratio. The baseline com
 ``tf-keras`` package (Keras 3 removed ``ImageDataGenerator``), installed without dependencies so it
 does not pull a second TensorFlow beside ``tensorflow-cpu``; ``make bench`` installs it.
 
-Usage: ``python bench/input.py [--patients 100] [--epochs 4]``
+Usage: ``python bench/input.py [--patients 100] [--epochs 4] [--dataset DIR]`` (``--dataset``: an
+existing Dataset C folder instead of a synthetic one, e.g. your own export's, or one built on another
+machine)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=8, help="list each training image this many times")
+    parser.add_argument("--dataset", type=Path, help="an existing Dataset C folder (default: build a synthetic one)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -38,14 +41,17 @@ def main() -> None:
     import pandas as pd
 
     from lumbar.data import InputConfig, make_dataset, split_records
-    from lumbar.dataset_c import BuildConfig, build_dataset_c
-    from lumbar.synth import SynthConfig, write_pacs_export
 
     with tempfile.TemporaryDirectory() as tmp:
-        export, dataset = Path(tmp) / "export", Path(tmp) / "dataset"
-        write_pacs_export(export, SynthConfig(patients=args.patients, seed=0, workers=2))
-        os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-input-secret-0123456789")
-        build_dataset_c(BuildConfig(source=export, labels=export / "labels.csv", out=dataset, workers=2))
+        dataset = args.dataset or Path(tmp) / "dataset"
+        if args.dataset is None:
+            from lumbar.dataset_c import BuildConfig, build_dataset_c
+            from lumbar.synth import SynthConfig, write_pacs_export
+
+            export = Path(tmp) / "export"
+            write_pacs_export(export, SynthConfig(patients=args.patients, seed=0, workers=2))
+            os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-input-secret-0123456789")
+            build_dataset_c(BuildConfig(source=export, labels=export / "labels.csv", out=dataset, workers=2))
         records = split_records(dataset, "train")
         # list the images several times: epochs long enough that fixed start-up costs do not dominate
         records = type(records)(
@@ -54,7 +60,7 @@ def main() -> None:
         n = len(records.paths)
         print(
             f"input pipeline benchmark: {n} training images, {args.size} px, batch {args.batch}, "
-            f"{args.epochs} epochs, {os.cpu_count()} cores"
+            f"{args.epochs} epochs, {len(os.sched_getaffinity(0))} usable cores"
         )
 
         frame = pd.DataFrame({"path": records.paths, "label": [str(v) for v in records.labels]})

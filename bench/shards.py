@@ -51,7 +51,7 @@ def main() -> None:
         size_mb = sum(p.stat().st_size for p in files.iterdir()) / 2**20
         print(
             f"shard benchmark: {n} images of {args.image_size} px ({size_mb:.1f} MB as PNG), "
-            f"{summary.shards} shard(s), {os.cpu_count()} cores"
+            f"{summary.shards} shard(s), {len(os.sched_getaffinity(0))} usable cores"
         )
 
         def read_files(folder: Path) -> int:

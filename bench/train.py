@@ -58,7 +58,7 @@ def main() -> None:
         n = len(records.paths)
         print(
             f"training benchmark: {config.run_name}, {n} training images, {args.image_size} px, "
-            f"{args.epochs} epochs, weights none, {os.cpu_count()} cores"
+            f"{args.epochs} epochs, weights none, {len(os.sched_getaffinity(0))} usable cores"
         )
 
         def bare_fit(epochs: int) -> float:

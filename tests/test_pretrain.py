@@ -95,6 +95,8 @@ def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_p
         "6",
         "--epochs",
         "4",
+        "--min-crop-area",
+        "0.5",
     ]
     state = out / "checkpoints" / "state.json"
     run_and_kill_when(args, env, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1)
@@ -104,6 +106,7 @@ def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_p
     assert again.returncode == 0, again.stderr[-1500:]
     final = json.loads(state.read_text())
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
+    assert final["config"]["min_crop_area"] == 0.5 and final["config"]["freeze_batchnorm"] is True
     from mlflow import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
