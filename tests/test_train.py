@@ -205,3 +205,31 @@ def test_resume_refuses_another_configuration(learnable_dataset, tmp_path):
     other = TrainConfig.from_profile("quick", backbone="mobilenetv2", weights="none", epochs=2, image_size=32)
     with pytest.raises(InputError, match="another configuration"):
         train_model(other, learnable_dataset, tmp_path / "m", resume=True, track=False)
+
+
+def test_gpu_defaults_mixed_precision_and_xla_run_when_forced_on_the_cpu(learnable_dataset, tmp_path):
+    """The path a GPU takes by default (mixed_float16 + XLA), forced here: it trains, keeps the head in
+    float32, leaves the global policy at float32 for the next run, and records what it really used
+    (Keras drops XLA under the op determinism the CPU runs with)."""
+    import keras
+
+    from lumbar.models import load_model
+
+    config = TrainConfig.from_profile(
+        "quick",
+        backbone="mobilenetv2",
+        weights="none",
+        epochs=2,
+        image_size=32,
+        precision="mixed_float16",
+        jit="on",
+    )
+    result = train_model(config, learnable_dataset, tmp_path / "mixed", track=False)
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    info = json.loads((tmp_path / "mixed" / "model.json").read_text())
+    assert (info["device"], info["mixed_precision"], info["xla"]) == ("cpu", True, False)
+    model = load_model(tmp_path / "mixed")
+    assert model.get_layer("Conv1").compute_dtype == "float16"
+    assert model.get_layer("head_output").compute_dtype == "float32"
+    assert model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0).dtype == np.float32

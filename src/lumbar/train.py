@@ -12,8 +12,8 @@
   (``mixed_float16``) and XLA are switched on automatically when a GPU is present, off on the CPU.
 
 Output folder: ``model.keras`` (best epoch), ``model.json`` (config, best epoch, run id, dataset
-version), ``history.csv``, ``curves.png`` and ``checkpoints/`` (``last.keras``, ``best.weights.h5``,
-``state.json``).
+version, device, mixed precision and XLA), ``history.csv``, ``curves.png`` and ``checkpoints/``
+(``last.keras``, ``best.weights.h5``, ``state.json``).
 """
 
 from __future__ import annotations
@@ -344,13 +344,14 @@ def train_model(
         _compile(model, config, jit)
 
     tracker = Tracker(experiment) if track else None
+    # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
+    # what the run really uses
+    runtime = {"device": device, "mixed_precision": mixed, "xla": bool(model.jit_compile)}
     params = {
         **asdict(config),
         "dataset": str(dataset),
         "dataset_version": version,
-        "device": device,
-        "mixed_precision": mixed,
-        "xla": jit,
+        **runtime,
         "train_images": len(train_records.paths),
     }
     tags = {**standard_tags(version), "lumbar.config": config.run_name, **(tags or {})}
@@ -381,10 +382,10 @@ def train_model(
     if tracker is not None:
         with tracker.run(config.run_name, parent=parent_run_id, tags=tags, run_id=state["run_id"]) as run:
             fit(run)
-            result = _finish(model, config, state, out, version, run, register_as)
+            result = _finish(model, config, state, out, version, run, register_as, runtime)
     else:
         fit(None)
-        result = _finish(model, config, state, out, version, None, None)
+        result = _finish(model, config, state, out, version, None, None, runtime)
     result.seconds = time.perf_counter() - started
     trained_epochs = state["epoch"] - epochs_before
     result.fit_seconds = timing["fit"]
@@ -401,6 +402,7 @@ def _finish(
     version: str,
     run: Any,  # type: ignore[no-untyped-def]
     register_as: str | None,
+    runtime: dict[str, Any],
 ) -> TrainResult:
     """Restore the best epoch, save the model and its description, log the final artifacts."""
     folder = out / "checkpoints"
@@ -417,6 +419,7 @@ def _finish(
         "epochs": state["epoch"],
         "run_id": run.run_id if run is not None else None,
         "dataset_version": version,
+        **runtime,
         "classes": ["normal", "abnormal"]
         if config.target == "binary"
         else ["normal", "degeneration", "bulge", "herniation"],
