@@ -234,3 +234,27 @@ def test_gpu_defaults_mixed_precision_and_xla_run_when_forced_on_the_cpu(learnab
     assert model.get_layer("Conv1").compute_dtype == "float16"
     assert model.get_layer("head_output").compute_dtype == "float32"
     assert model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0).dtype == np.float32
+
+
+def test_a_failed_mixed_precision_run_leaves_the_policy_at_float32(learnable_dataset, tmp_path):
+    import csv
+    import shutil
+
+    import keras
+
+    broken = tmp_path / "no-train"
+    shutil.copytree(learnable_dataset, broken)
+    with open(broken / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["split"] = "val"
+    with open(broken / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    config = TrainConfig.from_profile(
+        "quick", backbone="mobilenetv2", weights="none", epochs=1, image_size=32, precision="mixed_float16"
+    )
+    with pytest.raises(InputError, match="no labelled images in split 'train'"):
+        train_model(config, broken, tmp_path / "out", track=False)
+    assert keras.mixed_precision.global_policy().name == "float32"

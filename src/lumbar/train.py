@@ -330,68 +330,69 @@ def train_model(
     mixed = config.precision == "mixed_float16" or (config.precision == "auto" and device == "gpu")
     jit = config.jit == "on" or (config.jit == "auto" and device == "gpu")
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        inputs = config.input_config()
+        train_records = split_records(local, "train", config.roi, config.target)
+        train_ds = make_dataset(local, "train", inputs, training=True, records=train_records)
+        val_ds = make_dataset(local, "val", inputs)
+        weights = class_weights(train_records.labels, TARGETS[config.target])
 
-    inputs = config.input_config()
-    train_records = split_records(local, "train", config.roi, config.target)
-    train_ds = make_dataset(local, "train", inputs, training=True, records=train_records)
-    val_ds = make_dataset(local, "val", inputs)
-    weights = class_weights(train_records.labels, TARGETS[config.target])
+        if resuming:
+            model = keras.models.load_model(folder / "last.keras")
+        else:
+            model = build_model(config.model_config())
+            _compile(model, config, jit)
 
-    if resuming:
-        model = keras.models.load_model(folder / "last.keras")
-    else:
-        model = build_model(config.model_config())
-        _compile(model, config, jit)
+        tracker = Tracker(experiment) if track else None
+        # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
+        # what the run really uses
+        runtime = {"device": device, "mixed_precision": mixed, "xla": bool(model.jit_compile)}
+        params = {
+            **asdict(config),
+            "dataset": str(dataset),
+            "dataset_version": version,
+            **runtime,
+            "train_images": len(train_records.paths),
+        }
+        tags = {**standard_tags(version), "lumbar.config": config.run_name, **(tags or {})}
+        started = time.perf_counter()
+        epochs_before = state["epoch"]
+        timing = {"fit": 0.0}
 
-    tracker = Tracker(experiment) if track else None
-    # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
-    # what the run really uses
-    runtime = {"device": device, "mixed_precision": mixed, "xla": bool(model.jit_compile)}
-    params = {
-        **asdict(config),
-        "dataset": str(dataset),
-        "dataset_version": version,
-        **runtime,
-        "train_images": len(train_records.paths),
-    }
-    tags = {**standard_tags(version), "lumbar.config": config.run_name, **(tags or {})}
-    started = time.perf_counter()
-    epochs_before = state["epoch"]
-    timing = {"fit": 0.0}
+        def fit(run: Any) -> None:
+            if run is not None and not resuming:
+                run.log_params(params)
+            if run is not None:
+                state["run_id"] = run.run_id
+                run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
+            if state["epoch"] < config.epochs:
+                fit_started = time.perf_counter()
+                model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=config.epochs,
+                    initial_epoch=state["epoch"],
+                    class_weight=weights,
+                    callbacks=[_EpochCheckpoint(folder, state, run)],
+                    verbose=verbose,
+                    shuffle=False,
+                )
+                timing["fit"] = time.perf_counter() - fit_started
 
-    def fit(run: Any) -> None:
-        if run is not None and not resuming:
-            run.log_params(params)
-        if run is not None:
-            state["run_id"] = run.run_id
-            run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
-        if state["epoch"] < config.epochs:
-            fit_started = time.perf_counter()
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=config.epochs,
-                initial_epoch=state["epoch"],
-                class_weight=weights,
-                callbacks=[_EpochCheckpoint(folder, state, run)],
-                verbose=verbose,
-                shuffle=False,
-            )
-            timing["fit"] = time.perf_counter() - fit_started
-
-    if tracker is not None:
-        with tracker.run(config.run_name, parent=parent_run_id, tags=tags, run_id=state["run_id"]) as run:
-            fit(run)
-            result = _finish(model, config, state, out, version, run, register_as, runtime)
-    else:
-        fit(None)
-        result = _finish(model, config, state, out, version, None, None, runtime)
-    result.seconds = time.perf_counter() - started
-    trained_epochs = state["epoch"] - epochs_before
-    result.fit_seconds = timing["fit"]
-    result.images_per_second = trained_epochs * len(train_records.paths) / timing["fit"] if timing["fit"] else 0.0
-    keras.mixed_precision.set_global_policy("float32")
-    return result
+        if tracker is not None:
+            with tracker.run(config.run_name, parent=parent_run_id, tags=tags, run_id=state["run_id"]) as run:
+                fit(run)
+                result = _finish(model, config, state, out, version, run, register_as, runtime)
+        else:
+            fit(None)
+            result = _finish(model, config, state, out, version, None, None, runtime)
+        result.seconds = time.perf_counter() - started
+        trained_epochs = state["epoch"] - epochs_before
+        result.fit_seconds = timing["fit"]
+        result.images_per_second = trained_epochs * len(train_records.paths) / timing["fit"] if timing["fit"] else 0.0
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # also when the run fails
 
 
 def _finish(
