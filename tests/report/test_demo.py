@@ -10,22 +10,15 @@ import pytest
 from pipelines.demo import DemoConfig, run_demo
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
+#: The smallest training settings that still run every stage of the demo.
+SMALLEST = {"pretrain_backbones": "vgg16", "image_size": 32, "epochs": 1, "pretrain_epochs": 1, "pretrain_steps": 2}
 
 
 def test_reduced_demo_produces_the_report(tmp_path, monkeypatch):
     monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     lines = []
-    config = DemoConfig(
-        out=tmp_path / "demo",
-        patients=8,
-        backbones="vgg16,mobilenetv2",
-        pretrain_backbones="vgg16",
-        image_size=32,
-        epochs=1,
-        pretrain_epochs=1,
-        pretrain_steps=2,
-    )
+    config = DemoConfig(out=tmp_path / "demo", patients=8, backbones="vgg16,mobilenetv2", **SMALLEST)
     result = run_demo(config, say=lines.append)
     assert result.weights == "none"  # no ImageNet files offline: the report must say so
     page = result.report.read_text()
@@ -64,17 +57,7 @@ def test_demo_against_the_local_servers(s3_env, tmp_path, monkeypatch):
     from lumbar.storage import open_store
 
     monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
-    config = DemoConfig(
-        out=tmp_path / "demo",
-        patients=6,
-        backbones="mobilenetv2",
-        pretrain_backbones="vgg16",
-        image_size=32,
-        epochs=1,
-        pretrain_epochs=1,
-        pretrain_steps=2,
-        services=True,
-    )
+    config = DemoConfig(out=tmp_path / "demo", patients=6, backbones="mobilenetv2", services=True, **SMALLEST)
     result = run_demo(config, say=lambda line: None)
     assert result.report.is_file()
     assert open_store("s3://lumbar/datasets/dataset-c").exists("latest")
