@@ -104,6 +104,9 @@ class ServicesConfig:
         mlflow_port: MLflow port (0 picks a free one on first start; kept afterwards).
         bucket: Bucket MLflow proxies its artifacts to.
         start_timeout: Seconds to wait for each server to become healthy.
+        s3_volumes: Most SeaweedFS volumes the S3 server may create (each bucket takes at least one).
+            Volumes are not preallocated, so the number reserves no disk; SeaweedFS's own default
+            derives it from free disk space, which on a nearly full disk allows only a few buckets.
     """
 
     state_dir: Path
@@ -111,6 +114,7 @@ class ServicesConfig:
     mlflow_port: int = 5000
     bucket: str = "mlflow"
     start_timeout: float = 90.0
+    s3_volumes: int = 256
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
@@ -118,6 +122,8 @@ class ServicesConfig:
             port = getattr(self, name)
             if not 0 <= port < 65536:
                 raise ServiceError(f"{name.replace('_', ' ')} must be 0-65535, got {port}")
+        if self.s3_volumes < 1:
+            raise ServiceError(f"s3 volumes must be at least 1, got {self.s3_volumes}")
 
     @classmethod
     def default(cls) -> ServicesConfig:
@@ -230,6 +236,7 @@ class LocalServices:
             f"-ip.bind={LOOPBACK}",
             f"-s3.config={self.dir / 's3.json'}",
             "-master.telemetry=false",
+            f"-volume.max={self.config.s3_volumes}",
             "-webdav=false",
             "-admin.ui=false",
             "-s3.port.iceberg=0",

@@ -219,3 +219,34 @@ def test_server_stopped_mid_upload_then_restarted(tmp_path_factory, tmp_path):
         assert rerun.total == len(files)
     finally:
         services.down()
+
+
+def test_bucket_count_is_bounded_by_the_volume_setting_not_by_free_disk(tmp_path_factory, tmp_path):
+    """SeaweedFS sizes its volume count from free disk by default: on a nearly full disk (a CI machine)
+    the fifth bucket failed with InternalError. The local server now takes a fixed volume count: a
+    deliberately tiny one refuses the third bucket, the default takes thirty on any disk."""
+    from lumbar.services import LocalServices, ServicesConfig
+
+    payload = tmp_path / "x.bin"
+    payload.write_bytes(b"lumbar" * 100)
+    services = LocalServices(ServicesConfig(tmp_path_factory.mktemp("tiny"), s3_port=0, mlflow_port=0, s3_volumes=2))
+    services.start_s3()
+    try:
+        settings = S3Settings.from_env({**services.client_env(), "LUMBAR_S3_RETRY_SECONDS": "2"})
+        S3Store("first", settings=settings, create_bucket=True).put_file(payload, "x.bin")
+        S3Store("second", settings=settings, create_bucket=True).put_file(payload, "x.bin")
+        with pytest.raises(StoreUnavailableError, match=r"upload s3://third/x\.bin"):
+            S3Store("third", settings=settings, create_bucket=True).put_file(payload, "x.bin")
+    finally:
+        services.down()
+
+
+def test_thirty_buckets_each_take_writes(s3_env, tmp_path):
+    import uuid
+
+    payload = tmp_path / "x.bin"
+    payload.write_bytes(b"lumbar" * 100)
+    names = [f"many-{uuid.uuid4().hex[:10]}" for _ in range(30)]
+    for name in names:
+        open_store(f"s3://{name}", create_bucket=True).put_file(payload, "x.bin")
+    assert all(list(open_store(f"s3://{name}").list()) == ["x.bin"] for name in names)
