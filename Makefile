@@ -80,7 +80,7 @@ demo-services: $(STAMP)
 	$(BIN)/lumbar demo --out $(DATA)/demo --patients $(PATIENTS) --services
 
 test: $(STAMP) $(TOOLS_STAMP) kubectl chromium
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15
 
 test-all: $(STAMP) $(TOOLS_STAMP) kubectl chromium
 	$(BIN)/python -m pytest -q
