@@ -49,6 +49,23 @@ def test_build_and_describe(export, tmp_path):
     assert "images of 3 patients" in described.stdout
 
 
+def test_build_with_a_small_train_share(export, tmp_path):
+    """--fractions sets the split shares: one patient of three for training, as a few-label probe needs."""
+    import csv
+
+    out = tmp_path / "few"
+    result = run(
+        "dataset", "build", "--source", export, "--labels", export / "labels.csv", "--out", out,
+        "--fractions", "0.34,0.33,0.33",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with (out / "manifest.csv").open() as handle:
+        splits = {}
+        for row in csv.DictReader(handle):
+            splits.setdefault(row["split"], set()).add(row["patient"])
+    assert {name: len(patients) for name, patients in splits.items()} == {"train": 1, "val": 1, "test": 1}
+
+
 def test_clear_errors_without_traceback(export, tmp_path):
     cases = [
         (("dataset", "build", "--source", tmp_path / "nope", "--out", tmp_path / "o"), "does not exist"),
@@ -62,6 +79,9 @@ def test_clear_errors_without_traceback(export, tmp_path):
         ),
         (("dataset", "describe", tmp_path), "not a lumbar dataset"),
         (("synth", "pacs", tmp_path / "s", "--compression", "zip"), "compression"),
+        (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.5"), "--fractions"),
+        (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,x,0.1"), "--fractions"),
+        (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.6,0.1"), "sum"),
     ]
     for args, needle in cases:
         result = run(*args)

@@ -42,6 +42,19 @@ def _upload_if_remote(local: Path, out: str, progress):  # type: ignore[no-untyp
     return open_store(out).put_tree(local, progress=progress.task("uploading", None))
 
 
+def _fractions(text: str) -> tuple[float, float, float]:
+    """Parse ``--fractions TRAIN,VAL,TEST`` (the build config checks that they sum to 1)."""
+    from lumbar.errors import InputError
+
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--fractions {text!r} must be three numbers, e.g. 0.75,0.15,0.10") from None
+    if len(values) != 3:
+        raise InputError(f"--fractions {text!r} must be three numbers, e.g. 0.75,0.15,0.10")
+    return values  # type: ignore[return-value]
+
+
 @app.command("build")
 def dataset_build(
     source: Annotated[Path, typer.Option("--source", help="PACS export folder (any tree of DICOM files).")],
@@ -61,6 +74,12 @@ def dataset_build(
         str, typer.Option(help="patient (no patient in two splits) | image (the paper's setting).")
     ] = "patient",
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    fractions: Annotated[
+        str,
+        typer.Option(
+            help="Train,validation,test shares (paper: 0.75,0.15,0.10; a small train share probes few labels)."
+        ),
+    ] = "0.75,0.15,0.10",
     workers: Annotated[int, typer.Option(help="Processes for indexing and decoding.")] = 1,
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero on any problem in the input.")] = False,
     write_key: Annotated[
@@ -98,6 +117,7 @@ def dataset_build(
             key_secret_env=key_secret_env,
             split_by=split_by,
             seed=seed,
+            fractions=_fractions(fractions),
             workers=workers,
             strict=strict,
             write_key=write_key,
