@@ -82,25 +82,14 @@ def bucket(s3_env) -> str:
 
 
 @pytest.fixture(scope="session")
-def learnable_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic export of 40 patients (200 labelled discs), big enough for a model to learn from."""
-    export = tmp_path_factory.mktemp("learnable") / "export"
+def learnable_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Dataset C of 40 synthetic patients (200 labelled disc images), big enough for a model to learn from."""
+    base = tmp_path_factory.mktemp("learnable")
+    export = base / "export"
     write_pacs_export(export, SynthConfig(patients=40, seed=1, size=128, workers=2))
-    return export
-
-
-@pytest.fixture(scope="session")
-def learnable_dataset(learnable_export: Path) -> Path:
-    """Dataset C of :func:`learnable_export` with the default split."""
-    out = learnable_export.parent / "dataset-c"
+    out = base / "dataset-c"
     build_dataset_c(
-        BuildConfig(
-            source=learnable_export,
-            labels=learnable_export / "labels.csv",
-            out=out,
-            key_secret_env=TEST_SECRET_ENV,
-            workers=2,
-        )
+        BuildConfig(source=export, labels=export / "labels.csv", out=out, key_secret_env=TEST_SECRET_ENV, workers=2)
     )
     return out
 
