@@ -49,7 +49,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise InputError(f"--fractions {text!r} must be three numbers, e.g. 0.75,0.15,0.10") from None
+        values = ()
     if len(values) != 3:
         raise InputError(f"--fractions {text!r} must be three numbers, e.g. 0.75,0.15,0.10")
     return values  # type: ignore[return-value]
