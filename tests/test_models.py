@@ -9,6 +9,7 @@ from lumbar.models import (
     BACKBONES,
     ModelConfig,
     WeightsError,
+    adapt_head_norm,
     backbone_layers,
     blocks,
     build_model,
@@ -120,3 +121,50 @@ def test_config_validation():
         ModelConfig("vgg16", mode="partial")
     with pytest.raises(ValueError, match="at least 32"):
         ModelConfig("vgg16", image_size=16)
+
+
+def _image_batches(images):
+    import tensorflow as tf
+
+    labels = np.zeros(len(images), np.float32)
+    return tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels)).batch(8)
+
+
+def _pooled(model, images):
+    import keras
+
+    return keras.Model(model.input, model.get_layer("head_pool").output).predict(images, verbose=0)
+
+
+def test_standardized_head_centres_and_scales_the_training_features():
+    import keras
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, SIZE, SIZE, 1)).astype(np.float32)
+    images[:12] *= np.linspace(0.2, 1.0, SIZE)[None, :, None, None]  # two kinds of images, so features vary
+    model = build_model(ModelConfig("resnet50", "none", "frozen", SIZE, standardize=True))
+    adapt_head_norm(model, _image_batches(images))
+    normed = keras.Model(model.input, model.get_layer("head_norm").output).predict(_image_batches(images), verbose=0)
+    varying = _pooled(model, _image_batches(images)).std(axis=0) > 1e-3
+    assert varying.sum() > 100
+    np.testing.assert_allclose(normed[:, varying].mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(normed[:, varying].std(axis=0), 1, rtol=1e-2)
+    assert not model.get_layer("head_norm").trainable_weights  # fixed statistics, the head's Dense layer learns
+
+
+def test_features_constant_on_the_training_images_are_centred_not_blown_up():
+    import keras
+
+    rng = np.random.default_rng(1)
+    same = np.repeat(rng.integers(0, 256, (1, SIZE, SIZE, 1)), 8, axis=0).astype(np.float32)
+    other = rng.integers(0, 256, (8, SIZE, SIZE, 1)).astype(np.float32)
+    model = build_model(ModelConfig("resnet50", "none", "frozen", SIZE, standardize=True))
+    adapt_head_norm(model, _image_batches(same))  # every feature is constant on these
+    normed = keras.Model(model.input, model.get_layer("head_norm").output).predict(_image_batches(other), verbose=0)
+    raw = _pooled(model, _image_batches(other)) - _pooled(model, _image_batches(same))[0]
+    np.testing.assert_allclose(normed, raw, rtol=1e-4, atol=1e-4)  # variance 1: only centred
+
+
+def test_standardized_features_need_a_frozen_backbone():
+    with pytest.raises(ValueError, match="mode frozen"):
+        ModelConfig("resnet50", "none", "finetune", SIZE, standardize=True)

@@ -258,3 +258,25 @@ def test_a_failed_mixed_precision_run_leaves_the_policy_at_float32(learnable_dat
     with pytest.raises(InputError, match="no labelled images in split 'train'"):
         train_model(config, broken, tmp_path / "out", track=False)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_standardized_probe_keeps_the_training_feature_statistics(learnable_dataset, tmp_path):
+    import keras
+
+    from lumbar.data import InputConfig, make_dataset, split_records
+    from lumbar.models import load_model
+
+    config = TrainConfig.from_profile(
+        "quick", backbone="resnet50", weights="none", epochs=1, image_size=32, roi=True, standardize=True
+    )
+    train_model(config, learnable_dataset, tmp_path / "probe", track=False)
+    model = load_model(tmp_path / "probe")
+    records = split_records(learnable_dataset, "train", roi=True)
+    inputs = InputConfig(image_size=32, roi=True, augment=False)
+    plain = make_dataset(learnable_dataset, "train", inputs, records=records)
+    pooled = keras.Model(model.input, model.get_layer("head_pool").output).predict(plain, verbose=0)
+    norm = model.get_layer("head_norm")
+    np.testing.assert_allclose(np.asarray(norm.adapt_mean), pooled.mean(axis=0), rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "probe" / "model.json").read_text())["config"]["standardize"] is True
+    with pytest.raises(InputError, match="--standardize needs --mode frozen"):
+        TrainConfig.from_profile("quick", mode="finetune", standardize=True)

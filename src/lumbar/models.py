@@ -30,6 +30,7 @@ import numpy as np
 from lumbar.errors import LumbarError
 
 PREPROCESS_LAYER = "preprocess"
+HEAD_NORM_LAYER = "head_norm"
 
 
 class WeightsError(LumbarError):
@@ -115,6 +116,9 @@ class ModelConfig:
         num_classes: 2 for the binary target (one sigmoid unit), more for softmax.
         dropout: Dropout rate of the head (paper: 0.2).
         unfreeze_blocks: Top backbone blocks trained in ``finetune`` mode.
+        standardize: Put a :class:`keras.layers.Normalization` layer (``head_norm``) between the pooled
+            features and the dropout; its mean and variance are set from the training images
+            (:func:`adapt_head_norm`). Only with ``mode="frozen"``, where the features do not change.
     """
 
     backbone: str = "vgg16"
@@ -124,6 +128,7 @@ class ModelConfig:
     num_classes: int = 2
     dropout: float = 0.2
     unfreeze_blocks: int = 1
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -140,6 +145,8 @@ class ModelConfig:
             raise ValueError("unfreeze_blocks must not be negative")
         if not self.weights:
             raise ValueError("weights must be imagenet, none, or a path/URI")
+        if self.standardize and self.mode != "frozen":
+            raise ValueError("standardized features need mode frozen (fine-tuning changes the features)")
 
 
 def keras_models_dir() -> Path:
@@ -202,6 +209,8 @@ def build_model(config: ModelConfig) -> keras.Model:
     base = _application(config.backbone)(**kwargs)
     features = base.get_layer(spec.output_layer).output
     h = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    if config.standardize:
+        h = keras.layers.Normalization(axis=-1, name=HEAD_NORM_LAYER)(h)
     h = keras.layers.Dropout(config.dropout, name="head_dropout")(h)
     if config.num_classes == 2:
         outputs = keras.layers.Dense(1, activation="sigmoid", name="head_output", dtype="float32")(h)
@@ -212,6 +221,28 @@ def build_model(config: ModelConfig) -> keras.Model:
         load_backbone_weights(model, config.weights, config.backbone)
     set_trainable(model, config)
     return model
+
+
+def adapt_head_norm(model: keras.Model, images: Any) -> None:
+    """Set the ``head_norm`` layer's mean and variance from the pooled features of ``images``.
+
+    Features that are constant on ``images`` keep a variance of 1 (as scikit-learn's ``StandardScaler``
+    does).
+
+    Args:
+        model: A model built with ``standardize=True``.
+        images: A ``tf.data`` dataset of ``(image, label)`` batches (the training split, not augmented).
+    """
+    pooled = keras.Model(model.input, model.get_layer("head_pool").output)
+    features = pooled.predict(images, verbose=0).astype(np.float64)
+    mean, variance = features.mean(axis=0), features.var(axis=0)
+    # a feature constant on the training images (a ReLU that never fires there) is centred, not scaled:
+    # dividing by its near-zero spread would blow up whatever it shows on other images
+    variance[variance <= (1e-6 * np.abs(mean)) ** 2] = 1.0
+    layer = model.get_layer(HEAD_NORM_LAYER)
+    layer.adapt_mean.assign(mean.astype(np.float32))
+    layer.adapt_variance.assign(variance.astype(np.float32))
+    layer.finalize_state()
 
 
 def backbone_layers(model: keras.Model, backbone: str) -> list[keras.layers.Layer]:

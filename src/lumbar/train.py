@@ -22,7 +22,7 @@ import csv
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class TrainConfig:
         augment: Apply the paper's augmentation.
         precision: ``auto`` (mixed_float16 on a GPU), ``float32`` or ``mixed_float16``.
         jit: XLA compilation: ``auto`` (on a GPU), ``on`` or ``off``.
+        standardize: ``frozen`` mode only: standardise the pooled features with the mean and variance
+            of the training images before the head (a linear probe that does not depend on the scale of
+            a backbone's features, for comparing pretraining sources).
     """
 
     backbone: str = "vgg16"
@@ -77,6 +80,7 @@ class TrainConfig:
     augment: bool = True
     precision: str = "auto"
     jit: str = "auto"
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -93,6 +97,8 @@ class TrainConfig:
             raise InputError(f"{self.backbone} needs --image-size of at least {BACKBONES[self.backbone].min_size}")
         if self.precision not in PRECISIONS or self.jit not in SWITCHES:
             raise InputError(f"precision must be one of {PRECISIONS} and jit one of {SWITCHES}")
+        if self.standardize and self.mode != "frozen":
+            raise InputError("--standardize needs --mode frozen (fine-tuning changes the features it standardises)")
 
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides: Any) -> TrainConfig:
@@ -130,6 +136,7 @@ class TrainConfig:
             num_classes=TARGETS[self.target],
             dropout=self.dropout,
             unfreeze_blocks=self.unfreeze_blocks,
+            standardize=self.standardize,
         )
 
     def input_config(self) -> InputConfig:
@@ -295,7 +302,7 @@ def train_model(
     import keras
     import tensorflow as tf
 
-    from lumbar.models import build_model
+    from lumbar.models import adapt_head_norm, build_model
     from lumbar.tracking import Tracker, standard_tags
     from lumbar.versions import fetch_dataset
 
@@ -341,6 +348,9 @@ def train_model(
             model = keras.models.load_model(folder / "last.keras")
         else:
             model = build_model(config.model_config())
+            if config.standardize:
+                plain = replace(inputs, augment=False)
+                adapt_head_norm(model, make_dataset(local, "train", plain, records=train_records))
             _compile(model, config, jit)
 
         tracker = Tracker(experiment) if track else None

@@ -42,6 +42,13 @@ def train(
     seed: SEED = 0,
     precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16")] = "auto",
     jit: Annotated[str, typer.Option(help="XLA: auto | on | off")] = "auto",
+    standardize: Annotated[
+        bool,
+        typer.Option(
+            "--standardize/--no-standardize",
+            help="Frozen mode: standardise the pooled features with the training images' mean and variance.",
+        ),
+    ] = False,
     resume: RESUME = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "lumbar-train",
     register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
@@ -69,6 +76,7 @@ def train(
             seed=seed,
             precision=precision,
             jit=jit,
+            standardize=standardize,
         )
         result = train_model(
             config,
