@@ -82,6 +82,10 @@ def test_clear_errors_without_traceback(export, tmp_path):
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.5"), "--fractions"),
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,x,0.1"), "--fractions"),
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.6,0.1"), "sum"),
+        (
+            ("train", "--dataset", tmp_path / "ds", "--out", tmp_path / "m", "--mode", "finetune", "--standardize"),
+            "--standardize needs --mode frozen",
+        ),
     ]
     for args, needle in cases:
         result = run(*args)
