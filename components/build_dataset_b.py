@@ -13,8 +13,9 @@ def build_dataset_b(
     image_size: int = 224,
     shard_mb: float = 100.0,
     workers: int = 2,
+    fit: str = "pad",
 ):
-    """``sources`` is a comma-separated list of folders or ``s3://`` prefixes of DICOM files and images."""
+    """``sources``: comma-separated folders or ``s3://`` prefixes of DICOM and images; ``fit``: pad or stretch."""
     from lumbar.steps import build_dataset_b_step
 
-    shards.metadata.update(build_dataset_b_step(sources, shards.path, image_size, shard_mb, workers))
+    shards.metadata.update(build_dataset_b_step(sources, shards.path, image_size, shard_mb, workers, fit))

@@ -22,9 +22,10 @@ def wire(
     pretrain_steps: int,
     training: Training,
     baseline: PipelineChannel | None = None,
+    shard_fit: str = "pad",
 ) -> dsl.PipelineTask:
     """Add procedure 3's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
-    shards = build_dataset_b(sources=unlabelled_sources, image_size=shard_image_size)
+    shards = build_dataset_b(sources=unlabelled_sources, image_size=shard_image_size, fit=shard_fit)
     settings.data_task(shards, pseudonyms=True)
     # one item per backbone and image type: the pretrained backbone is shared by both modes below
     configs = plan(backbones=backbones, modes="frozen", images=images)
@@ -60,6 +61,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         images: str = "roi",
         profile: str = "quick",
         shard_image_size: int = 224,
+        shard_fit: str = "pad",
         pretrain_epochs: int = 0,
         pretrain_steps: int = 0,
         epochs: int = 0,
@@ -80,6 +82,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             pretrain_epochs,
             pretrain_steps,
             training,
+            shard_fit=shard_fit,
         )
 
     return procedure3

@@ -106,3 +106,28 @@ def test_other_inputs_are_refused(shards, tmp_path):
         build_dataset_b(
             UnlabelledBuildConfig(sources=(BRAIN_MRI_SAMPLE,), out=out, image_size=48, key_secret_env=TEST_SECRET_ENV)
         )
+
+
+def test_stretch_fills_the_square_and_pad_keeps_the_aspect(tmp_path):
+    """A wide ROI-like crop: ``stretch`` fills every pixel (as ``lumbar train --roi`` resizes), ``pad`` adds black."""
+    import numpy as np
+    from PIL import Image
+
+    source = tmp_path / "crops"
+    source.mkdir()
+    Image.fromarray(np.full((20, 40), 200, dtype=np.uint8)).save(source / "crop.png")
+    images = {}
+    for fit in ("pad", "stretch"):
+        build_dataset_b(
+            UnlabelledBuildConfig(
+                sources=(source,), out=tmp_path / fit, image_size=16, fit=fit, key_secret_env=TEST_SECRET_ENV
+            )
+        )
+        assert json.loads((tmp_path / fit / "index.json").read_text())["fit"] == fit
+        (images[fit],) = [x.numpy()[..., 0] for x in read_shards(tmp_path / fit)]
+    assert images["stretch"].min() == 200
+    assert (images["pad"][:3] == 0).all() and (images["pad"][-3:] == 0).all() and images["pad"][8, 8] == 200
+    with pytest.raises(Exception, match="another image size or fit"):
+        build_dataset_b(UnlabelledBuildConfig(sources=(source,), out=tmp_path / "pad", image_size=16, fit="stretch"))
+    with pytest.raises(Exception, match="unknown fit"):
+        UnlabelledBuildConfig(sources=(source,), out=tmp_path / "x", fit="crop")

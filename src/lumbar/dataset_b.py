@@ -7,7 +7,8 @@ of about ``shard_mb`` MB that always end on a chunk boundary. Every closed shard
 and starts at the first input not yet in one. A progress bar shows images/s.
 
 Each DICOM frame (every series) and each image becomes one 8-bit grey PNG at ``image_size`` x
-``image_size`` (padded to a square with black, then resized). DICOM identifiers never reach a shard:
+``image_size`` (padded to a square with black, then resized; or stretched to the square, as ``lumbar
+train --roi`` does with the ROI crops, with ``fit="stretch"``). DICOM identifiers never reach a shard:
 an image is named by the same keyed pseudonym as Dataset C (HMAC of the PatientID) plus a keyed token
 of its instance and its frame number.
 
@@ -40,6 +41,7 @@ from lumbar.progress import NullProgress, Progress
 
 INDEX = "index.json"
 FORMAT = "lumbar-shards/1"
+FITS = ("pad", "stretch")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 
 
@@ -55,6 +57,9 @@ class UnlabelledBuildConfig:
         workers: Processes decoding inputs.
         chunk_files: Inputs per work unit (and the granularity of shard boundaries).
         key_secret_env: Environment variable with the pseudonymisation secret (as for Dataset C).
+        fit: How a non-square image becomes square: ``pad`` (black borders, aspect kept) or
+            ``stretch`` (resized to the square, as training resizes ROI crops; use it for a Dataset B
+            of ROI crops, so SimCLR sees them as the probe will).
     """
 
     sources: tuple[Path, ...]
@@ -64,8 +69,11 @@ class UnlabelledBuildConfig:
     workers: int = 1
     chunk_files: int = 64
     key_secret_env: str | None = None
+    fit: str = "pad"
 
     def __post_init__(self) -> None:
+        if self.fit not in FITS:
+            raise InputError(f"unknown fit {self.fit!r}; choose one of {', '.join(FITS)}")
         if not self.sources:
             raise InputError("give at least one --source folder")
         for folder in self.sources:
@@ -87,20 +95,24 @@ class ShardsSummary:
     resumed_from: int = 0
 
 
-def _square(grey: np.ndarray, size: int) -> bytes:
+def _square(grey: np.ndarray, size: int, fit: str = "pad") -> bytes:
     from PIL import Image
 
-    height, width = grey.shape
-    side = max(height, width)
-    canvas = np.zeros((side, side), dtype=np.uint8)
-    top, left = (side - height) // 2, (side - width) // 2
-    canvas[top : top + height, left : left + width] = grey
+    canvas = grey
+    if fit == "pad":
+        height, width = grey.shape
+        side = max(height, width)
+        canvas = np.zeros((side, side), dtype=np.uint8)
+        top, left = (side - height) // 2, (side - width) // 2
+        canvas[top : top + height, left : left + width] = grey
     buffer = io.BytesIO()
     Image.fromarray(canvas).resize((size, size), Image.BILINEAR).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
-def _process_file(root: str, relative: str, size: int, pseudonymizer: Pseudonymizer) -> tuple[str, str, str, list]:
+def _process_file(
+    root: str, relative: str, size: int, pseudonymizer: Pseudonymizer, fit: str = "pad"
+) -> tuple[str, str, str, list]:
     """Turn one input into images: ``(input, status, reason, [(source_id, png), ...])``."""
     from PIL import Image, UnidentifiedImageError
 
@@ -121,7 +133,7 @@ def _process_file(root: str, relative: str, size: int, pseudonymizer: Pseudonymi
                 problems.append(str(exc))
                 continue
             ident = f"{pseudonym}/{pseudonymizer.token(frame.sop_uid)}/{frame.frame_index}"
-            images.append((ident, _square(pixels if pixels.ndim == 2 else pixels[..., 0], size)))
+            images.append((ident, _square(pixels if pixels.ndim == 2 else pixels[..., 0], size, fit)))
         if not images:
             return shown, "quarantined", problems[0] if problems else "no decodable frame", []
         return shown, "used", f"{len(problems)} frame(s) not decodable" if problems else "", images
@@ -135,13 +147,13 @@ def _process_file(root: str, relative: str, size: int, pseudonymizer: Pseudonymi
         if Path(relative).suffix.lower() in _IMAGE_SUFFIXES:
             return relative, "quarantined", f"not a readable image ({exc.__class__.__name__})", []
         return relative, "skipped", "neither DICOM nor an image", []
-    return relative, "used", "", [(f"image/{pseudonymizer.token(relative)}", _square(grey, size))]
+    return relative, "used", "", [(f"image/{pseudonymizer.token(relative)}", _square(grey, size, fit))]
 
 
-def _process_chunk(args: tuple[list[tuple[str, str]], int, bytes]) -> list[tuple[str, str, str, list]]:
-    inputs, size, secret = args
+def _process_chunk(args: tuple[list[tuple[str, str]], int, bytes, str]) -> list[tuple[str, str, str, list]]:
+    inputs, size, secret, fit = args
     pseudonymizer = Pseudonymizer(secret)
-    return [_process_file(root, relative, size, pseudonymizer) for root, relative in inputs]
+    return [_process_file(root, relative, size, pseudonymizer, fit) for root, relative in inputs]
 
 
 def list_inputs(sources: tuple[Path, ...]) -> list[tuple[str, str]]:
@@ -219,6 +231,7 @@ def build_dataset_b(
         "format": FORMAT,
         "lumbar_version": __version__,
         "image_size": config.image_size,
+        "fit": config.fit,
         "inputs": len(inputs),
         "inputs_sha256": digest,
         "shards": [],
@@ -227,8 +240,12 @@ def build_dataset_b(
     }
     if index_path.is_file():
         previous = json.loads(index_path.read_text())
-        if previous.get("inputs_sha256") != digest or previous.get("image_size") != config.image_size:
-            raise InputError(f"{out} holds shards of other inputs or another image size; use a new --out")
+        if (
+            previous.get("inputs_sha256") != digest
+            or previous.get("image_size") != config.image_size
+            or previous.get("fit", "pad") != config.fit
+        ):
+            raise InputError(f"{out} holds shards of other inputs, another image size or fit; use a new --out")
         if not pseudonymizer.ephemeral or not previous["shards"]:
             index = previous
         else:
@@ -277,7 +294,7 @@ def build_dataset_b(
 
     try:
         jobs = (
-            (first, (chunk, config.image_size, pseudonymizer.secret))
+            (first, (chunk, config.image_size, pseudonymizer.secret, config.fit))
             for first, chunk in _chunks(inputs, start, config.chunk_files)
         )
         size = 0

@@ -210,9 +210,17 @@ def build_dataset_a_step(
 
 
 def build_dataset_b_step(
-    sources: str, out: str | Path, image_size: int = 224, shard_mb: float = 100.0, workers: int = 1
+    sources: str,
+    out: str | Path,
+    image_size: int = 224,
+    shard_mb: float = 100.0,
+    workers: int = 1,
+    fit: str = "pad",
 ) -> dict[str, Any]:
-    """Build Dataset B shards from comma-separated folders or ``s3://`` prefixes into ``out``."""
+    """Build Dataset B shards from comma-separated folders or ``s3://`` prefixes into ``out``.
+
+    ``fit`` is ``pad`` or ``stretch`` (for sources of ROI crops, see :class:`UnlabelledBuildConfig`).
+    """
     from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b
 
     config = UnlabelledBuildConfig(
@@ -221,6 +229,7 @@ def build_dataset_b_step(
         image_size=image_size,
         shard_mb=shard_mb,
         workers=workers,
+        fit=fit,
     )
     summary = build_dataset_b(config)
     return {"images": summary.images, "shards": summary.shards, "files": summary.files, **summary.counts}

@@ -108,6 +108,16 @@ def test_pseudonym_secret_reaches_only_dataset_builds(compiled):
         assert ("lumbar-pseudonym" in names) == executor.startswith(("exec-build-dataset-c", "exec-build-dataset-b"))
 
 
+@pytest.mark.parametrize("name", ["procedure3", "paper"])
+def test_shard_fit_reaches_the_dataset_b_build(compiled, name):
+    """``shard_fit=stretch`` (Dataset B of ROI crops) is a pipeline parameter passed to the build."""
+    spec, _ = _load(compiled[name])
+    assert spec["root"]["inputDefinitions"]["parameters"]["shard_fit"]["defaultValue"] == "pad"
+    (build,) = [t for task_name, t in _tasks(spec) if task_name == "build-dataset-b"]
+    fit = build["inputs"]["parameters"]["fit"]
+    assert fit.get("componentInputParameter", "").endswith("shard_fit")
+
+
 def test_procedure1_fans_out_with_the_configured_parallelism(tmp_path):
     path = compile_pipeline("procedure1", tmp_path / "p1.yaml", ClusterSettings(parallelism=3))
     spec, _ = _load(path)

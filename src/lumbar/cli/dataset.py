@@ -276,6 +276,13 @@ def dataset_build_unlabelled(
     key_secret_env: Annotated[
         str | None, typer.Option("--key-secret-env", help="Environment variable holding the pseudonymisation secret.")
     ] = None,
+    fit: Annotated[
+        str,
+        typer.Option(
+            help="How non-square images become square: pad (black borders) or stretch (as lumbar train --roi "
+            "resizes ROI crops; use it for a Dataset B of ROI crops)."
+        ),
+    ] = "pad",
     create_bucket: _CREATE_BUCKET = False,
 ) -> None:
     """Build Dataset B: every DICOM frame and image as grey PNG in TFRecord shards (resumable)."""
@@ -309,6 +316,7 @@ def dataset_build_unlabelled(
             shard_mb=shard_size,
             workers=workers,
             key_secret_env=key_secret_env,
+            fit=fit,
         )
         with rich_progress("images", show_progress()) as progress:
             summary = build_dataset_b(config, progress, on_shard=upload)
