@@ -95,7 +95,7 @@ class ShardsSummary:
     resumed_from: int = 0
 
 
-def _square(grey: np.ndarray, size: int, fit: str = "pad") -> bytes:
+def _square(grey: np.ndarray, size: int, fit: str) -> bytes:
     from PIL import Image
 
     canvas = grey
@@ -111,7 +111,7 @@ def _square(grey: np.ndarray, size: int, fit: str = "pad") -> bytes:
 
 
 def _process_file(
-    root: str, relative: str, size: int, pseudonymizer: Pseudonymizer, fit: str = "pad"
+    root: str, relative: str, size: int, pseudonymizer: Pseudonymizer, fit: str
 ) -> tuple[str, str, str, list]:
     """Turn one input into images: ``(input, status, reason, [(source_id, png), ...])``."""
     from PIL import Image, UnidentifiedImageError
