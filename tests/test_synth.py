@@ -1,12 +1,19 @@
 import csv
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from scipy.stats import chisquare
 
-from lumbar.synth import SynthConfig, draw_discs, write_pacs_export
+from lumbar.synth import (
+    DISC_STATE_FREQUENCIES,
+    TABLE5_COUNTS,
+    SynthConfig,
+    draw_discs,
+    draw_patient_discs,
+    write_pacs_export,
+)
 
 
 def _series(folder: Path) -> dict[int, list[pydicom.Dataset]]:
@@ -84,16 +91,63 @@ def test_compressed_exports_decode(tmp_path):
     assert ds.pixel_array.shape in {(64, 64), (32, 32)} or ds.pixel_array.shape[0] >= 32
 
 
-def test_state_frequencies_are_realistic():
+def _state_counts(draws: list[list]) -> dict[str, list[int]]:
+    """Disc states counted per level over many patients' drawn discs."""
+    counts: dict[str, list[int]] = {disc: [0, 0, 0, 0] for disc in TABLE5_COUNTS}
+    for discs in draws:
+        for d in discs:
+            counts[d.disc][d.disc_state] += 1
+    return counts
+
+
+def _table5_p_values(counts: dict[str, list[int]]) -> dict[str, float]:
+    """Chi-square goodness-of-fit p-value of each level's counts against Table 5's proportions.
+
+    A state Table 5 never shows at a level (herniation at L1-L4) is no cell of the test: the generator
+    must never draw it, which is asserted apart.
+    """
+    p_values = {}
+    for disc, paper in TABLE5_COUNTS.items():
+        kept = [i for i, c in enumerate(paper) if c > 0]
+        observed = np.array([counts[disc][i] for i in kept])
+        expected = np.array([paper[i] for i in kept]) / sum(paper) * observed.sum()
+        assert expected.min() >= 5, "too few patients for a chi-square test"
+        p_values[disc] = float(chisquare(observed, expected).pvalue)
+    return p_values
+
+
+def test_state_frequencies_follow_table5():
+    """1,000 patients drawn as an export draws them: every level's states fit the paper's Table 5."""
+    config = SynthConfig(patients=1000, seed=0)
+    counts = _state_counts([draw_patient_discs(config, n) for n in range(1, config.patients + 1)])
+    for disc, paper in TABLE5_COUNTS.items():
+        assert all(counts[disc][i] == 0 for i, c in enumerate(paper) if c == 0), (disc, counts[disc])
+    p_values = _table5_p_values(counts)
+    assert min(p_values.values()) > 0.001, (p_values, counts)
+    normal = sum(c[0] for c in counts.values()) / 5000
+    assert abs(normal - 545 / 905) < 0.02  # the paper's class balance: about 60% normal
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {disc: (0.25, 0.25, 0.25, 0.25) for disc in TABLE5_COUNTS},  # uniform
+        {**DISC_STATE_FREQUENCIES, "L45": DISC_STATE_FREQUENCIES["L51"], "L51": DISC_STATE_FREQUENCIES["L45"]},
+        {  # the invented table this generator used before Table 5
+            "L12": (0.80, 0.08, 0.09, 0.03),
+            "L23": (0.72, 0.10, 0.14, 0.04),
+            "L34": (0.52, 0.13, 0.27, 0.08),
+            "L45": (0.22, 0.14, 0.46, 0.18),
+            "L51": (0.30, 0.17, 0.33, 0.20),
+        },
+    ],
+    ids=["uniform", "L45-L51-swapped", "previous"],
+)
+def test_chi_square_rejects_a_wrong_table(wrong):
+    """The same check, on as many patients drawn with other frequencies, fails: it has the power to."""
     rng = np.random.default_rng(0)
-    counts: dict[str, Counter] = {}
-    for _ in range(1500):
-        for d in draw_discs(rng):
-            counts.setdefault(d.disc, Counter())[d.disc_state] += 1
-    assert counts["L12"].most_common(1)[0][0] == 0  # mostly normal high up
-    assert counts["L23"].most_common(1)[0][0] == 0
-    assert counts["L45"].most_common(1)[0][0] == 2  # mostly bulge at L4-L5
-    assert all(len(c) == 4 for c in counts.values())  # every state occurs at every level
+    counts = _state_counts([draw_discs(rng, wrong) for _ in range(1000)])
+    assert min(_table5_p_values(counts).values()) < 1e-6
 
 
 def test_config_validation():

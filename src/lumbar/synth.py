@@ -10,9 +10,10 @@ T2 (25-30 frames: five 5-slice blocks through the discs from L5-S1 up to L1-L2, 
 slices) and an MR myelography (1-4 frames). Files are named by SOPInstanceUID, so their order must
 come from the DICOM tags.
 
-Each disc gets a state drawn with level-dependent frequencies (mostly normal at L1-L3, mostly bulge
-at L4-L5): normal, degeneration (dark T2 nucleus), bulge (broad posterior extension), herniation
-(focal protrusion into the canal), with spinal-canal and foraminal narrowing graded 0-3. Noise,
+Each disc gets a state drawn with the frequencies of the paper's Table 5 at its level (mostly normal
+at L1-L3, mostly bulge at L4-L5, herniation only at L4-L5 and L5-S1): normal, degeneration (dark T2
+nucleus), bulge (broad posterior extension), herniation (focal protrusion into the canal), with
+spinal-canal and foraminal narrowing graded 0-3. Noise,
 a bias field, pose and size jitter and overlapping signal ranges make the task learnable but not
 trivial.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,21 @@ import numpy as np
 
 from lumbar.selection import AXIAL_DISC_ORDER, DISCS
 
-#: Disc-state frequencies per disc (normal, degeneration, bulge, herniation).
-DISC_STATE_FREQUENCIES: dict[str, tuple[float, float, float, float]] = {
-    "L12": (0.80, 0.08, 0.09, 0.03),
-    "L23": (0.72, 0.10, 0.14, 0.04),
-    "L34": (0.52, 0.13, 0.27, 0.08),
-    "L45": (0.22, 0.14, 0.46, 0.18),
-    "L51": (0.30, 0.17, 0.33, 0.20),
+#: The paper's Table 5: axial T2 images per disc level and state (normal, degeneration, bulge,
+#: herniation); 905 in all, 545 normal.
+TABLE5_COUNTS: dict[str, tuple[int, int, int, int]] = {
+    "L12": (163, 13, 5, 0),
+    "L23": (149, 12, 20, 0),
+    "L34": (113, 9, 59, 0),
+    "L45": (38, 6, 129, 8),
+    "L51": (82, 10, 85, 4),
+}
+
+#: Disc-state probabilities per disc (normal, degeneration, bulge, herniation): Table 5's counts over
+#: their level's total, so a synthetic export has the paper's class balance (about 60% normal). States
+#: the paper never saw at a level (herniation at L1-L4) have probability 0.
+DISC_STATE_FREQUENCIES: dict[str, tuple[float, ...]] = {
+    disc: tuple(count / sum(counts) for count in counts) for disc, counts in TABLE5_COUNTS.items()
 }
 
 #: Stenosis grade frequencies (0-3) given the disc state.
@@ -206,11 +215,19 @@ def _pick(rng: np.random.Generator, probabilities: tuple[float, ...]) -> int:
     return int(rng.choice(len(probabilities), p=np.asarray(probabilities) / sum(probabilities)))
 
 
-def draw_discs(rng: np.random.Generator) -> list[DiscTruth]:
-    """Draw the state and the painting parameters of the five discs of one patient."""
+def draw_discs(
+    rng: np.random.Generator, frequencies: Mapping[str, tuple[float, ...]] = DISC_STATE_FREQUENCIES
+) -> list[DiscTruth]:
+    """Draw the state and the painting parameters of the five discs of one patient.
+
+    Args:
+        rng: The patient's random generator.
+        frequencies: Disc-state probabilities (normal, degeneration, bulge, herniation) per disc; the
+            default is the paper's Table 5.
+    """
     truths = []
     for disc in DISCS:
-        state = _pick(rng, DISC_STATE_FREQUENCIES[disc])
+        state = _pick(rng, frequencies[disc])
         herniation = _pick(rng, (0.0, 0.6, 0.3, 0.1)) if state == 3 else 0
         scs, rfs, lfs = (_pick(rng, _STENOSIS_GIVEN_STATE[state]) for _ in range(3))
         nucleus = float(rng.uniform(700, 1000)) if state in (0, 2) else float(rng.uniform(330, 620))
@@ -624,6 +641,11 @@ class _PatientWriter:
             }
             for d in self.discs
         ]
+
+
+def draw_patient_discs(config: SynthConfig, number: int) -> list[DiscTruth]:
+    """The discs patient ``number`` gets in an export written with ``config``, without writing a file."""
+    return _PatientWriter(Path(), number, config).discs
 
 
 def _write_one(args: tuple[str, int, SynthConfig]) -> list[dict]:
