@@ -153,7 +153,7 @@ def test_no_phi_anywhere_in_the_output(built_dataset, synthetic_export):
     phi = _phi_strings(synthetic_export)
     assert len(phi) > 8 * 5
     outputs = [p for p in built_dataset.rglob("*") if p.is_file()]
-    assert len(outputs) > 8 * 13
+    assert len(outputs) >= 8 * 12 + 3  # per patient 5 axial, 5 ROI, 1 sagittal, 1-4 myelo; + 3 files
     for path in outputs:
         data = path.read_bytes().lower()
         leaked = [s for s in phi if s.lower().encode() in data]
