@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lumbar.cli import dataset, label, pipeline, pretrain, services, store, synth
+from lumbar.cli import dataset, label, paper, pipeline, pretrain, services, store, synth
 from lumbar.cli import demo as demo_cli
 from lumbar.cli import report as report_cli
 from lumbar.cli import train as train_cli
@@ -27,6 +27,7 @@ app.add_typer(services.app, name="services")
 app.add_typer(pretrain.app, name="pretrain")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(label.app, name="label")
+app.add_typer(paper.app, name="paper")
 app.command("train")(train_cli.train)
 app.command("evaluate")(train_cli.evaluate)
 app.command("predict")(train_cli.predict)
