@@ -66,7 +66,7 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]], caption:
     console = Console()
     console.print(table)
     for number, note in enumerate(notes, start=1):
-        console.print(f"[{number}] {note}", markup=False, highlight=False)
+        console.print(f"[{number}] {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("values")
