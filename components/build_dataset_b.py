@@ -16,6 +16,8 @@ def build_dataset_b(
     fit: str = "pad",
 ):
     """``sources``: comma-separated folders or ``s3://`` prefixes of DICOM and images; ``fit``: pad or stretch."""
+    from lumbar.deid import DEFAULT_SECRET_ENV, Pseudonymizer
     from lumbar.steps import build_dataset_b_step
 
+    Pseudonymizer.from_env(DEFAULT_SECRET_ENV)  # required here: refuses a missing, placeholder or weak secret
     shards.metadata.update(build_dataset_b_step(sources, shards.path, image_size, shard_mb, workers, fit))

@@ -21,8 +21,10 @@ def build_dataset_c(
     import shutil
     from pathlib import Path
 
+    from lumbar.deid import DEFAULT_SECRET_ENV, Pseudonymizer
     from lumbar.steps import build_dataset_c_step
 
+    Pseudonymizer.from_env(DEFAULT_SECRET_ENV)  # required here: refuses a missing, placeholder or weak secret
     info = build_dataset_c_step(export_uri, dataset.path, labels_uri, publish_to, split_by, seed, workers)
     dataset.metadata.update(info)
     shutil.copyfile(Path(dataset.path) / "datacard.md", datacard.path)

@@ -60,7 +60,8 @@ class ClusterSettings:
         """A dataset step: CPU only, cacheable (same inputs give the same dataset)."""
         self._common(task)
         if pseudonyms:
-            kubernetes.use_secret_as_env(task, self.pseudonym_secret, {PSEUDONYM_KEY: PSEUDONYM_KEY}, optional=True)
+            # required: a build without the secret would use a random one (unstable pseudonyms, no key)
+            kubernetes.use_secret_as_env(task, self.pseudonym_secret, {PSEUDONYM_KEY: PSEUDONYM_KEY}, optional=False)
         task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(True)
 
     def light_task(self, task: dsl.PipelineTask, cpu: str = "1", memory: str = "2Gi", cache: bool = False) -> None:

@@ -14,7 +14,7 @@ from lumbar.synth import SynthConfig, write_pacs_export
 SHARED = Path(os.environ.get("LUMBAR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 BRAIN_MRI_SAMPLE = SHARED / "data" / "brain-mri-sample"
 TEST_SECRET_ENV = "LUMBAR_TEST_PSEUDONYM_SECRET"
-TEST_SECRET = "test-secret-0123456789-abcdef"
+TEST_SECRET = "tq7-Kx2mVw9pLz4Rb8Nc"
 
 
 @pytest.fixture(scope="session", autouse=True)

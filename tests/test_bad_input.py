@@ -93,11 +93,11 @@ def test_every_file_is_accounted_for(corrupted, report):
 def test_file_problems_are_quarantined_with_reasons(corrupted, report):
     _, damage = corrupted
     rep, _ = report
-    p1 = _pseudonym("P000001")
-    by_path = {f["path"]: f for f in rep["files"]}
+    by_token = {f["file"]: f for f in rep["files"]}
+    pseudonymizer = Pseudonymizer(TEST_SECRET.encode())
 
     def entry(relpath):
-        return by_path[relpath.replace("P000001", p1)]
+        return by_token[pseudonymizer.file_token(relpath)]
 
     assert entry(damage["truncated"])["status"] == "quarantined"
     assert entry(damage["truncated"])["reason"].startswith("truncated")

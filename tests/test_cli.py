@@ -37,7 +37,7 @@ def test_build_and_describe(export, tmp_path):
         out,
         "--workers",
         2,
-        env={"LUMBAR_PSEUDONYM_SECRET": "cli-test-secret-0123456789"},
+        env={"LUMBAR_PSEUDONYM_SECRET": "cli-Hw3kQ9vZ2mXp7Lr5"},
     )
     assert result.returncode == 0, result.stderr
     assert "3 patients" in result.stdout and "report.json" in result.stdout

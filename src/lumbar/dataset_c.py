@@ -11,16 +11,25 @@ The build runs in stages, each streaming over the export:
 
 The build writes into a hidden sibling folder and renames it into place at the end, so a crash never
 leaves a half-written dataset where a complete one is expected.
+
+No output names an input by its path, UID or free text: every input file is named by a keyed token
+(``F`` + 16 hex digits of an HMAC with the pseudonym secret), every patient by its pseudonym, every
+series by its kind. ``--write-key`` writes the pseudonym -> PatientID key and, beside it, the token ->
+source path map (both mode 0600, never inside the dataset). Only regular files are read; other entries
+(named pipes, sockets, devices) are accounted as not needed, never opened. Symbolic links are followed
+once: a linked folder already read (a loop, or a second link to it) is accounted and not read again.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import json
 import multiprocessing
 import os
 import re
+import stat
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,10 +39,19 @@ from typing import ClassVar
 
 from lumbar import __version__
 from lumbar.deid import Pseudonymizer, name_variants
-from lumbar.dicom import FrameRecord, IndexResult, SeriesRules, classify_series, decode_frame, order_frames, read_header
+from lumbar.dicom import (
+    FrameRecord,
+    IndexResult,
+    SeriesRules,
+    classify_series,
+    decode_frame,
+    file_kind,
+    order_frames,
+    read_header,
+)
 from lumbar.errors import InputError
 from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES, Grades, LabelProblem, load_labels
-from lumbar.paths import replacing_folder
+from lumbar.paths import check_output_file, replacing_folder
 from lumbar.progress import NullProgress, Progress
 from lumbar.roi import crop_roi
 from lumbar.selection import (
@@ -85,7 +103,8 @@ class BuildConfig:
         seed: Split seed.
         workers: Processes for indexing and decoding.
         strict: Fail (exit non-zero) on any problem instead of building what can be built.
-        write_key: Where to write the pseudonym -> PatientID key (never inside ``out``), or None.
+        write_key: Where to write the pseudonym -> PatientID key (never inside ``out``), or None; the
+            token -> source path map is written beside it (``<stem>-files.csv``).
         rules: Series identification rules.
     """
 
@@ -179,13 +198,51 @@ class _ItemResult:
     file: str = ""
 
 
-def _iter_files(source: Path) -> list[str]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(source):
-        dirnames.sort()
-        for name in sorted(filenames):
-            files.append(Path(dirpath, name).relative_to(source).as_posix())
-    return files
+def _iter_files(source: Path) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """List the regular files under ``source`` (relative POSIX paths, any bytes in the names).
+
+    Symbolic links are followed once: a linked folder is read unless the same folder was already read
+    (a loop, or a second link to it). Entries that are not read are returned with their fate.
+
+    Returns:
+        ``(files, skipped)``: the regular files, and ``(relpath, status, reason)`` per entry not read.
+    """
+    files: list[str] = []
+    skipped: list[tuple[str, str, str]] = []
+    root = os.stat(source)
+    seen = {(root.st_dev, root.st_ino)}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = os.path.join(source, rel) if rel else str(source)
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: os.fsencode(e.name))
+        except OSError as exc:
+            skipped.append((rel or ".", "quarantined", f"folder could not be listed ({exc.strerror or exc})"))
+            continue
+        folders = []
+        for entry in entries:
+            relpath = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                info = entry.stat(follow_symlinks=True)
+            except OSError:
+                reason = "broken symbolic link" if entry.is_symlink() else "could not be examined"
+                skipped.append((relpath, "quarantined", reason))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if (info.st_dev, info.st_ino) in seen:
+                    reason = "symbolic link to a folder already read (a loop or a second link); not read again"
+                    skipped.append((relpath, "not_needed", reason))
+                    continue
+                seen.add((info.st_dev, info.st_ino))
+                folders.append(relpath)
+            elif stat.S_ISREG(info.st_mode):
+                files.append(relpath)
+            else:
+                skipped.append((relpath, "not_needed", f"{file_kind(info.st_mode)}: not opened"))
+        stack.extend(reversed(folders))
+    return files, skipped
 
 
 def _index_one(args: tuple[str, str]) -> IndexResult:
@@ -259,20 +316,70 @@ class _Accounting:
         self.files: dict[str, dict] = {}
 
     def mark(
-        self, path: str, status: str, reason: str = "", patient: str | None = None, series: str | None = None
+        self,
+        path: str,
+        status: str,
+        reason: str = "",
+        patient: str | None = None,
+        series: str | None = None,
+        other: str | None = None,
     ) -> None:
+        """Record a file's fate; ``other`` is a second file the reason refers to (named by token in the report)."""
         entry = self.files.get(path)
         if entry is None or self._RANK[status] > self._RANK[entry["status"]]:
-            self.files[path] = {"path": path, "status": status, "reason": reason, "patient": patient, "series": series}
+            self.files[path] = {
+                "path": path,
+                "status": status,
+                "reason": reason,
+                "patient": patient,
+                "series": series,
+                "other": other,
+            }
+
+    def entries(self, pseudonymizer: Pseudonymizer) -> list[dict]:
+        """The report's file list: each file by its token, sorted by token (no path, UID or free text)."""
+        out = []
+        for entry in self.files.values():
+            item = {
+                "file": pseudonymizer.file_token(entry["path"]),
+                "status": entry["status"],
+                "reason": entry["reason"],
+                "patient": entry["patient"],
+                "series": entry["series"],
+            }
+            if entry["other"]:
+                item["same_image_as"] = pseudonymizer.file_token(entry["other"])
+            out.append(item)
+        return sorted(out, key=lambda e: e["file"])
 
     def counts(self) -> Counter:
         return Counter(entry["status"] for entry in self.files.values())
 
 
+def _pixel_digest(root: str, frame: FrameRecord) -> str:
+    """SHA-256 of a file's stored pixel data (compressed or not); "" when it cannot be read."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(os.path.join(root, frame.path))
+        return hashlib.sha256(ds.PixelData).hexdigest()
+    except Exception:  # an unreadable duplicate is compared as "different"
+        return ""
+
+
 def _select_series(
-    frames: list[FrameRecord], rules: SeriesRules, accounting: _Accounting, pseudonym: str
+    frames: list[FrameRecord],
+    rules: SeriesRules,
+    accounting: _Accounting,
+    pseudonym: str,
+    root: str,
+    rejected: dict[str, list[tuple[int | None, str]]],
 ) -> tuple[dict[str, list[FrameRecord | None]], dict[str, str]]:
     """Group a patient's frames into series, pick one series per needed kind and order its frames.
+
+    The same image exported twice (same SOPInstanceUID) is kept once when the pixel data are the
+    same; when they differ, both copies are quarantined as conflicting duplicates (which one is right
+    cannot be known) and the frame is reported missing with that reason.
 
     Returns:
         ``(ordered, missing)``: ordered frame slots per kind (``sag_t2``, ``ax_t2``, ``myelo``) and
@@ -280,27 +387,52 @@ def _select_series(
     """
     by_series: dict[str, list[FrameRecord]] = defaultdict(list)
     kept: dict[tuple[str, int], FrameRecord] = {}
+    conflicts: dict[tuple[str, int], list[FrameRecord]] = {}
     for frame in sorted(frames, key=lambda f: (bool(f.problem), f.path, f.frame_index)):
-        first = kept.setdefault((frame.sop_uid, frame.frame_index), frame)
-        if first is not frame:  # the same image exported twice: keep one (a readable one when there is one)
-            status, reason = (
-                ("quarantined", f"{frame.problem} (and a duplicate of {first.path})")
-                if frame.problem
-                else ("not_needed", f"duplicate of {first.path} (same SOPInstanceUID)")
-            )
-            accounting.mark(frame.path, status, reason, pseudonym)
+        key = (frame.sop_uid, frame.frame_index)
+        first = kept.setdefault(key, frame)
+        if first is frame:
+            by_series[frame.series_uid].append(frame)
             continue
-        by_series[frame.series_uid].append(frame)
+        if frame.problem:  # a damaged second copy of a readable image
+            accounting.mark(
+                frame.path, "quarantined", f"{frame.problem} (and a duplicate)", pseudonym, other=first.path
+            )
+        elif first.problem or _pixel_digest(root, frame) == _pixel_digest(root, first):
+            accounting.mark(
+                frame.path, "not_needed", "duplicate (same SOPInstanceUID and pixel data)", pseudonym, other=first.path
+            )
+        else:
+            conflicts.setdefault(key, [first]).append(frame)
+    for (_, _), copies in conflicts.items():
+        reason = f"conflicting duplicate: {len(copies)} files have the same SOPInstanceUID but different pixel data"
+        for copy in copies:
+            accounting.mark(
+                copy.path,
+                "quarantined",
+                reason,
+                pseudonym,
+                other=copies[0].path if copy is not copies[0] else copies[1].path,
+            )
+        first = copies[0]
+        by_series[first.series_uid] = [f for f in by_series[first.series_uid] if f is not first]
+        rejected.setdefault(first.series_uid, []).append((first.instance_number, reason))
     candidates: dict[str, list[list[FrameRecord]]] = defaultdict(list)
     for series_frames in by_series.values():
+        if not series_frames:
+            continue
         kind = classify_series(series_frames, rules)
         if kind in _SERIES_TITLES:
             candidates[kind].append(series_frames)
         else:
-            desc = series_frames[0].description or "no description"
+            number = series_frames[0].series_number
             for f in series_frames:
                 accounting.mark(
-                    f.path, "not_needed", f"series {kind} ({desc}) is not used by the selection rule", pseudonym, kind
+                    f.path,
+                    "not_needed",
+                    f"series number {number} of kind {kind} is not used by the selection rule",
+                    pseudonym,
+                    kind,
                 )
     ordered: dict[str, list[FrameRecord | None]] = {}
     missing: dict[str, str] = {}
@@ -338,8 +470,24 @@ def _select_series(
     return ordered, missing
 
 
+def _missing_frame_reason(title: str, number: int, series_uid: str, rejected: dict[str, list]) -> str:
+    """Why frame ``number`` of a series is missing: the problem of the file that held it, when one was rejected."""
+    files = rejected.get(series_uid, [])
+    exact = [reason for instance, reason in files if instance == number]
+    if exact:
+        return f"{title} frame {number}: its file was quarantined ({exact[0]})"
+    if files:
+        reasons = "; ".join(sorted({reason for _, reason in files}))
+        return f"{title} frame {number} is missing; {len(files)} file(s) of this series were quarantined ({reasons})"
+    return f"{title} frame {number} is missing from the export"
+
+
 def _selections(
-    ordered: dict[str, list[FrameRecord | None]], missing: dict[str, str], accounting: _Accounting, pseudonym: str
+    ordered: dict[str, list[FrameRecord | None]],
+    missing: dict[str, str],
+    accounting: _Accounting,
+    pseudonym: str,
+    rejected: dict[str, list[tuple[int | None, str]]],
 ) -> list[_Selected]:
     """Apply the paper's rule to the ordered series; mark unselected frames as not needed."""
     picks: list[_Selected] = []
@@ -369,7 +517,8 @@ def _selections(
             number = numbered[item]
             frame = slots[number - 1]
             if frame is None:
-                picks.append(_Selected(item, None, number, f"{title} frame {number} is missing from the export"))
+                series_uid = next(f.series_uid for f in slots if f is not None)
+                picks.append(_Selected(item, None, number, _missing_frame_reason(title, number, series_uid, rejected)))
             else:
                 picks.append(_Selected(item, frame, number))
     return picks
@@ -377,23 +526,36 @@ def _selections(
 
 @dataclass
 class _Index:
-    """What indexing found: frames per patient, the patients' names (for scrubbing) and every file's fate."""
+    """What indexing found: frames per patient, the patients' names (for scrubbing) and every file's fate.
+
+    ``rejected`` keeps, per series, the instance number and reason of each file rejected although its
+    header was readable (a CT image, a file without pixel data), so a missing frame names its real cause;
+    ``rejected_patients`` keeps those reasons per PatientID for series that were not found at all.
+    """
 
     files: list[str]
     accounting: _Accounting
     frames_by_patient: dict[str, list[FrameRecord]]
     names: dict[str, str]
+    rejected: dict[str, list[tuple[int | None, str]]] = field(default_factory=dict)
+    rejected_patients: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _index(config: BuildConfig, workers: _Workers, progress: Progress) -> _Index:
     """Stage 1: read every file's header, in parallel; pixels are not decoded."""
-    files = _iter_files(config.source)
-    index = _Index(files, _Accounting(), defaultdict(list), {})
+    files, skipped = _iter_files(config.source)
+    index = _Index([*files, *(entry for entry, _, _ in skipped)], _Accounting(), defaultdict(list), {})
+    for entry, status, reason in skipped:
+        index.accounting.mark(entry, status, reason)
     advance = progress.task("indexing files", len(files))
     chunk = max(1, min(64, len(files) // (config.workers * 8) or 1))
     for result in workers.map(_index_one, [(str(config.source), f) for f in files], chunk):
         if result.status != "indexed":
             index.accounting.mark(result.path, result.status, result.reason)
+            if result.series_uid:
+                index.rejected.setdefault(result.series_uid, []).append((result.instance_number, result.reason))
+            if result.patient_id:
+                index.rejected_patients.setdefault(result.patient_id, []).append(result.reason)
         for frame in result.frames:
             index.frames_by_patient[frame.patient_id].append(frame)
             index.names.setdefault(frame.patient_id, frame.patient_name)
@@ -473,6 +635,24 @@ def _write_key(path: Path, pseudonyms: dict[str, str]) -> None:
             writer.writerow([pseudonym, pid])
 
 
+def files_key_path(key: Path) -> Path:
+    """Where ``--write-key KEY`` writes the token -> source path map: ``KEY``'s folder, ``<stem>-files.csv``."""
+    return key.with_name(f"{key.stem}-files.csv")
+
+
+def _write_file_key(path: Path, files: Iterable[str], pseudonymizer: Pseudonymizer) -> None:
+    """Write the token -> source path map (mode 0600); names that are not UTF-8 are written with backslash escapes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "source_path"])
+        for relpath in sorted(files, key=pseudonymizer.file_token):
+            shown = os.fsencode(relpath).decode("utf-8", errors="backslashreplace")
+            writer.writerow([pseudonymizer.file_token(relpath), shown])
+    os.chmod(path, 0o600)
+
+
 def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> BuildResult:
     """Build Dataset C from a PACS export.
 
@@ -488,6 +668,8 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
     """
     progress = progress or NullProgress()
     pseudonymizer = Pseudonymizer.from_env(config.key_secret_env)
+    if config.write_key is not None:
+        check_output_file(config.write_key, "--write-key")
     grades: dict[tuple[str, str], Grades] = {}
     label_problems: list[LabelProblem] = []
     if config.labels is not None:
@@ -504,8 +686,17 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
             for patient_id in sorted(index.frames_by_patient, key=lambda p: pseudonyms[p]):
                 pseudonym = pseudonyms[patient_id]
                 frames = index.frames_by_patient.pop(patient_id)
-                ordered, missing = _select_series(frames, config.rules, index.accounting, pseudonym)
-                selections = _selections(ordered, missing, index.accounting, pseudonym)
+                ordered, missing = _select_series(
+                    frames, config.rules, index.accounting, pseudonym, str(config.source), index.rejected
+                )
+                quarantined = index.rejected_patients.get(patient_id, [])
+                for kind in missing:
+                    if quarantined and missing[kind].startswith("no "):
+                        missing[kind] += (
+                            f"; {len(quarantined)} file(s) of this patient were quarantined "
+                            f"({'; '.join(sorted(set(quarantined)))})"
+                        )
+                selections = _selections(ordered, missing, index.accounting, pseudonym, index.rejected)
                 jobs.append(_PatientJob(str(config.source), str(work), pseudonym, selections))
             rows, patients_report = _write_images(jobs, index, workers, progress)
         without_images, patients_without_labels = _join_labels(rows, grades, pseudonyms, pseudonymizer)
@@ -545,7 +736,7 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
                 "label_rows": len(grades),
                 "bad_label_values": len(label_problems),
             },
-            "files": [index.accounting.files[f] for f in sorted(index.accounting.files)],
+            "files": index.accounting.entries(pseudonymizer),
             "patients": patients_report,
             "labels": {
                 "bad_values": [vars(p) for p in label_problems],
@@ -557,10 +748,12 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
         for pid, pseudonym in pseudonyms.items():
             identifiers[pid] = pseudonym
             identifiers.update((variant, pseudonym) for variant in name_variants(index.names.get(pid, "")))
+        identifiers.pop("", None)
         _write_scrubbed(work / "report.json", json.dumps(report, indent=2, ensure_ascii=False), identifiers)
         _write_scrubbed(work / "datacard.md", datacard(rows, report, config), identifiers)
         if config.write_key is not None:
             _write_key(config.write_key, pseudonyms)
+            _write_file_key(files_key_path(config.write_key), index.files, pseudonymizer)
     problems = (
         counts.get("quarantined", 0)
         + len(label_problems)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,12 +156,19 @@ class IndexResult:
         frames: Frame records (empty when the file is rejected).
         status: ``"indexed"``, ``"not_needed"`` or ``"quarantined"``.
         reason: One-line reason for a rejection.
+        patient_id: For a rejected file whose header was readable, its PatientID (else "").
+        series_uid: For a rejected file whose header was readable, its SeriesInstanceUID (else "").
+        instance_number: For a rejected file whose header was readable, its InstanceNumber (else None),
+            so that the frame it would have given is reported with the file's real problem.
     """
 
     path: str
     frames: list[FrameRecord] = field(default_factory=list)
     status: str = "indexed"
     reason: str = ""
+    patient_id: str = ""
+    series_uid: str = ""
+    instance_number: int | None = None
 
 
 def _first_float(value: object) -> float | None:
@@ -281,15 +289,27 @@ def read_header(root: str | Path, relpath: str) -> IndexResult:
 
     path = os.path.join(root, relpath)
     try:
-        size = os.path.getsize(path)
-        ds = pydicom.dcmread(path, defer_size=1024)
+        # opened without blocking (a named pipe would block a plain open) and checked before reading
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
+        return IndexResult(relpath, status="quarantined", reason=reason)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return IndexResult(relpath, status="not_needed", reason=f"{file_kind(info.st_mode)}: not opened")
+        os.set_blocking(fd, True)
+        size = info.st_size
+        with os.fdopen(fd, "rb") as handle:
+            ds = pydicom.dcmread(handle, defer_size=1024)
     except InvalidDicomError:
         return IndexResult(relpath, status="quarantined", reason="not a DICOM file (no DICM preamble)")
     except (OSError, EOFError) as exc:
-        return IndexResult(relpath, status="quarantined", reason=f"unreadable: {exc.__class__.__name__}: {exc}")
+        return IndexResult(relpath, status="quarantined", reason=f"unreadable: {_safe_message(exc, path, relpath)}")
     except Exception as exc:  # pydicom raises many types on corrupt headers
         return IndexResult(
-            relpath, status="quarantined", reason=f"corrupt DICOM header: {exc.__class__.__name__}: {exc}"
+            relpath, status="quarantined", reason=f"corrupt DICOM header: {_safe_message(exc, path, relpath)}"
         )
 
     try:
@@ -302,10 +322,18 @@ def read_header(root: str | Path, relpath: str) -> IndexResult:
             return IndexResult(
                 relpath, status="quarantined", reason="incomplete header (no Modality): truncated or corrupt file"
             )
+        where = {
+            "patient_id": str(v.get("PatientID") or "").strip(),
+            "series_uid": str(v.get("SeriesInstanceUID") or "").strip(),
+            "instance_number": _int_or_none(v.get("InstanceNumber")),
+        }
         if modality != "MR":
-            return IndexResult(relpath, status="quarantined", reason=f"modality {modality}, not MR")
+            kind = re.sub(r"[^A-Z0-9]", "", modality.upper())[:8] or "unknown"
+            return IndexResult(relpath, status="quarantined", reason=f"modality {kind}, not MR", **where)
         if _PIXEL_DATA not in ds:
-            return IndexResult(relpath, status="quarantined", reason="no pixel data (not an image)")
+            return IndexResult(
+                relpath, status="quarantined", reason="no pixel data (a DICOM file that is not an image)", **where
+            )
         rows, cols = _int_or_none(v.get("Rows")), _int_or_none(v.get("Columns"))
         if not rows or not cols:
             return IndexResult(relpath, status="quarantined", reason="missing Rows/Columns")
@@ -361,9 +389,33 @@ def read_header(root: str | Path, relpath: str) -> IndexResult:
         frames = [FrameRecord(frame_index=i, **base) for i in range(frames_in_file)]
     except Exception as exc:  # malformed values deep in the header
         return IndexResult(
-            relpath, status="quarantined", reason=f"corrupt DICOM header: {exc.__class__.__name__}: {exc}"
+            relpath, status="quarantined", reason=f"corrupt DICOM header: {_safe_message(exc, path, relpath)}"
         )
     return IndexResult(relpath, frames=frames)
+
+
+def file_kind(mode: int) -> str:
+    """Name the kind of a file system entry that is not a regular file (for reasons in reports)."""
+    for test, name in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return f"{name}, not a regular file"
+    return "not a regular file"
+
+
+def _safe_message(exc: BaseException, *paths: str) -> str:
+    """An exception as one line without the file's path (paths carry identifiers) and at most 200 characters."""
+    text = f"{exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
+    for path in sorted(paths, key=len, reverse=True):
+        if path:
+            text = text.replace(path, "<file>")
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _tokens(text: str) -> list[str]:

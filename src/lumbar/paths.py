@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,35 +26,149 @@ def data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get(DATA_DIR_ENV) or "data").expanduser().absolute()
 
 
+def _first_existing(path: Path) -> Path:
+    """The path itself or its nearest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        if os.path.lexists(candidate):
+            return candidate
+    return Path("/")
+
+
+def check_output_folder(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is a file, lies inside a file, or cannot be created.
+
+    Raises:
+        InputError: One sentence naming the option and what is wrong.
+    """
+    from lumbar.errors import InputError
+
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option} {out} is a file, not a folder; choose a folder")
+    existing = _first_existing(out)
+    if not existing.is_dir():
+        raise InputError(f"{option} {out} lies inside {existing}, which is a file, not a folder")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file that is a folder or whose folder cannot be written (tried, not guessed).
+
+    Raises:
+        InputError: One sentence naming the option and what is wrong.
+    """
+    from lumbar.errors import InputError
+
+    path = Path(path).absolute()
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; name a file")
+    existing = _first_existing(path.parent)
+    if not existing.is_dir():
+        raise InputError(f"{option} {path} lies inside {existing}, which is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".lumbar-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{option} {path} cannot be written ({exc.strerror or exc})") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove ``.NAME.partial-PID`` folders beside ``out`` left by builds that no longer run (killed ones).
+
+    Only folders of this user whose PID is not alive are removed; a running build's folder is kept.
+
+    Returns:
+        The folders removed.
+    """
+    out = Path(out)
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.partial-(\d+)$")
+    removed = []
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return removed
+    for sibling in siblings:
+        match = pattern.match(sibling.name)
+        if not match or sibling.is_symlink() or not sibling.is_dir():
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or _pid_alive(pid) or sibling.stat().st_uid != os.getuid():
+            continue
+        shutil.rmtree(sibling, ignore_errors=True)
+        removed.append(sibling)
+    return removed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: unwinds like Ctrl-C, so every ``finally`` cleans up."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) as SIGINT would.
+
+    Only the main thread can set signal handlers; elsewhere the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def replacing_folder(out: Path, marker: str = "manifest.csv") -> Iterator[Path]:
     """Build into a hidden sibling folder that replaces ``out`` only when the block succeeds.
 
-    A crash or an error never leaves a half-written folder where a complete one is expected, and the
-    partial folder is removed either way.
+    A crash, an error, Ctrl-C or SIGTERM never leaves a half-written folder where a complete one is
+    expected, and the partial folder is removed either way; partial folders left by killed builds
+    (SIGKILL, power loss) are removed by the next build of the same folder.
 
     Args:
         out: The folder to (re)place.
         marker: A file that marks ``out`` as a folder lumbar built (it is refused otherwise).
 
     Raises:
-        InputError: If ``out`` exists, is not empty, and has no ``marker``.
+        InputError: If ``out`` is a file, lies inside a file, cannot be created, or exists, is not
+            empty and has no ``marker``.
     """
     from lumbar.errors import InputError
 
     out = Path(out)
+    check_output_folder(out)
     if out.exists() and any(out.iterdir()) and not (out / marker).exists():
         raise InputError(
             f"output folder {out} exists and is not a dataset built by lumbar; choose an empty or new folder"
         )
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        yield work
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        work.rename(out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with sigterm_as_interrupt():
+        try:
+            remove_stale_partials(out)
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+        except OSError as exc:
+            raise InputError(f"output folder {out} cannot be created ({exc.strerror or exc})") from None
+        try:
+            yield work
+            if out.exists():
+                shutil.rmtree(out)
+            work.rename(out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -132,6 +133,10 @@ class SynthConfig:
             several scanners exports).
         first_id: Number of the first patient (ids are ``P`` + 6 digits).
         workers: Processes used to write patients in parallel.
+        phi_folders: Lay the export out as careless real exports do, with identifiers in folder names
+            (``<accession>/<FAMILY^GIVEN>/<series>/`` or ``<institution>/<Family_Given_birthdate>/<date_accession>/``)
+            and the accession number and institution in every SeriesDescription: the input of the
+            identifier-leak test (no output of a build may contain any of them).
     """
 
     patients: int = 10
@@ -140,6 +145,7 @@ class SynthConfig:
     compression: str = "none"
     first_id: int = 1
     workers: int = 1
+    phi_folders: bool = False
 
     def __post_init__(self) -> None:
         if self.patients < 1:
@@ -498,6 +504,15 @@ class _PatientWriter:
             "MagneticFieldStrength": float(rng.choice([1.5, 3.0])),
             "BodyPartExamined": "LSPINE",
         }
+        if config.phi_folders:
+            family, given = self.common["PatientName"].split("^")
+            accession, institution = self.common["AccessionNumber"], self.common["InstitutionName"]
+            if number % 2:
+                self.folder = out / accession / f"{family}^{given}"
+            else:
+                born_text = self.common["PatientBirthDate"]
+                self.folder = out / institution / f"{family.title()}_{given.title()}_{born_text}"
+                self.folder = self.folder / f"{self.common['StudyDate']}_{accession}"
         self.discs = draw_discs(rng)
         self.pose = (float(rng.normal(0, 3)), float(rng.normal(0, 3)), float(rng.uniform(0.92, 1.08)))
         self.frames_written = 0
@@ -521,11 +536,14 @@ class _PatientWriter:
         for instance, (signal, geometry) in enumerate(images, start=1):
             stored = np.clip(np.rint(signal / slope), 0, 4095).astype(np.uint16)
             meta = dict(self.common)
+            description = self.vendor["loc" if kind == "localizer" else kind]
+            if self.config.phi_folders:  # free text as some sites fill it: accession number and institution
+                description = f"{description} {meta['AccessionNumber']} {meta['InstitutionName']}"[:64]
             meta.update(
                 SOPInstanceUID=_uid(self.config.seed, self.number, series_number, instance),
                 SeriesInstanceUID=series_uid,
                 SeriesNumber=series_number,
-                SeriesDescription=self.vendor["loc" if kind == "localizer" else kind],
+                SeriesDescription=description,
                 InstanceNumber=instance if with_instance else "",
                 ImagesInAcquisition=len(images),
                 EchoTime=te,
@@ -545,7 +563,11 @@ class _PatientWriter:
                 lo, hi = np.percentile(signal, [1, 99.5])
                 meta["WindowCenter"] = round(float((lo + hi) / 2 * rng.uniform(0.95, 1.05)), 1)
                 meta["WindowWidth"] = round(float((hi - lo) * rng.uniform(0.9, 1.1)), 1)
-            _write_frame(self.folder / f"{meta['SOPInstanceUID']}.dcm", meta, stored, self.compression)
+            folder = self.folder
+            if self.config.phi_folders:
+                folder = folder / re.sub(r"[^\w.^ -]", "_", f"{series_number:02d} {description}")
+                folder.mkdir(parents=True, exist_ok=True)
+            _write_frame(folder / f"{meta['SOPInstanceUID']}.dcm", meta, stored, self.compression)
             self.frames_written += 1
 
     def write(self) -> list[dict]:

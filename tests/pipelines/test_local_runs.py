@@ -29,7 +29,7 @@ def _mlflow_runs(tracking_uri: str, experiment: str) -> list:
 
 @pytest.fixture
 def pipeline_env(local_tracking, monkeypatch, tmp_path):
-    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "pipeline-test-secret-0123456789")
+    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "pipeline-Vb6nT2qW8kZr4Ym9")
     return {"tracking": local_tracking, "store": (tmp_path / "store").as_uri(), "root": tmp_path / "root"}
 
 

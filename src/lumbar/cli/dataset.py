@@ -84,7 +84,11 @@ def dataset_build(
     strict: Annotated[bool, typer.Option("--strict", help="Exit non-zero on any problem in the input.")] = False,
     write_key: Annotated[
         Path | None,
-        typer.Option("--write-key", help="Write the pseudonym -> PatientID key here (mode 0600; never inside --out)."),
+        typer.Option(
+            "--write-key",
+            help="Write the pseudonym -> PatientID key here and the file token -> source path map beside it "
+            "(<stem>-files.csv); mode 0600, never inside --out.",
+        ),
     ] = None,
     series_map: Annotated[
         Path | None, typer.Option("--series-map", help="YAML file overriding the series identification keywords.")

@@ -22,6 +22,14 @@ def synth_pacs(
     compression: Annotated[str, typer.Option(help="none | rle | j2k | mixed (transfer syntax of the files).")] = "none",
     first_id: Annotated[int, typer.Option(help="Number of the first patient id (P000001 for 1).")] = 1,
     workers: Annotated[int, typer.Option(help="Processes writing patients in parallel.")] = 1,
+    phi_folders: Annotated[
+        bool,
+        typer.Option(
+            "--phi-folders",
+            help="Put identifiers in folder names (accession/NAME, institution/Name_birthdate) and in "
+            "SeriesDescription, as careless real exports do (to test that no build output leaks them).",
+        ),
+    ] = False,
 ) -> None:
     """Write a synthetic lumbar-spine PACS export with labels.csv and truth.csv."""
     from lumbar.progress import rich_progress
@@ -30,7 +38,13 @@ def synth_pacs(
     with clear_errors():
         try:
             config = SynthConfig(
-                patients=patients, seed=seed, size=size, compression=compression, first_id=first_id, workers=workers
+                patients=patients,
+                seed=seed,
+                size=size,
+                compression=compression,
+                first_id=first_id,
+                workers=workers,
+                phi_folders=phi_folders,
             )
         except ValueError as exc:
             raise LumbarError(str(exc)) from exc
