@@ -144,7 +144,7 @@ def test_build_dataset_c_component_from_an_s3_export(synthetic_export, bucket, t
     from lumbar.storage import open_store
 
     monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "component-test-secret-0123456789")
+    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "component-Jd5rW8xN3qK7vT2m")
     open_store(f"s3://{bucket}/exports/site-a").put_tree(synthetic_export)
     monkeypatch.setenv("LUMBAR_STORE_URI", f"s3://{bucket}")  # what the cluster's config map sets
 
