@@ -13,15 +13,22 @@ def compare(
     table: Output[Markdown],
     more: Input[list[Metrics]] | None = None,
     baseline: Input[list[Metrics]] | None = None,
+    data_origin: str = "unknown",
 ):
-    """Tabulate a procedure's runs, read from the evaluate steps' Metrics metadata.
+    """Tabulate a procedure's runs, read from the evaluate steps' Metrics metadata, beside the paper's numbers.
 
     kfp.local keeps metrics nowhere else. ``more`` adds a second fan-out's runs, ``baseline`` the
-    ImageNet runs procedures 2 and 3 compare with.
+    procedure 1 runs procedures 2 and 3 compare with; ``data_origin`` (synthetic, real, unknown) labels ours.
     """
     from pathlib import Path
 
     from lumbar.steps import compare_step
 
     rows = [m.metadata for m in [*metrics, *(more or [])]]
-    Path(table.path).write_text(compare_step(procedure, rows, [m.metadata for m in baseline or []]))
+    text = compare_step(
+        procedure=procedure,
+        rows=rows,
+        baseline=[m.metadata for m in baseline or []],
+        data_origin=data_origin,
+    )
+    Path(table.path).write_text(text)

@@ -1,4 +1,4 @@
-"""Component: evaluate a trained model on the test split (Metrics, ClassificationMetrics, files)."""
+"""Component: evaluate a trained model on the test split (Metrics, one ClassificationMetrics per view, files)."""
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -11,20 +11,25 @@ def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
     metrics: Output[Metrics],
-    classification: Output[ClassificationMetrics],
+    abnormal_positive: Output[ClassificationMetrics],
+    normal_positive: Output[ClassificationMetrics],
     files: Output[Artifact],
     split: str = "test",
+    positive: str = "abnormal",
 ):
-    """Score the model on one split.
+    """Score the model on one split, in both positive views.
 
-    Scalars go to ``metrics`` (with the configuration as metadata, for the compare step), the confusion
-    matrix and ROC curve to ``classification``, and metrics.json and the plots to ``files``.
+    Scalars of both views go to ``metrics`` (``normal_f1``, ``abnormal_f1``, ...; ``positive`` chooses the
+    view under the plain names), with the configuration as metadata for the compare step. Each
+    ``*_positive`` artifact holds the confusion matrix, labelled with the class names, and that view's ROC
+    curve; metrics.json and the plots go to ``files``.
     """
     from lumbar.steps import evaluate_step
 
-    result = evaluate_step(model.path, dataset.path, files.path, split)
+    result = evaluate_step(model=model.path, dataset=dataset.path, out=files.path, split=split, positive=positive)
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     metrics.metadata.update(result.row)
-    classification.log_confusion_matrix(result.classes, result.confusion)
-    classification.log_roc_curve(result.fpr, result.tpr, result.thresholds)
+    for view, artifact in (("abnormal", abnormal_positive), ("normal", normal_positive)):
+        artifact.log_confusion_matrix(result.classes, result.confusion)
+        artifact.log_roc_curve(*result.roc[view])

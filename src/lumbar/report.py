@@ -4,14 +4,16 @@
 ``<prefix>-procedure1`` ... ; one Kubeflow run each: the given ``kfp_run_id``, else the latest), and
 writes ``report.html`` (self-contained: plots embedded) and ``report.md`` (plots in ``plots/``):
 
-* the conditions first: data origin, dataset version and size, profile, image size, epochs, and the
-  weights each procedure actually used (when ImageNet weights were not available offline, the report
-  says that procedure 1 ran from random initialisation and is not transfer learning);
-* Tables 6-9 and 10 (procedure 1) and 11-14 (procedures 2 and 3 against procedure 1), each number
-  linked to its MLflow run, the paper's own number beside it where this project has it
-  (``paper_values.json``), labelled as measured on different data;
-* plots: F1 per configuration, training curves, confusion matrices, ROC curves, and a Grad-CAM panel
-  per pretraining source (the paper's Figures 17-18) when the dataset is given.
+* the first screen: data origin, dataset version and size, profile, image size, epochs, the weights each
+  procedure actually used (when ImageNet weights were not available offline, the report says that
+  procedure 1 ran from random initialisation and is not transfer learning), the positive class, and the
+  declared choices (:data:`CHOICES`: where the project drifts from the paper's procedure or the paper is
+  vague) with each run's value beside what the paper says;
+* Tables 6-14 (:mod:`lumbar.compare`): each number linked to its MLflow run, in the paper's positive
+  class (normal), the paper's own number beside it (:mod:`lumbar.paper`), the test-set sizes side by side,
+  an interval on each accuracy and the majority-class F1;
+* plots: F1 per configuration, training curves, confusion matrices, ROC curves in both positive views,
+  and a Grad-CAM panel per pretraining source (the paper's Figures 17-18) when the dataset is given.
 """
 
 from __future__ import annotations
@@ -28,23 +30,60 @@ from typing import Any
 
 import numpy as np
 
-from lumbar.compare import (
-    METRICS,
-    SOURCE_NAMES,
-    Table,
-    config_name,
-    pretraining_tables,
-    procedure1_tables,
-    to_markdown,
-)
+from lumbar.compare import SOURCE_NAMES, Table, config_name, paper_view, procedure_tables, row_majority_f1, to_markdown
 from lumbar.errors import InputError
+from lumbar.evaluate import METRIC_NAMES, POSITIVES, confusion_matrix, view_key, views_from_confusion
+from lumbar.paper import PAPER_POSITIVE
 
 PROCEDURES = ("procedure1", "procedure2", "procedure3")
 ORIGINS = ("synthetic", "real", "unknown")
 PAPER_NOTE = (
     "Paper values are the published numbers of Al-kubaisi & Khamiss (Electronics 2022, 11(1), 85), "
-    "measured on their hospital's data, not on this dataset: they are there to compare with, not to match. "
-    "Only the values available to this project are shown (src/lumbar/paper_values.json)."
+    "measured on their hospital's data (test sets of 182 and 91 discs), not on this dataset: they are there to "
+    "compare with, not to match. Every table scores normal as the positive class, as the paper did "
+    "(`lumbar paper audit` shows how that was found); `lumbar paper values` lists every number of the paper."
+)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A training setting where the project drifted from the paper's procedure or the paper is vague.
+
+    Attributes:
+        param: The MLflow param that records it on every training run.
+        title: What it is.
+        paper: What the paper says.
+        profile_key: The key of the ``paper`` profile's value (:data:`lumbar.train.PROFILES`), if any.
+    """
+
+    param: str
+    title: str
+    paper: str
+    profile_key: str = ""
+
+
+#: The declared choices listed on the report's first screen.
+CHOICES: tuple[Choice, ...] = (
+    Choice(
+        "unfreeze",
+        "Fine-tune rule",
+        "vague: “we did not freeze all pre-trained layers. Instead, we made some layers trainable with two” "
+        "(Section 3.6.2), learning rate 1e-5",
+        "unfreeze",
+    ),
+    Choice(
+        "monitor",
+        "Model selection",
+        "“the model with the lowest error rate on the validation set” (Section 3.6)",
+        "monitor",
+    ),
+    Choice("class_weights", "Class weights", "none mentioned", "class_weights"),
+    Choice(
+        "head",
+        "Head",
+        "vague: “the fully connected layer” trained on the backbone, dropout 0.2 (Sections 3.5, 3.6.2); its "
+        "layers are not given",
+    ),
 )
 
 
@@ -137,13 +176,14 @@ def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
             if run.data.tags.get("kfp.run_id", "") != chosen:
                 continue
             params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+            views = [view_key(v, k) for v in POSITIVES for k in (*METRIC_NAMES, "positives")]
             row = {
                 "backbone": params["backbone"],
                 "mode": params["mode"],
                 "roi": params["roi"] == "True",
                 "weights_source": tags.get("lumbar.weights_source") or weights_source(params.get("weights", "")),
                 "run_id": run.info.run_id,
-                **{m: metrics[f"test_{m}"] for m in METRICS},
+                **{k: metrics.get(f"test_{k}") for k in (*METRIC_NAMES, "support", *views)},
             }
             records.append(RunRecord(procedure, row, experiment.experiment_id, dict(params), dict(tags)))
         # one run per configuration: the latest wins when a configuration was trained twice
@@ -151,6 +191,7 @@ def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
         found[procedure] = list(unique.values())
         for record in found[procedure]:
             _details(client, record)
+            _fill_views(record)
     if not found:
         raise InputError(
             f"no evaluated training runs in the experiments {config.experiment_prefix}-procedure1..3 "
@@ -171,20 +212,60 @@ def _details(client: Any, record: RunRecord) -> None:
         record.evaluation = json.loads(Path(path).read_text())
 
 
+def _fill_views(record: RunRecord) -> None:
+    """Both positive views of a run evaluated before they were recorded, from its confusion matrix (if kept)."""
+    row = record.row
+    if row.get(view_key(PAPER_POSITIVE, "f1")) is not None or not record.evaluation:
+        return
+    metrics = record.evaluation.get("metrics", {})
+    metrics = metrics.get("binary", metrics)
+    if "confusion" not in metrics:
+        return
+    _, matrix = confusion_matrix(metrics)
+    if len(matrix) != 2:
+        return
+    row.update(views_from_confusion(matrix))
+    row["support"] = sum(map(sum, matrix))
+
+
 def run_link(config: ReportConfig, record: RunRecord) -> str:
     """The MLflow UI page of a run."""
     return f"{config.mlflow_ui.rstrip('/')}/#/experiments/{record.experiment_id}/runs/{record.row['run_id']}"
 
 
-def tables(runs: Mapping[str, Sequence[RunRecord]]) -> dict[str, list[Table]]:
+def tables(runs: Mapping[str, Sequence[RunRecord]], origin: str = "unknown") -> dict[str, list[Table]]:
     """The paper's tables from the runs: procedure 1, then procedures 2 and 3 against it."""
     baseline = [r.row for r in runs.get("procedure1", [])]
-    out = {}
-    if baseline:
-        out["procedure1"] = procedure1_tables(baseline)
-    for procedure in ("procedure2", "procedure3"):
-        if runs.get(procedure):
-            out[procedure] = pretraining_tables([r.row for r in runs[procedure]], baseline)
+    return {
+        procedure: procedure_tables(procedure, [r.row for r in runs[procedure]], baseline, origin)
+        for procedure in PROCEDURES
+        if runs.get(procedure)
+    }
+
+
+def choices(runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[Choice, str, str]]:
+    """The declared choices with the runs' values: ``(choice, values, what the paper says)``.
+
+    Values are each distinct param value with its run count when they differ, and "not recorded" for
+    runs trained before the param existed.
+    """
+    from lumbar.train import PROFILES  # Keras is loaded already by whoever builds a report
+
+    records = [r for group in runs.values() for r in group]
+    out = []
+    for choice in CHOICES:
+        counts: dict[str, int] = {}
+        for record in records:
+            value = record.params.get(choice.param) or "not recorded"
+            counts[value] = counts.get(value, 0) + 1
+        values = (
+            next(iter(counts)) if len(counts) == 1 else "; ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items()))
+        )
+        paper = choice.paper
+        profile = PROFILES.get("paper", {}).get(choice.profile_key) if choice.profile_key else None
+        if profile is not None:
+            paper += f"; the paper profile uses {choice.param}={profile}"
+        out.append((choice, values or "no runs", paper))
     return out
 
 
@@ -218,6 +299,14 @@ def conditions(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) ->
                 "initialisation: they are not transfer learning"
             )
         items.append((f"Weights, {procedure}", text))
+    items.append(
+        (
+            "Positive class",
+            f"{PAPER_POSITIVE} in every table, the paper's convention (its printed metrics fit a test set with about "
+            "60 % positives, the share of normal discs); `lumbar evaluate --positive` chooses the view of a single "
+            "evaluation (default abnormal, the clinical convention), and both views are recorded with every run",
+        )
+    )
     return items
 
 
@@ -249,16 +338,23 @@ def _figure_png(fig: Any) -> bytes:
 
 
 def plot_f1(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
-    """Horizontal bars: test F1 of every configuration, coloured by procedure."""
+    """Horizontal bars: test F1 (normal positive) of every configuration, coloured by procedure; ticks: majority F1."""
     plt = _pyplot()
     records = [r for group in runs.values() for r in group]
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(records) + 1.2))
     colours = {"procedure1": "#4c72b0", "procedure2": "#dd8452", "procedure3": "#55a868"}
     labels = [f"{r.procedure[-1]}: {r.label}" for r in records]
-    ax.barh(labels, [100 * r.row["f1"] for r in records], color=[colours[r.procedure] for r in records])
+    values = [100 * (paper_view(r.row, "f1") or 0.0) for r in records]
+    ax.barh(labels, values, color=[colours[r.procedure] for r in records])
+    majority = [(i, row_majority_f1(r.row)) for i, r in enumerate(records)]
+    shown = [(i, 100 * m) for i, m in majority if m is not None]
+    if shown:
+        x, y = [m for _, m in shown], [i for i, _ in shown]
+        ax.scatter(x, y, marker="|", s=300, color="black", zorder=3, label="majority-class F1")
+        ax.legend(loc="lower right", fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel("test F1 (%)")
+    ax.set_xlabel(f"test F1 (%), {PAPER_POSITIVE} positive as in the paper")
     ax.set_title("F1 per configuration (procedure: backbone-mode-image (weights))")
     return _figure_png(fig)
 
@@ -278,7 +374,7 @@ def plot_curves(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
 
 
 def plot_confusions(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
-    """The test confusion matrix of every run (rows: true, columns: predicted; normal, abnormal)."""
+    """The test confusion matrix of every run, labelled with the class names (rows: true, columns: predicted)."""
     plt = _pyplot()
     records = [r for group in runs.values() for r in group if r.evaluation]
     cols = min(4, max(1, len(records)))
@@ -287,42 +383,47 @@ def plot_confusions(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     for ax in axes.flat:
         ax.axis("off")
     for ax, record in zip(axes.flat, records, strict=False):
-        matrix = np.asarray(record.evaluation["metrics"]["confusion"])
+        classes, confusion = confusion_matrix(record.evaluation["metrics"])
+        matrix = np.asarray(confusion)
         ax.axis("on")
         ax.imshow(matrix, cmap="Blues")
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(j, i, str(value), ha="center", va="center", fontsize=9)
-        ax.set_xticks(range(matrix.shape[1]))
-        ax.set_yticks(range(matrix.shape[0]))
+        ax.set_xticks(range(matrix.shape[1]), classes, fontsize=7)
+        ax.set_yticks(range(matrix.shape[0]), classes, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
         ax.set_title(f"{record.procedure[-1]}: {record.label}", fontsize=7)
     return _figure_png(fig)
 
 
 def plot_rocs(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
-    """ROC curves of every run, one panel per procedure."""
-    from lumbar.evaluate import roc_auc, roc_curve
+    """ROC curves of every run: one column per procedure, one row per positive view (the paper's first)."""
+    from lumbar.evaluate import roc_auc, roc_curve, view_scores
 
-    fig, panels = _per_procedure(runs, 4.2, 3.6)
-    for ax, procedure, group in panels:
-        for record in group:
-            predictions = record.evaluation.get("predictions") or []
-            if not predictions:
-                continue
-            y = np.asarray([p["true"] for p in predictions])
-            s = np.asarray([p["score"] for p in predictions], dtype=float)
-            fpr, tpr = roc_curve(y, s)
-            auc = roc_auc(y, s)
-            ax.plot(fpr, tpr, label=f"{record.label} (AUC {'–' if auc is None else f'{auc:.2f}'})")
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-        ax.set_title(f"{procedure}: ROC (test)")
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.legend(fontsize=6)
+    views = (PAPER_POSITIVE, *(p for p in POSITIVES if p != PAPER_POSITIVE))
+    fig, axes = _pyplot().subplots(len(views), len(runs), figsize=(4.2 * len(runs), 3.6 * len(views)), squeeze=False)
+    for row, positive in zip(axes, views, strict=True):
+        for ax, (procedure, group) in zip(row, runs.items(), strict=True):
+            for record in group:
+                predictions = record.evaluation.get("predictions") or []
+                if not predictions:
+                    continue
+                abnormal = [p["true"] for p in predictions]  # 1 = abnormal; score = P(abnormal)
+                y, s = view_scores(abnormal, [p["score"] for p in predictions], positive)
+                fpr, tpr = roc_curve(y, s)
+                auc = roc_auc(y, s)
+                ax.plot(fpr, tpr, label=f"{record.label} (AUC {'–' if auc is None else f'{auc:.2f}'})")
+            ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+            ax.set_title(f"{procedure}: ROC (test), {positive} positive")
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.legend(fontsize=6)
     return _figure_png(fig)
 
 
 def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) -> dict[str, bytes]:
-    """One Grad-CAM panel per pretraining source: the best run (F1) of each source, on test images."""
+    """One Grad-CAM panel per pretraining source: the best run (F1, normal positive) of each source, on test images."""
     if not config.dataset:
         return {}
     import mlflow
@@ -337,7 +438,7 @@ def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]
     best: dict[str, RunRecord] = {}
     for record in (r for group in runs.values() for r in group):
         source = record.row["weights_source"]
-        if source not in best or record.row["f1"] > best[source].row["f1"]:
+        if source not in best or (paper_view(record.row, "f1") or 0.0) > (paper_view(best[source].row, "f1") or 0.0):
             best[source] = record
     panels = {}
     for source, record in best.items():
@@ -378,9 +479,11 @@ def _html_table(table: Table, config: ReportConfig, links: Mapping[str, str]) ->
                 text = f"<a href='{html.escape(links[cell.run_id])}'>{text}</a>"
             if cell.paper:
                 text += f"<br><small class='paper'>paper: {html.escape(cell.paper)}</small>"
+            if cell.warning:
+                text += f"<br><small class='warning'>{html.escape(cell.warning)}</small>"
             cells.append(f"<td class='{'num' if i else 'name'}'>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    note = f"<p class='note'>{html.escape(table.note)}</p>" if table.note else ""
+    note = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in table.notes if n)
     return (
         f"<h3 id='{html.escape(table.key)}'>{html.escape(table.title)}</h3>{note}"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -397,7 +500,21 @@ table{border-collapse:collapse;margin:.5em 0 1.5em} th,td{border:1px solid #ccc;
 th{background:#f2f2f2} td.num{text-align:right} .paper{color:#8a5a00} .note{color:#555;font-size:.9em}
 .conditions{background:#f7f9fc;border:1px solid #d6dfeb;padding:.6em 1.2em;border-radius:6px}
 .warning{color:#a00000;font-weight:600} img{max-width:100%;margin:.5em 0}
+table.choices td{vertical-align:top;font-size:.92em}
 """
+
+
+def _choices_html(runs: Mapping[str, Sequence[RunRecord]]) -> str:
+    rows = "".join(
+        f"<tr><td class='name'>{html.escape(choice.title)}</td><td><code>{html.escape(choice.param)}</code></td>"
+        f"<td>{html.escape(values)}</td><td>{html.escape(paper)}</td></tr>"
+        for choice, values, paper in choices(runs)
+    )
+    return (
+        "<h3 id='choices'>The paper's procedure where the project drifted, or a declared choice where the paper "
+        "is vague</h3><table class='choices'><thead><tr><th>Choice</th><th>Run param</th><th>These runs</th>"
+        f"<th>The paper</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def render_html(
@@ -442,6 +559,7 @@ def render_html(
 <body>
 <h1>lumbar results report</h1>
 <div class="conditions"><h2>Conditions</h2><ul>{items}</ul>
+{_choices_html(runs)}
 <p class="note">{html.escape(PAPER_NOTE)} Numbers are percentages on the test split; each links to its MLflow run.
 Improvement rates follow the paper's Equation 8: (new - old) / old x 100.</p></div>
 {"".join(sections)}
@@ -457,13 +575,16 @@ def render_markdown(
     """The Markdown report (plots referenced from ``plots/``)."""
     lines = ["# lumbar results report", "", "## Conditions", ""]
     lines += [f"- **{k}:** {v}" for k, v in conditions(config, runs)]
+    lines += [
+        "",
+        "### The paper's procedure where the project drifted, or a declared choice where the paper is vague",
+        "",
+    ]
+    lines += ["| Choice | Run param | These runs | The paper |", "|---|---|---|---|"]
+    lines += [f"| {c.title} | `{c.param}` | {values} | {paper} |" for c, values, paper in choices(runs)]
     lines += ["", PAPER_NOTE, ""]
     for procedure, group_tables in all_tables.items():
         lines += [f"## {procedure}", "", to_markdown(group_tables)]
-        for table in group_tables:
-            papers = list(dict.fromkeys(f"{row[0].text}: {c.paper}" for row in table.rows for c in row if c.paper))
-            if papers:
-                lines += [f"Paper values for “{table.title}”: " + "; ".join(papers), ""]
     lines += ["## Plots", ""] + [f"![{name}](plots/{name}.png)" for name in plots]
     lines += ["", "## Runs", ""]
     lines += [f"- [{r.procedure}: {r.label}]({run_link(config, r)})" for group in runs.values() for r in group]
@@ -473,7 +594,7 @@ def render_markdown(
 def build_report(config: ReportConfig) -> Report:
     """Read the runs, build the tables and plots, write ``report.html``, ``report.md`` and ``plots/``."""
     runs = collect_runs(config)
-    all_tables = tables(runs)
+    all_tables = tables(runs, config.data_origin)
     plots = {
         "f1": plot_f1(runs),
         "training-curves": plot_curves(runs),

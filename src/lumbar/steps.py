@@ -386,15 +386,17 @@ def train_step(
 
 @dataclass
 class EvaluationStep:
-    """What an evaluate step writes into its ``Metrics`` and ``ClassificationMetrics`` artifacts."""
+    """What an evaluate step writes into its ``Metrics`` and ``ClassificationMetrics`` artifacts.
+
+    ``classes`` and ``confusion`` are the class-indexed matrix (rows true), the same in both views;
+    ``roc`` holds the ROC points ``(fpr, tpr, thresholds)`` of each positive view.
+    """
 
     metrics: dict[str, float]
     row: dict[str, Any]
     classes: list[str]
     confusion: list[list[int]]
-    fpr: list[float]
-    tpr: list[float]
-    thresholds: list[float]
+    roc: dict[str, tuple[list[float], list[float], list[float]]]
 
 
 def roc_points(y_true: Sequence[int], score: Sequence[float], limit: int = 200) -> tuple[list, list, list]:
@@ -412,10 +414,18 @@ def roc_points(y_true: Sequence[int], score: Sequence[float], limit: int = 200) 
 
 
 def evaluation_row(metrics: Mapping[str, Any], model_info: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat record of one evaluated configuration that a compare step reads (see :mod:`lumbar.compare`)."""
+    """The flat record of one evaluated configuration that a compare step reads (see :mod:`lumbar.compare`).
+
+    It carries both positive views (``normal_f1``, ``abnormal_f1``, ...), each view's count of positives,
+    the test-set size (``support``), and the chosen view under the plain metric names.
+    """
     from lumbar.compare import config_name
+    from lumbar.evaluate import METRIC_NAMES, POSITIVES, view_key
 
     config = model_info["config"]
+    views = {
+        view_key(p, k): float(metrics[view_key(p, k)]) for p in POSITIVES for k in (*METRIC_NAMES, "positives")
+    }
     return {
         "name": config_name(config["backbone"], config["mode"], config["roi"]),
         "backbone": config["backbone"],
@@ -424,26 +434,35 @@ def evaluation_row(metrics: Mapping[str, Any], model_info: Mapping[str, Any]) ->
         "weights_source": weights_source(str(config["weights"])),
         "run_id": model_info.get("run_id") or "",
         "dataset_version": model_info.get("dataset_version") or "",
-        **{k: float(metrics[k]) for k in ("accuracy", "precision", "recall", "f1")},
+        "positive": str(metrics.get("positive", "")),
+        "support": int((metrics.get("binary") or metrics)["support"]),
+        **{k: float(metrics[k]) for k in METRIC_NAMES},
+        **views,
     }
 
 
-def evaluate_step(model: str | Path, dataset: str | Path, out: str | Path, split: str = "test") -> EvaluationStep:
-    """Evaluate a trained model on a split; files go to ``out``, metrics to its MLflow run when tracked."""
-    from lumbar.evaluate import evaluate_model
+def evaluate_step(
+    model: str | Path, dataset: str | Path, out: str | Path, split: str = "test", positive: str = "abnormal"
+) -> EvaluationStep:
+    """Evaluate a trained model on a split; files go to ``out``, metrics to its MLflow run when tracked.
+
+    Both positive views are recorded; ``positive`` (``abnormal`` or ``normal``) is the one under the plain
+    metric names.
+    """
+    from lumbar.evaluate import POSITIVES, confusion_matrix, evaluate_model, view_scores
     from lumbar.train import read_model_info
 
     info = read_model_info(model)
-    result = evaluate_model(model, dataset, split, out, track=tracking_enabled() and bool(info.get("run_id")))
-    fpr, tpr, thresholds = roc_points(result.y_true, result.y_score)
+    result = evaluate_model(
+        model, dataset, split, out, track=tracking_enabled() and bool(info.get("run_id")), positive=positive
+    )
+    classes, matrix = confusion_matrix(result.metrics)
     return EvaluationStep(
         metrics=result.summary(),
         row=evaluation_row(result.metrics, info),
-        classes=list(info["classes"]),
-        confusion=[list(map(int, r)) for r in result.metrics["confusion"]],
-        fpr=fpr,
-        tpr=tpr,
-        thresholds=thresholds,
+        classes=classes,
+        confusion=matrix,
+        roc={p: roc_points(*view_scores(result.y_true, result.y_score, p)) for p in POSITIVES},
     )
 
 
@@ -484,11 +503,19 @@ def gradcam_best_step(
     return {"name": top["name"], metric: float(top[metric])}
 
 
-def compare_step(procedure: str, rows: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The Markdown comparison of a procedure's evaluated runs (see :func:`lumbar.compare.compare_markdown`)."""
+def compare_step(
+    procedure: str,
+    rows: Sequence[Mapping[str, Any]],
+    baseline: Sequence[Mapping[str, Any]] = (),
+    data_origin: str = "unknown",
+) -> str:
+    """The Markdown comparison of a procedure's evaluated runs (see :func:`lumbar.compare.compare_markdown`).
+
+    ``data_origin`` (``synthetic``, ``real``, ``unknown``) is said in each table's title.
+    """
     from lumbar.compare import compare_markdown
 
-    return compare_markdown(procedure, rows, baseline)
+    return compare_markdown(procedure, rows, baseline, origin=data_origin)
 
 
 def plan_step(backbones: str, modes: str = "frozen,finetune", images: str = "full,roi") -> list[dict[str, Any]]:

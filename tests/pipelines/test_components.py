@@ -9,23 +9,17 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics,
 
 from components.compare import compare
 from components.evaluate import evaluate
-from lumbar.compare import compare_markdown
 from lumbar.errors import InputError
 from lumbar.steps import plan_step, roc_points, train_step
 
 
-def _row(backbone, mode, roi, accuracy, f1=0.5, source="imagenet", run_id=""):
-    return {
-        "backbone": backbone,
-        "mode": mode,
-        "roi": roi,
-        "weights_source": source,
-        "accuracy": accuracy,
-        "precision": 0.5,
-        "recall": 0.5,
-        "f1": f1,
-        "run_id": run_id,
-    }
+def _row(backbone, mode, roi, f1, run_id=""):
+    """An evaluate step's Metrics metadata (both positive views; the tables read the paper's, normal)."""
+    row = {"backbone": backbone, "mode": mode, "roi": roi, "weights_source": "imagenet", "run_id": run_id,
+           "support": 91, "normal_positives": 55, "abnormal_positives": 36}  # fmt: skip
+    for view in ("normal", "abnormal"):
+        row.update({f"{view}_{m}": 0.85 for m in ("accuracy", "precision", "recall")}, **{f"{view}_f1": f1})
+    return row
 
 
 def _metrics(row, tmp_path, i):
@@ -35,50 +29,27 @@ def _metrics(row, tmp_path, i):
 
 
 def test_compare_component_writes_paper_tables(tmp_path):
+    """The component reads the evaluate steps' metadata; the tables themselves are tested in tests/test_compare.py."""
     rows = [
-        _row("vgg16", "frozen", False, 0.50, f1=0.4, run_id="a1"),
-        _row("vgg16", "frozen", True, 0.60, f1=0.7, run_id="a2"),
         _row("resnet50", "finetune", False, 0.7857, run_id="a3"),
         _row("resnet50", "finetune", True, 0.9107, run_id="a4"),
     ]
     table = Markdown(name="table", uri=str(tmp_path / "table.md"))
     compare.python_func(
-        procedure="procedure1", metrics=[_metrics(r, tmp_path, i) for i, r in enumerate(rows)], table=table
+        procedure="procedure1",
+        metrics=[_metrics(r, tmp_path, i) for i, r in enumerate(rows)],
+        table=table,
+        data_origin="synthetic",
     )
     text = Path(table.path).read_text()
-    assert "### Full image, frozen backbone" in text and "### ROI, fine-tuned" in text
-    assert "| vgg16 | frozen | 50.00 | 60.00 | +20.00 % |" in text  # Equation 8: (60 - 50) / 50
-    assert "| resnet50 | finetune | 78.57 | 91.07 | +15.91 % |" in text  # the paper's ResNet50 row, about 16 %
-    assert "Best F1: **70.00** (vgg16, frozen, ROI)" in text
-    for run in ("a1", "a2", "a3", "a4"):
+    assert "### Table 7: full image, fine-tuned (positive class normal, as in the paper; ours on synthetic" in text
+    # Equation 8 on F1, the paper's ResNet50 pair of Table 10 (printed 16 %, 15.91 % recomputed)
+    assert "| resnet50 | 78.57 (paper 78.57) | 91.07 (paper 91.07) | +15.91 % (paper +16 %) | 16 % / 15.91 % |" in text
+    for run in ("a3", "a4"):
         assert f"MLflow run `{run}`" in text
-
-
-def test_pretraining_table_against_procedure1():
-    ours = [
-        _row("vgg16", "frozen", True, 0.75, source="supervised"),
-        _row("vgg19", "frozen", True, 0.8, source="supervised"),
-    ]
-    imagenet = [_row("vgg16", "frozen", True, 0.60)]
-    text = compare_markdown("procedure2", ours, imagenet)
-    assert "Pretrained on Dataset A (supervised, from scratch)" in text
-    assert "| vgg16 | frozen | ROI | 75.00 | 50.00 | 50.00 | 50.00 | 60.00 | 50.00 | +25.00 % |" in text
-    assert "| vgg19 | frozen | ROI | 80.00 | 50.00 | 50.00 | 50.00 | – | – | – |" in text
-    alone = compare_markdown("procedure3", ours)
-    assert "No procedure 1 runs were given" in alone
-
-
-def test_compare_rejects_rows_without_metrics():
-    with pytest.raises(InputError, match="row 2 has no 'f1'"):
-        compare_markdown(
-            "procedure1",
-            [
-                _row("vgg16", "frozen", False, 0.5),
-                {"backbone": "vgg16", "mode": "frozen", "roi": 1, "accuracy": 1, "precision": 1, "recall": 1},
-            ],
-        )
-    with pytest.raises(InputError, match="no evaluated runs"):
-        compare_markdown("procedure1", [])
+    with pytest.raises(InputError, match="row 1 has no 'normal_accuracy'"):
+        old = {"backbone": "vgg16", "mode": "frozen", "roi": True, "f1": 1.0}  # a row from before both views
+        compare.python_func(procedure="procedure1", metrics=[_metrics(old, tmp_path, 9)], table=table)
 
 
 def test_plan_is_the_cross_product_and_checks_names():
@@ -117,24 +88,38 @@ def test_evaluate_component_with_real_artifacts(built_dataset, tmp_path, monkeyp
     model = Model(name="model", uri=str(model_dir))
     model.metadata.update(info)
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
-    classification = ClassificationMetrics(name="classification", uri=str(tmp_path / "classification"))
+    views = {v: ClassificationMetrics(name=v, uri=str(tmp_path / v)) for v in ("abnormal", "normal")}
     files = Artifact(name="files", uri=str(tmp_path / "files"))
     evaluate.python_func(
         model=model,
         dataset=Dataset(name="dataset", uri=str(built_dataset)),
         metrics=metrics,
-        classification=classification,
+        abnormal_positive=views["abnormal"],
+        normal_positive=views["normal"],
         files=files,
+        positive="normal",
     )
-    written = json.loads((tmp_path / "files" / "metrics.json").read_text())["metrics"]
+    written = json.loads((tmp_path / "files" / "metrics.json").read_text())
+    assert written["positive"] == "normal"
     for key in ("accuracy", "precision", "recall", "f1"):
-        assert metrics.metadata[key] == pytest.approx(written[key])
+        assert metrics.metadata[key] == pytest.approx(written["metrics"][f"normal_{key}"])  # the chosen view
+        for view in ("normal", "abnormal"):  # both views, in the metadata the compare step reads
+            assert metrics.metadata[f"{view}_{key}"] == pytest.approx(written["metrics"][f"{view}_{key}"])
     assert metrics.metadata["name"] == "mobilenetv2-frozen-roi" and metrics.metadata["roi"] is True
-    matrix = classification.metadata["confusionMatrix"]
-    assert [a["displayName"] for a in matrix["annotationSpecs"]] == ["normal", "abnormal"]
-    assert sum(sum(r["row"]) for r in matrix["rows"]) == written["support"]
-    roc = classification.metadata["confidenceMetrics"]
-    assert roc[0]["falsePositiveRate"] == 0.0 and roc[-1]["recall"] == 1.0
+    n = written["metrics"]["support"]
+    assert metrics.metadata["support"] == n == len(written["predictions"])
+    assert metrics.metadata["normal_positives"] + metrics.metadata["abnormal_positives"] == n
+    for artifact in views.values():
+        matrix = artifact.metadata["confusionMatrix"]
+        assert [a["displayName"] for a in matrix["annotationSpecs"]] == ["normal", "abnormal"]
+        assert [r["row"] for r in matrix["rows"]] == written["metrics"]["confusion"]["matrix"]
+        roc = artifact.metadata["confidenceMetrics"]
+        assert roc[0]["falsePositiveRate"] == 0.0 and roc[-1]["recall"] == 1.0
+    # the normal view's ROC is the abnormal view's mirrored: every (fpr, tpr) point maps to (1 - tpr, 1 - fpr)
+    abnormal, normal = (views[v].metadata["confidenceMetrics"] for v in ("abnormal", "normal"))
+    points = {(round(p["falsePositiveRate"], 6), round(p["recall"], 6)) for p in abnormal}
+    mirrored = {(round(1 - p["recall"], 6), round(1 - p["falsePositiveRate"], 6)) for p in normal}
+    assert points == mirrored
 
 
 @pytest.mark.integration

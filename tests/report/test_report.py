@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lumbar.evaluate import improvement_rate
-from lumbar.report import ReportConfig, build_report
+from lumbar.evaluate import improvement_rate, majority_f1
+from lumbar.report import CHOICES, ReportConfig, RunRecord, _fill_views, build_report, choices
 from lumbar.steps import evaluate_step, train_step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,11 @@ TINY = {"weights": "none", "epochs": 1, "image_size": 32}
 
 @pytest.fixture(scope="module")
 def tracked_runs(built_dataset, local_services, tmp_path_factory):
-    """Four configurations of procedure 1 and two of procedure 2, trained and evaluated, on the MLflow server."""
+    """Three configurations of procedure 1 and one of procedure 2, trained and evaluated, on the MLflow server.
+
+    VGG16 because the paper's Tables 6-14 all have it: full frozen (Table 6), full and ROI fine-tuned
+    (Tables 7, 9 and 10), and ROI fine-tuned from "Dataset A" (Tables 11 and 12; here random weights).
+    """
     base = tmp_path_factory.mktemp("report-runs")
     env = local_services.client_env()
     patch = pytest.MonkeyPatch()
@@ -28,13 +32,13 @@ def tracked_runs(built_dataset, local_services, tmp_path_factory):
         patch.setenv(key, value)
     try:
         for procedure, configs in {
-            "procedure1": [("vgg16", "frozen", False), ("vgg16", "frozen", True), ("mobilenetv2", "finetune", False)],
-            "procedure2": [("vgg16", "frozen", True)],
+            "procedure1": [("vgg16", "frozen", False), ("vgg16", "finetune", False), ("vgg16", "finetune", True)],
+            "procedure2": [("vgg16", "finetune", True)],
         }.items():
             for backbone, mode, roi in configs:
                 out = base / f"{procedure}-{backbone}-{mode}-{roi}"
                 train_step(built_dataset, out, backbone, mode, roi, procedure=procedure, kfp_run_id="kfp-run-1", **TINY)
-                evaluate_step(out, built_dataset, out / "eval")
+                evaluate_step(out, built_dataset, out / "eval")  # the default view (abnormal): the tables use normal
     finally:
         patch.undo()
     return env["MLFLOW_TRACKING_URI"]
@@ -54,48 +58,98 @@ def report(tracked_runs, built_dataset, tmp_path_factory):
     return build_report(config), config
 
 
-def test_tables_have_the_right_rows_and_the_mlflow_numbers(report, tracked_runs):
+def test_tables_are_the_papers_in_its_positive_class_with_the_mlflow_numbers(report, tracked_runs):
     from mlflow import MlflowClient
 
     result, _ = report
     client = MlflowClient(tracked_runs)
+
+    def metric(run_id, key):
+        return client.get_run(run_id).data.metrics[f"test_{key}"]
+
     p1 = {t.key: t for t in result.tables["procedure1"]}
-    assert set(p1) == {"procedure1-frozen-full", "procedure1-frozen-roi", "procedure1-finetune-full",
-                       "procedure1-roi-improvement"}  # fmt: skip
-    assert [row[0].text for row in p1["procedure1-frozen-full"].rows] == ["vgg16"]
+    assert set(p1) == {"table6", "table7", "table9", "table10"}
     checked = 0
-    for table in result.tables["procedure1"][:3]:
-        for row in table.rows:
-            for cell, metric in zip(row[1:], ("accuracy", "precision", "recall", "f1"), strict=True):
-                value = client.get_run(cell.run_id).data.metrics[f"test_{metric}"]
-                assert cell.text == f"{100 * value:.2f}"
-                checked += 1
+    for key in ("table6", "table7", "table9"):
+        table = p1[key]
+        assert "positive class normal, as in the paper" in table.title and "ours on synthetic data" in table.title
+        (row,) = table.rows
+        assert row[0].text == "vgg16"
+        run_id = row[2].run_id
+        n, normal = int(metric(run_id, "support")), int(metric(run_id, "normal_positives"))
+        assert (row[1].text, row[1].paper) == (f"{n} / {normal}", "182 / 109" if key != "table9" else "91 / 55")
+        for cell, name in zip(row[2:6], ("accuracy", "precision", "recall", "f1"), strict=True):
+            assert cell.text.split(" [")[0] == f"{100 * metric(run_id, f'normal_{name}'):.2f}"  # the paper's view
+            assert cell.paper  # the paper's value beside every cell
+            checked += 1
+        assert row[2].warning.startswith("split too small to compare")  # a handful of test images
+        assert row[6].text == f"{100 * majority_f1(n, normal):.2f}"
     assert checked == 12
-    # Table 10: the ROI improvement of vgg16 frozen, by Equation 8 from the two runs' accuracies
-    (row,) = [r for r in p1["procedure1-roi-improvement"].rows if r[1].text == "frozen"]
-    full = client.get_run(row[2].run_id).data.metrics["test_accuracy"]
-    roi = client.get_run(row[3].run_id).data.metrics["test_accuracy"]
-    expected = "–" if full == 0 else f"{improvement_rate(roi, full):+.2f} %"
-    assert row[4].text == expected
-    assert row[4].paper == "+2 %"  # the paper's printed rate for VGG16, beside ours
-    # procedure 2 against procedure 1's run of the same configuration
-    (p2,) = result.tables["procedure2"]
-    (row,) = p2.rows
-    assert [c.text for c in row[:3]] == ["vgg16", "frozen", "ROI"]
-    assert row[7].run_id == p1["procedure1-frozen-roi"].rows[0][1].run_id
+    assert [c.paper for c in p1["table6"].rows[0][2:6]] == ["78.57", "88.89", "73.39", "80.40"]  # Table 6, VGG16
+    # Table 10: Equation 8 on the F1 of the two fine-tuned runs, the paper's pair and rates beside
+    (row,) = p1["table10"].rows
+    full, roi = metric(row[1].run_id, "normal_f1"), metric(row[2].run_id, "normal_f1")
+    assert row[1].run_id == p1["table7"].rows[0][2].run_id and row[2].run_id == p1["table9"].rows[0][2].run_id
+    assert row[3].text == ("–" if full == 0 else f"{improvement_rate(roi, full):+.2f} %")
+    assert (row[1].paper, row[2].paper, row[3].paper, row[4].text) == ("85.05", "87.04", "+2 %", "2 % / 2.34 %")
+    # procedure 2: Table 11 beside the paper's cells; Table 12 against procedure 1's fine-tuned FULL-image run
+    p2 = {t.key: t for t in result.tables["procedure2"]}
+    assert set(p2) == {"table11", "table12", "table12-same-mode-ours"}
+    (row,) = p2["table11"].rows
+    assert [c.text for c in row[:3]] == ["vgg16", "finetune", "ROI"]
+    assert [c.paper for c in row[4:8]] == ["87.91", "89.29", "90.91", "90.09"]
+    (row,) = p2["table12"].rows
+    assert row[2].run_id == p1["table7"].rows[0][2].run_id and row[2].paper == "87.00"
+    assert "87.00 is Table 7's VGG19" in row[6].text  # the paper's swapped baseline, said where it touches
+    (row,) = p2["table12-same-mode-ours"].rows
+    assert row[3].run_id == p1["table9"].rows[0][2].run_id and not row[3].paper
 
 
-def test_conditions_are_stated_first(report):
+def test_conditions_and_declared_choices_are_stated_first(report, tracked_runs):
+    from mlflow import MlflowClient
+
     result, _ = report
     page = result.html.read_text()
     first_screen = html.unescape(page[: page.index("<h2 id='procedure1'>")])
     assert "synthetic" in first_screen
     assert "ran from random initialisation: they are not transfer learning" in first_screen
     assert "measured on their hospital's data" in first_screen
+    assert "Positive class:</b> normal in every table" in first_screen
     version = next(iter(result.runs["procedure1"])).tags["dataset.version"]
     assert version in first_screen and "32 px" in first_screen
+    # the declared choices: each run param's value (or "not recorded") beside what the paper says
+    assert "The paper's procedure where the project drifted, or a declared choice where the paper is vague" in (
+        first_screen
+    )
+    client = MlflowClient(tracked_runs)
+    params = [client.get_run(r.row["run_id"]).data.params for group in result.runs.values() for r in group]
+    for title, param, paper in (
+        ("Fine-tune rule", "unfreeze", "made some layers trainable with two"),
+        ("Model selection", "monitor", "the lowest error rate on the validation set"),
+        ("Class weights", "class_weights", "none mentioned"),
+        ("Head", "head", "dropout 0.2"),
+    ):
+        values = {p.get(param) or "not recorded" for p in params}
+        assert len(values) == 1  # all four runs were trained alike
+        cells = f"<tr><td class='name'>{title}</td><td><code>{param}</code></td><td>([^<]*)</td><td>([^<]*)"
+        row = re.search(cells, page)
+        assert row, title
+        assert html.unescape(row.group(1)) == values.pop() and paper in html.unescape(row.group(2))
     markdown = result.markdown.read_text()
-    assert "## procedure1" in markdown and "Improvement from the ROI" in markdown
+    assert "## procedure1" in markdown and "### Table 10: improvement from the ROI, Equation 8 on F1" in markdown
+    assert "| Fine-tune rule | `unfreeze` |" in markdown
+
+
+def test_an_old_run_gets_the_papers_view_from_its_confusion_matrix():
+    """Runs evaluated before both views were recorded kept only abnormal metrics, and a 0/1 confusion list."""
+    record = RunRecord("procedure1", {"backbone": "vgg16", "f1": 0.5}, "1", {}, {})
+    record.evaluation = {"metrics": {"confusion": [[3, 1], [2, 4]]}}  # rows true normal, abnormal
+    _fill_views(record)
+    assert record.row["normal_positives"] == 4 and record.row["support"] == 10
+    assert record.row["normal_recall"] == 0.75 and record.row["normal_precision"] == 0.6
+    assert record.row["abnormal_f1"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 2))
+    assert [c[0] for c in choices({"procedure1": [record]})] == list(CHOICES)
+    assert {values for _, values, _ in choices({"procedure1": [record]})} == {"not recorded"}
 
 
 def test_every_link_resolves_to_its_run(report, tracked_runs):
