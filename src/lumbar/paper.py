@@ -4,8 +4,7 @@
 :func:`paper_cells` and :func:`paper_metric` read the metric cells (Tables 6-9, 11, 13), :func:`paper_rates`
 recomputes Equation 8 for Tables 10, 12 and 14 and notes where the paper contradicts itself, and :func:`audit`
 reconstructs the integer confusion matrix behind each metric row, which shows the paper's test-set sizes and
-its positive class (:data:`PAPER_POSITIVE`). ``paper_values.json`` with :data:`PAPER`, :func:`paper_value` and
-:func:`improvement_check` is the older, partial view, kept until its callers have moved.
+its positive class (:data:`PAPER_POSITIVE`).
 """
 
 from __future__ import annotations
@@ -20,60 +19,6 @@ import numpy as np
 
 from lumbar.errors import InputError
 from lumbar.evaluate import improvement_rate
-
-
-@cache
-def _load() -> dict[str, Any]:
-    return json.loads(resources.files("lumbar").joinpath("paper_values.json").read_text(encoding="utf-8"))
-
-
-class _Paper:
-    """Read-only view of ``paper_values.json`` (loaded on first use)."""
-
-    def __getitem__(self, key: str) -> Any:
-        return _load()[key]
-
-
-PAPER = _Paper()
-
-
-def paper_value(
-    table: str, backbone: str, roi: bool, metric: str = "accuracy", mode: str | None = None
-) -> float | None:
-    """The paper's value of one cell, or None when it is not available to this project."""
-    for cell in PAPER["cells"]:
-        if (cell["table"], cell["backbone"], cell["roi"], cell["metric"], cell["mode"]) == (
-            table,
-            backbone,
-            roi,
-            metric,
-            mode,
-        ):
-            return cell["value"]
-    return None
-
-
-def improvement_check() -> list[dict[str, Any]]:
-    """Recompute Table 10's ROI improvement rates with Equation 8 from the paper's own accuracies.
-
-    Returns:
-        One entry per backbone: the printed rate, the recomputed rate (None when the paper's accuracies
-        are not available), and whether the printed rate is the recomputed one rounded (None when unknown).
-    """
-    checks = []
-    for backbone, printed in PAPER["table10_printed_rates"].items():
-        old, new = paper_value("10", backbone, False), paper_value("10", backbone, True)
-        computed = improvement_rate(new, old) if old is not None and new is not None else None
-        checks.append(
-            {
-                "backbone": backbone,
-                "printed": printed,
-                "computed": computed,
-                "consistent": None if computed is None else round(computed) == printed,
-            }
-        )
-    return checks
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # The paper's tables as data (``paper_tables.json``): every cell of Tables 5-14, its improvement rates, an audit.

@@ -423,9 +423,10 @@ def evaluation_row(metrics: Mapping[str, Any], model_info: Mapping[str, Any]) ->
     from lumbar.evaluate import METRIC_NAMES, POSITIVES, view_key
 
     config = model_info["config"]
-    views = {
-        view_key(p, k): float(metrics[view_key(p, k)]) for p in POSITIVES for k in (*METRIC_NAMES, "positives")
+    views: dict[str, float | int] = {
+        view_key(p, k): float(metrics[view_key(p, k)]) for p in POSITIVES for k in METRIC_NAMES
     }
+    views.update({view_key(p, "positives"): int(metrics[view_key(p, "positives")]) for p in POSITIVES})
     return {
         "name": config_name(config["backbone"], config["mode"], config["roi"]),
         "backbone": config["backbone"],

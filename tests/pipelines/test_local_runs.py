@@ -65,12 +65,15 @@ def test_dataset_c_then_procedure1_two_backbones(synthetic_export, pipeline_env)
     # the compare table: one line per configuration, numbers equal to the evaluate steps' metrics
     table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
     assert len(re.findall(r"^- `", table, flags=re.M)) == 8
+    # (the paper's Tables 6-9, in its positive class: normal)
     for row in rows:
-        roi_title = "ROI" if row["roi"] else "Full image"
-        mode_title = "frozen backbone" if row["mode"] == "frozen" else "fine-tuned"
-        section = table.split(f"### {roi_title}, {mode_title}")[1].split("###")[0]
-        cells = " | ".join(f"{100 * row[k]:.2f}" for k in ("accuracy", "precision", "recall", "f1"))
-        assert f"| {row['backbone']} | {cells} |" in section
+        number = {(False, "frozen"): 6, (False, "finetune"): 7, (True, "frozen"): 8, (True, "finetune"): 9}
+        section = table.split(f"### Table {number[(row['roi'], row['mode'])]}:")[1].split("###")[0]
+        line = next(x for x in section.splitlines() if x.startswith(f"| {row['backbone']} |"))
+        cells = [c.strip() for c in line.strip("| ").split(" | ")]
+        assert cells[1].startswith(f"{row['support']} / {row['normal_positives']} (paper ")
+        for k, cell in zip(("accuracy", "precision", "recall", "f1"), cells[2:6], strict=True):
+            assert cell.startswith(f"{100 * row[f'normal_{k}']:.2f}"), (k, cell)
 
     # Grad-CAM of the best configuration, as one self-contained page
     page = _outputs(run.folder / "gradcam")["page"]
