@@ -6,10 +6,10 @@ import pydicom
 import pytest
 from scipy.stats import chisquare
 
+from lumbar.paper import table5_counts
 from lumbar.synth import (
-    DISC_STATE_FREQUENCIES,
-    TABLE5_COUNTS,
     SynthConfig,
+    disc_state_frequencies,
     draw_discs,
     draw_patient_discs,
     write_pacs_export,
@@ -91,9 +91,14 @@ def test_compressed_exports_decode(tmp_path):
     assert ds.pixel_array.shape in {(64, 64), (32, 32)} or ds.pixel_array.shape[0] >= 32
 
 
+#: Table 5 as counts per level in the order of the disc-state grades (normal, degeneration, bulge, herniation).
+TABLE5 = {disc: tuple(counts.values()) for disc, counts in table5_counts().items()}
+FREQUENCIES = disc_state_frequencies()
+
+
 def _state_counts(draws: list[list]) -> dict[str, list[int]]:
     """Disc states counted per level over many patients' drawn discs."""
-    counts: dict[str, list[int]] = {disc: [0, 0, 0, 0] for disc in TABLE5_COUNTS}
+    counts: dict[str, list[int]] = {disc: [0, 0, 0, 0] for disc in TABLE5}
     for discs in draws:
         for d in discs:
             counts[d.disc][d.disc_state] += 1
@@ -107,7 +112,7 @@ def _table5_p_values(counts: dict[str, list[int]]) -> dict[str, float]:
     must never draw it, which is asserted apart.
     """
     p_values = {}
-    for disc, paper in TABLE5_COUNTS.items():
+    for disc, paper in TABLE5.items():
         kept = [i for i, c in enumerate(paper) if c > 0]
         observed = np.array([counts[disc][i] for i in kept])
         expected = np.array([paper[i] for i in kept]) / sum(paper) * observed.sum()
@@ -120,7 +125,7 @@ def test_state_frequencies_follow_table5():
     """1,000 patients drawn as an export draws them: every level's states fit the paper's Table 5."""
     config = SynthConfig(patients=1000, seed=0)
     counts = _state_counts([draw_patient_discs(config, n) for n in range(1, config.patients + 1)])
-    for disc, paper in TABLE5_COUNTS.items():
+    for disc, paper in TABLE5.items():
         assert all(counts[disc][i] == 0 for i, c in enumerate(paper) if c == 0), (disc, counts[disc])
     p_values = _table5_p_values(counts)
     assert min(p_values.values()) > 0.001, (p_values, counts)
@@ -131,8 +136,8 @@ def test_state_frequencies_follow_table5():
 @pytest.mark.parametrize(
     "wrong",
     [
-        {disc: (0.25, 0.25, 0.25, 0.25) for disc in TABLE5_COUNTS},  # uniform
-        {**DISC_STATE_FREQUENCIES, "L45": DISC_STATE_FREQUENCIES["L51"], "L51": DISC_STATE_FREQUENCIES["L45"]},
+        {disc: (0.25, 0.25, 0.25, 0.25) for disc in TABLE5},  # uniform
+        {**FREQUENCIES, "L45": FREQUENCIES["L51"], "L51": FREQUENCIES["L45"]},
         {  # the invented table this generator used before Table 5
             "L12": (0.80, 0.08, 0.09, 0.03),
             "L23": (0.72, 0.10, 0.14, 0.04),

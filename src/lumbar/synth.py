@@ -26,28 +26,31 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from lumbar.labels import GRADE_NAMES
+from lumbar.paper import table5_counts
 from lumbar.selection import AXIAL_DISC_ORDER, DISCS
 
-#: The paper's Table 5: axial T2 images per disc level and state (normal, degeneration, bulge,
-#: herniation); 905 in all, 545 normal.
-TABLE5_COUNTS: dict[str, tuple[int, int, int, int]] = {
-    "L12": (163, 13, 5, 0),
-    "L23": (149, 12, 20, 0),
-    "L34": (113, 9, 59, 0),
-    "L45": (38, 6, 129, 8),
-    "L51": (82, 10, 85, 4),
-}
 
-#: Disc-state probabilities per disc (normal, degeneration, bulge, herniation): Table 5's counts over
-#: their level's total, so a synthetic export has the paper's class balance (about 60% normal). States
-#: the paper never saw at a level (herniation at L1-L4) have probability 0.
-DISC_STATE_FREQUENCIES: dict[str, tuple[float, ...]] = {
-    disc: tuple(count / sum(counts) for count in counts) for disc, counts in TABLE5_COUNTS.items()
-}
+@cache
+def disc_state_frequencies() -> dict[str, tuple[float, ...]]:
+    """Disc-state probabilities per disc (normal, degeneration, bulge, herniation), from the paper's Table 5.
+
+    Each level's counts (:func:`lumbar.paper.table5_counts`) over the level's total, so a synthetic
+    export has the paper's class balance (545 of 905 discs normal, about 60%). States the paper never
+    saw at a level (herniation at L1-L4) have probability 0.
+    """
+    states = GRADE_NAMES["disc_state"]
+    frequencies = {}
+    for disc, counts in table5_counts().items():
+        total = sum(counts.values())
+        frequencies[disc] = tuple(counts[state] / total for state in states)
+    return frequencies
+
 
 #: Stenosis grade frequencies (0-3) given the disc state.
 _STENOSIS_GIVEN_STATE: dict[int, tuple[float, float, float, float]] = {
@@ -221,16 +224,15 @@ def _pick(rng: np.random.Generator, probabilities: tuple[float, ...]) -> int:
     return int(rng.choice(len(probabilities), p=np.asarray(probabilities) / sum(probabilities)))
 
 
-def draw_discs(
-    rng: np.random.Generator, frequencies: Mapping[str, tuple[float, ...]] = DISC_STATE_FREQUENCIES
-) -> list[DiscTruth]:
+def draw_discs(rng: np.random.Generator, frequencies: Mapping[str, tuple[float, ...]] | None = None) -> list[DiscTruth]:
     """Draw the state and the painting parameters of the five discs of one patient.
 
     Args:
         rng: The patient's random generator.
-        frequencies: Disc-state probabilities (normal, degeneration, bulge, herniation) per disc; the
-            default is the paper's Table 5.
+        frequencies: Disc-state probabilities (normal, degeneration, bulge, herniation) per disc; None
+            for the paper's Table 5 (:func:`disc_state_frequencies`).
     """
+    frequencies = frequencies or disc_state_frequencies()
     truths = []
     for disc in DISCS:
         state = _pick(rng, frequencies[disc])
