@@ -76,6 +76,12 @@ def atomic_write_labels(path: Path, grades: Mapping[tuple[str, str], Grades]) ->
         raise
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as it appears in an error message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class GradingSession:
     """One grader's file for one dataset; thread-safe (the web server handles requests in threads)."""
 
@@ -101,7 +107,10 @@ class GradingSession:
             self.grades, _ = load_labels(self.labels, strict=True)
         else:
             self.grades = {}
-            atomic_write_labels(self.labels, self.grades)
+            try:
+                atomic_write_labels(self.labels, self.grades)
+            except OSError as exc:
+                raise InputError(f"cannot write the grading file {self.labels} ({exc.strerror or exc})") from None
 
     def progress(self) -> dict[str, int]:
         """Patients with every disc graded, and the total."""
@@ -115,7 +124,7 @@ class GradingSession:
 
     def _check_patient(self, pseudonym: str) -> None:
         if pseudonym not in self._known:
-            raise InputError(f"patient {pseudonym!r} is not in the dataset {self.dataset}")
+            raise InputError(f"patient {_shown(pseudonym)} is not in the dataset {self.dataset.name}")
 
     def set_grades(self, pseudonym: str, disc: str, values: Mapping[str, Any]) -> Grades:
         """Change some grades of one disc (the rest keep their value, or 0 on a new disc) and save.
@@ -125,14 +134,14 @@ class GradingSession:
         """
         self._check_patient(pseudonym)
         if disc not in DISCS:
-            raise InputError(f"unknown disc {disc!r}; expected one of {', '.join(DISCS)}")
+            raise InputError(f"unknown disc {_shown(disc)}; expected one of {', '.join(DISCS)}")
         unknown = sorted(set(values) - set(GRADE_FIELDS))
         if unknown:
-            raise InputError(f"unknown field {unknown[0]!r}; expected {', '.join(GRADE_FIELDS)}")
+            raise InputError(f"unknown field {_shown(unknown[0])}; expected {', '.join(GRADE_FIELDS)}")
         clean = {}
         for name, value in values.items():
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
-                raise InputError(f"{name} of {DISC_LEVELS[disc]} must be a grade 0-3, got {value!r}")
+                raise InputError(f"{name} of {DISC_LEVELS[disc]} must be a grade 0-3, got {_shown(value)}")
             clean[name] = value
         with self._lock:
             current = self.grades.get((pseudonym, disc), NORMAL).as_dict()

@@ -18,23 +18,41 @@ def label_serve(
     labels: Annotated[Path, typer.Option("--labels", help="The grading CSV to write (created when missing).")],
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="A further Host name to answer to, e.g. a reverse proxy's (repeatable)."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Serve a non-loopback --host without a password (anyone can grade).")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every request.")] = False,
 ) -> None:
     """Serve the grading page; every change is saved to --labels at once (set LUMBAR_LABEL_PASSWORD for a password)."""
-    import os
+    import logging
 
-    from lumbar.label_server import PASSWORD_ENV, GradingServer
+    from lumbar.label_server import PASSWORD_ENV, GradingServer, is_loopback
+    from lumbar.paths import check_output_file
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     with clear_errors():
-        server = GradingServer(dataset, labels, host, port, verbose=verbose)
+        check_output_file(labels, "--labels")
+        server = GradingServer(
+            dataset, labels, host, port, verbose=verbose, allowed_hosts=allowed_host or (), insecure=insecure
+        )
     progress = server.session.progress()
     typer.echo(
         f"grading {len(server.session.patients)} patients of {dataset} into {labels} "
         f"({progress['graded']} graded); open {server.url}"
-        + (" (password required)" if os.environ.get(PASSWORD_ENV) else "")
+        + (" (password required)" if server.password_required else "")
     )
-    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(PASSWORD_ENV):
-        typer.echo(f"warning: {host} is reachable from other machines and no {PASSWORD_ENV} is set", err=True)
+    if not server.password_required and not is_loopback(host):
+        typer.echo(
+            f"WARNING: --insecure: {host} is served WITHOUT A PASSWORD; anyone who can reach it can read and "
+            f"change every grade (set {PASSWORD_ENV} instead)",
+            err=True,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
