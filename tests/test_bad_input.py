@@ -64,6 +64,12 @@ def corrupted(synthetic_export, tmp_path_factory):
         "P000004,L12,a,0,0,0,0",
         "P000999,L45,1,0,0,0,0",
     ]
+    # the same disc graded again by pseudonym (as lumbar label serve writes): once alike, once different
+    same = next(line for line in kept if line.startswith("P000001,L34,"))
+    kept.append(same.replace("P000001", _pseudonym("P000001")))
+    other = next(line for line in kept if line.startswith("P000004,L23,")).split(",")
+    other[2] = str((int(other[2]) + 1) % 4)
+    kept.append(",".join([_pseudonym("P000004"), *other[1:]]))
     (src.parent / "labels.csv").write_text("\n".join(kept) + "\n")
     return src, damage
 
@@ -128,7 +134,12 @@ def test_patient_level_problems(report):
 def test_label_problems(report):
     rep, manifest = report
     bad = {(b["line"], b["field"]) for b in rep["labels"]["bad_values"]}
-    assert {b[1] for b in bad} == {"disc", "disc_state"} and len(bad) == 4
+    assert {b[1] for b in bad} == {"disc", "disc_state", "patient_id"} and len(bad) == 6
+    twice = sorted(b["reason"] for b in rep["labels"]["bad_values"] if b["field"] == "patient_id")
+    assert "L23" in twice[0] and "different grades, both left out" in twice[0] and "pseudonym" in twice[0]
+    assert "L34" in twice[1] and "the same grades, kept once" in twice[1] and "PatientID" in twice[1]
+    labelled = {(r["patient"], r["disc"]): r["label"] for r in manifest}
+    assert labelled[(_pseudonym("P000004"), "L23")] == "" and labelled[(_pseudonym("P000001"), "L34")] != ""
     without = {(w["patient"], w["disc"]) for w in rep["labels"]["without_images"]}
     assert (_pseudonym("P000999"), "L45") in without
     assert all((_pseudonym("P000002"), d) in without for d in ("L12", "L23", "L34", "L45", "L51"))

@@ -625,6 +625,48 @@ def _join_labels(
     return without_images, sorted(p for pid, p in pseudonyms.items() if pid not in graded and p not in graded)
 
 
+_PSEUDONYM_PATTERN = re.compile(r"S[0-9a-f]{16}")
+
+
+def _merge_aliases(
+    grades: dict[tuple[str, str], Grades],
+    lines: dict[tuple[str, str], int],
+    pseudonymizer: Pseudonymizer,
+    problems: list[LabelProblem],
+) -> dict[tuple[str, str], Grades]:
+    """Find discs graded twice, once by PatientID and once by pseudonym, and report each (none is dropped silently).
+
+    The same grades are kept once; different grades are both left out (which one is right cannot be
+    known). Each case is appended to ``problems`` on the later line, naming the patient by pseudonym.
+    """
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for who, disc in grades:
+        canonical = who if _PSEUDONYM_PATTERN.fullmatch(who) else pseudonymizer.pseudonym(who)
+        groups[(canonical, disc)].append((who, disc))
+    kept = dict(grades)
+    for (pseudonym, disc), keys in groups.items():
+        if len(keys) < 2:
+            continue
+        keys.sort(key=lambda k: lines.get(k, 0))
+        where = " and ".join(
+            f"line {lines.get(k, 0)} ({'pseudonym' if _PSEUDONYM_PATTERN.fullmatch(k[0]) else 'PatientID'})"
+            for k in keys
+        )
+        same = len({grades[k] for k in keys}) == 1
+        for key in keys[1 if same else 0 :]:
+            kept.pop(key)
+        outcome = "the same grades, kept once" if same else "different grades, both left out"
+        problems.append(
+            LabelProblem(
+                lines.get(keys[-1], 0),
+                "patient_id",
+                pseudonym,
+                f"disc {disc} of patient {pseudonym} is graded twice, on {where}: {outcome}",
+            )
+        )
+    return kept
+
+
 def _write_key(path: Path, pseudonyms: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -673,7 +715,9 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
     grades: dict[tuple[str, str], Grades] = {}
     label_problems: list[LabelProblem] = []
     if config.labels is not None:
-        grades, label_problems = load_labels(config.labels)
+        label_lines: dict[tuple[str, str], int] = {}
+        grades, label_problems = load_labels(config.labels, seen=label_lines)
+        grades = _merge_aliases(grades, label_lines, pseudonymizer, label_problems)
     out = config.out
     with replacing_folder(out) as work:
         (work / "images").mkdir()

@@ -91,29 +91,70 @@ def normalise_disc(value: str) -> str | None:
     return _DISC_ALIASES.get(value.strip().upper())
 
 
+def _spanned(value: str) -> int:
+    """How many further lines a quoted value ran over (a newline closing the file is not one)."""
+    return value.count("\n") - value.endswith("\n")
+
+
 def parse_labels(
-    rows: Iterable[Mapping[str, str]], first_line: int = 2
+    rows: Iterable[Mapping[str | None, object]],
+    first_line: int = 2,
+    lines: Iterable[int] | None = None,
+    seen: dict[tuple[str, str], int] | None = None,
 ) -> tuple[dict[tuple[str, str], Grades], list[LabelProblem]]:
     """Validate grading rows and return the good ones with every problem found.
 
     Args:
-        rows: Mappings with the columns of :data:`COLUMNS` (as read by ``csv.DictReader``).
-        first_line: Line number of the first row, for the problem messages.
+        rows: Mappings with the columns of :data:`COLUMNS` (as read by ``csv.DictReader``; values a
+            row has beyond the header are under the key ``None``).
+        first_line: Line number of the first row, for the problem messages (when ``lines`` is None).
+        lines: The line number of each row (a quoted value may span lines), instead of counting.
+        seen: Filled with the line of each accepted ``(patient_id, disc)``.
 
     Returns:
         ``(grades, problems)``: grades keyed by ``(patient_id, disc)`` for the valid rows, and one
-        :class:`LabelProblem` per bad value. A row with any bad value is left out entirely; a
-        duplicated patient/disc keeps its first occurrence.
+        :class:`LabelProblem` per bad value. A row with any bad value, with more fields than the
+        header, or with a value running over several lines (an unclosed quote) is left out entirely
+        and reported once for that; a duplicated patient/disc keeps its first occurrence.
     """
     grades: dict[tuple[str, str], Grades] = {}
-    first_seen: dict[tuple[str, str], int] = {}
+    first_seen: dict[tuple[str, str], int] = {} if seen is None else seen
     problems: list[LabelProblem] = []
-    for line, row in enumerate(rows, start=first_line):
+    numbers = iter(lines) if lines is not None else None
+    for count, row in enumerate(rows):
+        line = next(numbers) if numbers is not None else first_line + count  # type: ignore[arg-type]
+        spanning = next((f for f in COLUMNS if "\n" in str(row.get(f) or "")), None)
+        if spanning is not None:
+            value = str(row.get(spanning))
+            shown = value.splitlines()[0][:40] if value.strip() else ""
+            extent = _spanned(value)
+            problems.append(
+                LabelProblem(
+                    line,
+                    spanning,
+                    shown,
+                    f"a quote opened in this value is not closed on its line; the next {extent} line(s) were read "
+                    "into it (close the quote or remove it)",
+                )
+            )
+            continue
+        extra = row.get(None)
+        if extra:
+            values = [str(v) for v in extra] if isinstance(extra, list) else [str(extra)]
+            problems.append(
+                LabelProblem(
+                    line,
+                    "(extra fields)",
+                    ",".join(values)[:60],
+                    f"the row has {len(values)} field(s) more than the header's columns (an unquoted comma?)",
+                )
+            )
+            continue
         row_problems: list[LabelProblem] = []
-        patient = (row.get("patient_id") or "").strip()
+        patient = str(row.get("patient_id") or "").strip()
         if not patient:
             row_problems.append(LabelProblem(line, "patient_id", patient, "empty patient id"))
-        raw_disc = (row.get("disc") or "").strip()
+        raw_disc = str(row.get("disc") or "").strip()
         disc = normalise_disc(raw_disc)
         if disc is None:
             row_problems.append(
@@ -121,7 +162,7 @@ def parse_labels(
             )
         values: dict[str, int] = {}
         for field in GRADE_FIELDS:
-            raw = (row.get(field) or "").strip()
+            raw = str(row.get(field) or "").strip()
             try:
                 value = int(raw)
             except ValueError:
@@ -147,12 +188,15 @@ def parse_labels(
     return grades, problems
 
 
-def load_labels(path: str | Path, strict: bool = False) -> tuple[dict[tuple[str, str], Grades], list[LabelProblem]]:
+def load_labels(
+    path: str | Path, strict: bool = False, seen: dict[tuple[str, str], int] | None = None
+) -> tuple[dict[tuple[str, str], Grades], list[LabelProblem]]:
     """Load and validate a grading CSV file.
 
     Args:
         path: The CSV file.
         strict: Raise :class:`LabelError` listing every problem instead of returning them.
+        seen: Filled with the line of each accepted ``(patient_id, disc)``.
 
     Returns:
         ``(grades, problems)`` as in :func:`parse_labels`.
@@ -172,7 +216,13 @@ def load_labels(path: str | Path, strict: bool = False) -> tuple[dict[tuple[str,
                     f"labels file {path} lacks the column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}"
                 )
             reader.fieldnames = header
-            grades, problems = parse_labels(reader)
+            rows: list[dict] = []
+            lines: list[int] = []
+            for row in reader:
+                rows.append(row)
+                spread = sum(_spanned(v) for v in row.values() if isinstance(v, str))
+                lines.append(reader.line_num - spread)  # where the row starts: a quoted value may run over lines
+            grades, problems = parse_labels(rows, lines=lines, seen=seen)
     except FileNotFoundError as exc:
         raise LabelError(f"labels file {path} does not exist") from exc
     except (UnicodeDecodeError, csv.Error) as exc:

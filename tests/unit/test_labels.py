@@ -57,3 +57,22 @@ def test_write_round_trip(tmp_path):
     write_labels(tmp_path / "out.csv", grades)
     again, problems = load_labels(tmp_path / "out.csv")
     assert problems == [] and again == grades
+
+
+def test_extra_fields_and_an_unclosed_quote_are_each_reported_once(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        HEADER
+        + "P1,L45,2,0,1,0,1\n"  # line 2: fine
+        + "P1,L34,1,0,0,0,0,seen by Dr X\n"  # line 3: an extra field
+        + "P1,L23,9,0,0,0,0\n"  # line 4: out of range (reported with the others)
+        + 'P2,L12,"1,0,0,0,0\n'  # line 5: a quote never closed swallows the rest of the file
+        + "P2,L23,0,0,0,0,0\n"
+        + "P2,L34,0,0,0,0,0\n"
+    )
+    grades, problems = load_labels(path)
+    assert list(grades) == [("P1", "L45")]
+    assert [(p.line, p.field) for p in problems] == [(3, "(extra fields)"), (4, "disc_state"), (5, "disc_state")]
+    assert "1 field(s) more than the header" in problems[0].reason and problems[0].value == "seen by Dr X"
+    assert "quote" in problems[2].reason and "next 2 line(s)" in problems[2].reason
+    assert not any("not an integer" in p.reason for p in problems)
