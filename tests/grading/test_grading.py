@@ -246,6 +246,12 @@ def test_grading_two_patients_in_a_real_browser(server):
         browser.find_element(By.CSS_SELECTOR, "button[data-disc='L34'][data-field='scs'][data-value='1']").click()
         saved(f"saved {second} L34 scs = 1")
         assert "graded 1 / " in browser.find_element(By.ID, "progress").text
+        browser.refresh()  # a reload shows what was saved: both patients' grades and the progress
+        wait.until(lambda b: "on" in b.find_element(By.CSS_SELECTOR, bulge).get_attribute("class"))
+        assert "graded 1 / " in browser.find_element(By.ID, "progress").text
+        browser.find_element(By.TAG_NAME, "body").send_keys("j")
+        mild = "button[data-disc='L34'][data-field='scs'][data-value='1']"
+        wait.until(lambda b: "on" in b.find_element(By.CSS_SELECTOR, mild).get_attribute("class"))
         (ROOT / "test-artifacts").mkdir(exist_ok=True)
         browser.save_screenshot(str(ROOT / "test-artifacts" / "grading.png"))
         errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

@@ -269,8 +269,8 @@ def test_fifty_concurrent_requests_are_all_answered(server):
     statuses: list[int] = []
 
     def one() -> None:
+        barrier.wait(timeout=10)  # all connect at once
         with socket.create_connection(_address(server), timeout=10) as sock:
-            barrier.wait(timeout=10)
             sock.sendall(_request(server, "GET", "/api/session"))
             chunks = []
             while chunk := sock.recv(65536):
@@ -304,3 +304,33 @@ def test_a_non_loopback_bind_needs_a_password(built_dataset, tmp_path, monkeypat
     finally:
         loud.terminate()
         loud.wait(timeout=20)
+
+
+def test_a_stalled_body_is_refused_in_time():
+    """The guard itself (ASGI, in-process): a body that stops arriving gets 408 and the connection closed."""
+    import asyncio
+
+    from lumbar.label_server import RequestGuard
+
+    reached = []
+
+    async def app(scope, receive, send):
+        reached.append(scope["path"])
+
+    guard = RequestGuard(app, HostPolicy.for_bind("127.0.0.1", 8080), body_timeout=0.2)
+    scope = {"type": "http", "method": "PUT", "path": "/api/grades/P/L12", "raw_path": b"/api/grades/P/L12",
+             "query_string": b"", "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/json"),
+                         (b"content-length", b"20")]}  # fmt: skip
+    sent = []
+
+    async def stalled():
+        await asyncio.sleep(30)
+
+    async def send(message):
+        sent.append(message)
+
+    started = time.monotonic()
+    asyncio.run(guard(scope, stalled, send))
+    assert time.monotonic() - started < 2 and not reached
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
