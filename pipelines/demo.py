@@ -11,11 +11,15 @@ It lives beside the pipelines (it runs one) and is what ``lumbar demo`` and ``ma
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lumbar.errors import InputError
 
@@ -68,6 +72,9 @@ class DemoResult:
     run_folder: Path
     timings: dict[str, float] = field(default_factory=dict)
     weights: str = "none"
+    tasks: list[Any] = field(default_factory=list)
+    log: Path | None = None
+    seconds: float = 0.0
 
 
 def shared_brain_sample() -> Path | None:
@@ -111,24 +118,71 @@ def imagenet_available(backbones: str, image_size: int) -> bool:
     )
 
 
-def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
-    """Run every stage; ``say`` gets one line per finished stage.
+def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> DemoResult:
+    """Run every stage quietly, the terminal showing only how far it has come.
+
+    The terminal (standard output as it is on entry) gets a header, one line per stage and per pipeline
+    task as it finishes (name, status, seconds), a progress bar while the pipeline runs, then the timing
+    table and where the outputs are. Everything else the stages, kfp.local and its task subprocesses
+    print goes to ``<out>/logs/demo.log``.
+
+    Args:
+        config: The demo's size and settings.
+        say: Also gets each stage's and task's line (for callers that collect them).
 
     Raises:
         InputError: With ``services`` and no S3 endpoint or MLflow server in the environment.
+        LumbarError: When a pipeline task fails; the terminal shows which, and its last lines.
     """
-    from lumbar.synth import SynthConfig, write_pacs_export
-    from pipelines.registry import run_local
+    from rich.console import Console
+
+    from pipelines.console import TaskWatcher, output_to_log
 
     out = Path(config.out).absolute()
+    shutil.rmtree(out, ignore_errors=True)
+    log = out / "logs" / "demo.log"
+    watcher = TaskWatcher()
+    started = time.perf_counter()
+    with output_to_log(log, watcher.feed) as terminal:
+        console = Console(file=terminal, highlight=False, soft_wrap=True)
+
+        def line(text: str) -> None:
+            console.print(text, markup=False)
+            if say:
+                say(text)
+
+        line(f"lumbar demo: synthetic export -> pipeline `paper` with kfp.local -> report, in {out}")
+        line(f"full logs: {log}")
+        result = _stages(config, out, console, line, watcher, log)
+        result.log = log
+        result.seconds = time.perf_counter() - started
+        _summary(result, console, line)
+    return result
+
+
+def _stages(
+    config: DemoConfig,
+    out: Path,
+    console: Any,
+    line: Callable[[str], None],
+    watcher: Any,
+    log: Path,
+) -> DemoResult:
+    """The demo's stages, each timed (output already redirected to the log)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lumbar.errors import LumbarError
+    from lumbar.synth import SynthConfig, write_pacs_export
+    from pipelines.console import TaskRecord, expected_tasks
+    from pipelines.registry import get, run_local
+
     timings: dict[str, float] = {}
 
     def stage(name: str, started: float) -> None:
         timings[name] = time.perf_counter() - started
-        say(f"[{timings[name]:7.1f} s] {name}")
+        line(f"[{timings[name]:7.1f} s] {name}")
 
     started = time.perf_counter()
-    shutil.rmtree(out, ignore_errors=True)
     write_pacs_export(out / "export", SynthConfig(patients=config.patients, seed=0, size=256, workers=config.workers))
     stage(f"synthetic PACS export ({config.patients} patients)", started)
 
@@ -169,11 +223,31 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResu
         "pretrain_steps": config.pretrain_steps,
         "data_origin": "synthetic",
     }
+    from google.protobuf.json_format import MessageToDict
+
+    total = expected_tasks(MessageToDict(get("paper").pipeline_spec), params)
+    line(f"pipeline `paper`: {total or 'its'} tasks, one line each as it finishes (task, status, seconds)")
     started = time.perf_counter()
-    run = run_local("paper", params, out / "pipelines")
-    stage("pipeline `paper` (dataset_c, procedures 1-3, report) with kfp.local", started)
-    for task, seconds in task_times(run.folder).items():
-        say(f"           {seconds:7.1f} s  {task}")
+    columns = (TextColumn("pipeline `paper`"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
+        job = bar.add_task("tasks", total=total)
+
+        def finished(record: TaskRecord) -> None:
+            line(f"  {record.name:<20} {record.subject:<24} {record.status:<7} {record.seconds:7.1f} s")
+            bar.advance(job)
+
+        watcher.on_finish = finished
+        try:
+            with _pseudonym_secret():
+                run = run_local("paper", params, out / "pipelines")
+        except LumbarError:
+            failed = watcher.failed
+            if failed is not None:
+                line(f"task {failed.name} failed after {failed.seconds:.1f} s; its last lines (all in {log}):")
+                for text in failed.tail:
+                    line(f"  | {text.removeprefix('    ')[:160]}")  # kfp.local indents a task's lines by 4
+            raise
+    stage("pipeline `paper` with kfp.local", started)
 
     started = time.perf_counter()
     report_dir = out / "report"
@@ -182,19 +256,59 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] = print) -> DemoResu
     shutil.copyfile(report_task / "page", report_dir / "report.html")
     shutil.copyfile(report_task / "summary", report_dir / "report.md")
     stage("report copied out of the run", started)
-    return DemoResult(report_dir / "report.html", run.folder, timings, weights)
+    return DemoResult(report_dir / "report.html", run.folder, timings, weights, tasks=list(watcher.finished))
 
 
-def task_times(run_folder: Path) -> dict[str, float]:
-    """Seconds per group of tasks of a local run (from the tasks' output files), by procedure step."""
-    groups: dict[str, float] = {}
-    stamps = sorted(
-        (p.stat().st_mtime, p.parent) for p in Path(run_folder).rglob("executor_output.json") if p.is_file()
+@contextmanager
+def _pseudonym_secret() -> Iterator[None]:
+    """A random pseudonym key for this run when the environment has none (the dataset builds need one)."""
+    from lumbar.deid import DEFAULT_SECRET_ENV
+
+    if os.environ.get(DEFAULT_SECRET_ENV):
+        yield
+        return
+    print(f"{DEFAULT_SECRET_ENV} is not set: this demo's pseudonyms use a random key of its own")
+    os.environ[DEFAULT_SECRET_ENV] = secrets.token_urlsafe(32)
+    try:
+        yield
+    finally:
+        os.environ.pop(DEFAULT_SECRET_ENV, None)
+
+
+def task_groups(tasks: list[Any]) -> dict[str, tuple[int, float]]:
+    """Runs and seconds per kind of task (``train-3`` counts as ``train``), longest first."""
+    groups: dict[str, tuple[int, float]] = {}
+    for record in tasks:
+        name = re.sub(r"-\d+$", "", record.name)
+        runs, seconds = groups.get(name, (0, 0.0))
+        groups[name] = (runs + 1, seconds + record.seconds)
+    return dict(sorted(groups.items(), key=lambda kv: -kv[1][1]))
+
+
+def _summary(result: DemoResult, console: Any, line: Callable[[str], None]) -> None:
+    """The timing table and where the outputs are."""
+    from rich import box
+    from rich.table import Table
+
+    from lumbar.tracking import tracking_uri
+
+    table = Table(title="timings", box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
+    for column, justify in (("stage / pipeline task", "left"), ("runs", "right"), ("seconds", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for name, seconds in result.timings.items():
+        table.add_row(name, "1", f"{seconds:.1f}")
+        if name.startswith("pipeline"):
+            for task, (runs, total) in task_groups(result.tasks).items():
+                table.add_row(f"  {task}", str(runs), f"{total:.1f}")
+    table.add_row("total", "", f"{result.seconds:.1f}")
+    console.print()
+    console.print(table)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri()
+    mlflow = (
+        f".venv/bin/mlflow ui --backend-store-uri {uri}  -> http://127.0.0.1:5000" if uri.startswith("sqlite:") else uri
     )
-    start = min((p.stat().st_ctime for p in Path(run_folder).iterdir()), default=None)
-    previous = start
-    for stamp, folder in stamps:
-        name = folder.name.rstrip("-0123456789") or folder.name
-        groups[name] = groups.get(name, 0.0) + (stamp - previous if previous else 0.0)
-        previous = stamp
-    return dict(sorted(groups.items(), key=lambda kv: -kv[1]))
+    line(f"done in {result.seconds:.0f} s (procedure 1 weights: {result.weights})")
+    line(f"report:       {result.report}  (open it in a browser; Markdown beside it)")
+    line(f"pipeline run: {result.run_folder}")
+    line(f"MLflow UI:    {mlflow}")
+    line(f"logs:         {result.log}")

@@ -14,12 +14,13 @@ LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 SMALLEST = {"pretrain_backbones": "vgg16", "image_size": 32, "epochs": 1, "pretrain_epochs": 1, "pretrain_steps": 2}
 
 
-def test_reduced_demo_produces_the_report(tmp_path, monkeypatch):
+def test_reduced_demo_produces_the_report(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     lines = []
     config = DemoConfig(out=tmp_path / "demo", patients=8, backbones="vgg16,mobilenetv2", **SMALLEST)
     result = run_demo(config, say=lines.append)
+    terminal = capfd.readouterr()
     assert result.weights == "none"  # no ImageNet files offline: the report must say so
     page = result.report.read_text()
     for section in ("procedure1", "procedure2", "procedure3"):
@@ -31,6 +32,22 @@ def test_reduced_demo_produces_the_report(tmp_path, monkeypatch):
     # every stage was timed, and the pipeline's tasks too
     assert any("pipeline `paper`" in line for line in lines) and any(" train" in line for line in lines)
     assert set(result.timings) and all(t >= 0 for t in result.timings.values())
+    # the terminal is quiet: a header, one line per task, the timing table, where things are; the rest is in the log
+    shown = terminal.out.splitlines() + terminal.err.splitlines()
+    assert len(shown) <= 100, "\n".join(shown)
+    log = tmp_path / "demo" / "logs" / "demo.log"
+    assert result.log == log and f"logs:         {log}" in shown
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())
+    assert "[KFP Executor" in text and "Wrote executor output file" in text  # the tasks' own output
+    executed = re.findall(r"Executing task '([^']+)'", text)
+    assert len(executed) == len(result.tasks) >= 30 and all(r.ok for r in result.tasks)
+    assert f"pipeline `paper`: {len(executed)} tasks" in terminal.out  # the progress bar's total was right
+    task_lines = [line for line in shown if re.fullmatch(r"  \S+ .*\b(SUCCESS|FAILURE) +\d+\.\d s", line)]
+    assert [line.split()[0] for line in task_lines] == executed
+    assert re.search(r"  train +vgg16 finetune roi +SUCCESS", terminal.out)  # a training task says what it trains
+    assert "[KFP Executor" not in terminal.out and "Executing task" not in terminal.out
+    trains = sum(re.sub(r"-\d+$", "", name) == "train" for name in executed)
+    assert any(line.split()[:2] == ["train", str(trains)] for line in shown)  # its row in the timing table
 
 
 @pytest.mark.slow
@@ -46,6 +63,7 @@ def test_full_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert "MLflow UI:" in proc.stdout
+    assert len(proc.stdout.splitlines()) + len(proc.stderr.splitlines()) <= 100, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

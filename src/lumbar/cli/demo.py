@@ -23,14 +23,9 @@ def demo(
     ] = False,
 ) -> None:
     """Synthetic export -> the `paper` pipeline locally (all procedures, quick profile) -> the results report."""
-    import os
-    import time
-
     from lumbar.errors import InputError
-    from lumbar.tracking import tracking_uri
     from pipelines.demo import DemoConfig, run_demo
 
-    started = time.perf_counter()
     with clear_errors():
         if patients < 1:
             raise InputError("--patients must be at least 1")
@@ -44,12 +39,4 @@ def demo(
             weights=weights,
             services=services,
         )
-        result = run_demo(config, say=typer.echo)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri()
-    typer.echo(f"\ndone in {time.perf_counter() - started:.0f} s (procedure 1 weights: {result.weights})")
-    typer.echo(f"report:       {result.report}  (open it in a browser; Markdown beside it)")
-    typer.echo(f"pipeline run: {result.run_folder}")
-    if uri.startswith("sqlite:"):
-        typer.echo(f"MLflow UI:    .venv/bin/mlflow ui --backend-store-uri {uri}  -> http://127.0.0.1:5000")
-    else:
-        typer.echo(f"MLflow UI:    {uri}")
+        run_demo(config)  # the terminal shows stages, tasks and timings; the rest goes to the demo's log
