@@ -21,14 +21,34 @@ def train(
     seed: int = 0,
     procedure: str = "procedure1",
     kfp_run_id: str = "",
+    unfreeze: str = "",
+    monitor: str = "",
+    class_weights: str = "",
     pretrained: Input[Model] | None = None,
 ):
-    """``pretrained`` (a pretraining step's output) replaces ``weights``; numbers at 0 take the profile's value."""
+    """Train one configuration; ``pretrained`` (a pretraining step's output) replaces ``weights``.
+
+    Numbers at 0 and empty strings take the profile's value (``unfreeze`` blocks:N | layers:N, ``monitor``
+    val_error | val_loss, ``class_weights`` none | balanced).
+    """
     from lumbar.steps import train_step
 
-    source = pretrained.path if pretrained is not None else weights
     info = train_step(
-        dataset.path, model.path, backbone, mode, roi, source, profile, epochs, image_size, batch_size, seed,
-        procedure, kfp_run_id,
-    )  # fmt: skip
+        dataset=dataset.path,
+        out=model.path,
+        backbone=backbone,
+        mode=mode,
+        roi=roi,
+        weights=pretrained.path if pretrained is not None else weights,
+        profile=profile,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        procedure=procedure,
+        kfp_run_id=kfp_run_id,
+        unfreeze=unfreeze,
+        monitor=monitor,
+        class_weights=class_weights,
+    )
     model.metadata.update(info)

@@ -83,8 +83,13 @@ def test_clear_errors_without_traceback(export, tmp_path):
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,x,0.1"), "--fractions"),
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.6,0.1"), "sum"),
         (
-            ("train", "--dataset", tmp_path / "ds", "--out", tmp_path / "m", "--mode", "finetune", "--standardize"),
-            "--standardize needs --mode frozen",
+            ("train", "--dataset", tmp_path / "ds", "--out", tmp_path / "m", "--mode", "finetune", "--unfreeze", "x:2"),
+            "--unfreeze must be blocks:N or layers:N",
+        ),
+        (("train", "--dataset", tmp_path / "ds", "--out", tmp_path / "m", "--monitor", "val_acc"), "unknown monitor"),
+        (
+            ("train", "--dataset", tmp_path / "ds", "--out", tmp_path / "m", "--class-weights", "inverse"),
+            "unknown class weights",
         ),
     ]
     for args, needle in cases:

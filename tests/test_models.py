@@ -13,8 +13,10 @@ from lumbar.models import (
     backbone_layers,
     blocks,
     build_model,
+    head_description,
     imagenet_weights_file,
     load_backbone_weights,
+    parse_unfreeze,
     save_backbone,
 )
 
@@ -165,6 +167,44 @@ def test_features_constant_on_the_training_images_are_centred_not_blown_up():
     np.testing.assert_allclose(normed, raw, rtol=1e-4, atol=1e-4)  # variance 1: only centred
 
 
-def test_standardized_features_need_a_frozen_backbone():
-    with pytest.raises(ValueError, match="mode frozen"):
-        ModelConfig("resnet50", "none", "finetune", SIZE, standardize=True)
+def test_a_fine_tuned_standardized_head_keeps_its_statistics_fixed():
+    model = build_model(ModelConfig("vgg16", "none", "finetune", SIZE, standardize=True))
+    assert not model.get_layer("head_norm").trainable_weights  # set once before training, never trained
+    assert model.get_layer("block5_conv3").trainable and not model.get_layer("block4_conv3").trainable
+
+
+def test_unfreeze_rules():
+    assert parse_unfreeze("blocks:2") == ("blocks", 2)
+    assert parse_unfreeze("layers:3") == ("layers", 3)
+    assert parse_unfreeze("2") == ("blocks", 2)
+    for bad in ("blocks:0", "layers:", "top:2", "blocks:two", ""):
+        with pytest.raises(ValueError, match="blocks:N or layers:N"):
+            parse_unfreeze(bad)
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50"])
+def test_unfreeze_layers_trains_the_top_weighted_layers(backbone):
+    import keras
+
+    model = build_model(ModelConfig(backbone, "none", "finetune", SIZE, unfreeze_layers=2))
+    layers = backbone_layers(model, backbone)
+    kernels = [layer for layer in layers if hasattr(layer, "kernel")]
+    trained = [layer for layer in kernels if layer.trainable]
+    assert trained == kernels[-2:]  # the top two convolutions, nothing below them
+    lowest = layers.index(kernels[-2])
+    below = [layer for layer in layers[:lowest] if layer.weights]
+    assert below and not any(layer.trainable for layer in below)
+    # from random weights the batch normalisation layers above the lowest chosen convolution train too
+    norms = [layer for layer in layers[lowest:] if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.trainable for layer in norms)
+
+
+def test_the_head_is_described_as_built():
+    plain = ModelConfig("vgg16", "none", "frozen", SIZE)
+    assert head_description(plain) == "GlobalAveragePooling2D -> Dropout(0.2) -> Dense(1, sigmoid)"
+    model = build_model(plain)
+    assert [layer.name for layer in model.layers[-3:]] == ["head_pool", "head_dropout", "head_output"]
+    probe = ModelConfig("vgg16", "none", "frozen", SIZE, num_classes=4, standardize=True)
+    assert head_description(probe) == (
+        "GlobalAveragePooling2D -> Normalization(train-set statistics) -> Dropout(0.2) -> Dense(4, softmax)"
+    )

@@ -10,7 +10,9 @@
   missing file is a clear error naming it), ``none`` (random initialisation), or a path/URI to a
   backbone saved by :func:`save_backbone` (procedures 2 and 3 pretrain one).
 * Modes: ``frozen`` trains the head only; ``finetune`` also trains the top ``unfreeze_blocks`` blocks
-  of the backbone. BatchNormalization layers stay frozen in both.
+  of the backbone (or, with ``unfreeze_layers``, its top weighted layers; :func:`parse_unfreeze` reads
+  the ``blocks:N`` / ``layers:N`` rule the CLI takes). BatchNormalization layers of a pretrained
+  backbone stay frozen in both.
 * The backbone is built on the model's own input tensor, so its layers live in the outer functional
   graph (no nested sub-model): Grad-CAM can reach the last convolutional layer directly.
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +73,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
 }
 MODES: tuple[str, ...] = ("frozen", "finetune")
+#: Units an unfreeze rule counts from the top of the backbone: whole blocks, or single weighted layers.
+UNFREEZE_UNITS: tuple[str, ...] = ("blocks", "layers")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _MOBILENET_ROWS = (96, 128, 160, 192, 224)
 
@@ -116,9 +122,13 @@ class ModelConfig:
         num_classes: 2 for the binary target (one sigmoid unit), more for softmax.
         dropout: Dropout rate of the head (paper: 0.2).
         unfreeze_blocks: Top backbone blocks trained in ``finetune`` mode.
+        unfreeze_layers: When positive, ``finetune`` trains this many top weighted layers of the backbone
+            (convolutions and dense layers, counted from the top) instead of ``unfreeze_blocks`` blocks.
         standardize: Put a :class:`keras.layers.Normalization` layer (``head_norm``) between the pooled
-            features and the dropout; its mean and variance are set from the training images
-            (:func:`adapt_head_norm`). Only with ``mode="frozen"``, where the features do not change.
+            features and the dropout; its mean and variance are set once from the training images before
+            training (:func:`adapt_head_norm`) and stay fixed. With ``mode="frozen"`` the head then sees
+            standardised features throughout; with ``finetune`` the top blocks train under this fixed
+            scaling (a head that starts on a standardised scale, not one that stays standardised).
     """
 
     backbone: str = "vgg16"
@@ -128,6 +138,7 @@ class ModelConfig:
     num_classes: int = 2
     dropout: float = 0.2
     unfreeze_blocks: int = 1
+    unfreeze_layers: int = 0
     standardize: bool = False
 
     def __post_init__(self) -> None:
@@ -141,12 +152,36 @@ class ModelConfig:
             raise ValueError("num_classes must be at least 2")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
-        if self.unfreeze_blocks < 0:
-            raise ValueError("unfreeze_blocks must not be negative")
+        if self.unfreeze_blocks < 0 or self.unfreeze_layers < 0:
+            raise ValueError("unfreeze_blocks and unfreeze_layers must not be negative")
         if not self.weights:
             raise ValueError("weights must be imagenet, none, or a path/URI")
-        if self.standardize and self.mode != "frozen":
-            raise ValueError("standardized features need mode frozen (fine-tuning changes the features)")
+
+
+def parse_unfreeze(rule: str) -> tuple[str, int]:
+    """Read a fine-tune rule: ``blocks:N``, ``layers:N`` or a bare ``N`` (blocks).
+
+    ``blocks:N`` trains the backbone's top N blocks (as :func:`blocks` names them), ``layers:N`` its top N
+    weighted layers.
+
+    Returns:
+        The unit (one of :data:`UNFREEZE_UNITS`) and the count.
+
+    Raises:
+        ValueError: If the rule is not one of these forms, or the count is below 1.
+    """
+    unit, _, count = rule.strip().rpartition(":")
+    unit = unit or "blocks"
+    if unit not in UNFREEZE_UNITS or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"unfreeze must be blocks:N or layers:N with N >= 1, got {rule!r}")
+    return unit, int(count)
+
+
+def head_description(config: ModelConfig) -> str:
+    """The classifier head on top of the backbone, as one line (recorded with every run)."""
+    norm = "Normalization(train-set statistics) -> " if config.standardize else ""
+    units, activation = (1, "sigmoid") if config.num_classes == 2 else (config.num_classes, "softmax")
+    return f"GlobalAveragePooling2D -> {norm}Dropout({config.dropout:g}) -> Dense({units}, {activation})"
 
 
 def keras_models_dir() -> Path:
@@ -266,20 +301,26 @@ def blocks(model: keras.Model, backbone: str) -> list[str]:
 
 
 def set_trainable(model: keras.Model, config: ModelConfig) -> None:
-    """Freeze the backbone (``frozen``) or all but its top blocks (``finetune``).
+    """Freeze the backbone (``frozen``) or all but its top blocks, or top weighted layers (``finetune``).
 
     BatchNormalization layers of a pretrained backbone stay frozen (their statistics belong to the
     pretraining data); with ``weights="none"`` there is nothing to preserve, so they train with their
     block.
     """
-    pattern = re.compile(BACKBONES[config.backbone].block_pattern)
-    chosen = blocks(model, config.backbone)[::-1][: config.unfreeze_blocks] if config.mode == "finetune" else []
-    top = set(chosen)
-    for layer in backbone_layers(model, config.backbone):
-        match = pattern.match(layer.name)
-        in_top = bool(match) and match.group(1) in top  # type: ignore[union-attr]
+    layers = backbone_layers(model, config.backbone)
+    if config.mode == "finetune" and config.unfreeze_layers:
+        # the top N layers with a kernel; the batch normalisation layers among them follow the rule below
+        kernels = [i for i, layer in enumerate(layers) if hasattr(layer, "kernel")]
+        lowest = kernels[-config.unfreeze_layers] if len(kernels) >= config.unfreeze_layers else 0
+        in_top = [i >= lowest for i in range(len(layers))]
+    else:
+        pattern = re.compile(BACKBONES[config.backbone].block_pattern)
+        chosen = blocks(model, config.backbone)[::-1][: config.unfreeze_blocks] if config.mode == "finetune" else []
+        top = set(chosen)
+        in_top = [bool(m) and m.group(1) in top for m in (pattern.match(layer.name) for layer in layers)]
+    for layer, trained in zip(layers, in_top, strict=True):
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = in_top and (not is_bn or config.weights == "none")
+        layer.trainable = trained and (not is_bn or config.weights == "none")
 
 
 def _weighted(layers: list[keras.layers.Layer]) -> list[keras.layers.Layer]:
@@ -362,3 +403,32 @@ def load_model(path: str | Path) -> keras.Model:
     if not path.is_file():
         raise LumbarError(f"{path} is not a saved lumbar model (model.keras expected)")
     return keras.models.load_model(path, compile=False)
+
+
+#: Keras' mixed-precision policy per backend: bfloat16 on JAX (no loss scaling needed), float16 on
+#: TensorFlow (the policy the TensorFlow GPU image was tuned with; Keras adds loss scaling to it).
+MIXED_POLICIES: dict[str, str] = {"jax": "mixed_bfloat16", "tensorflow": "mixed_float16"}
+
+
+def mixed_policy() -> str:
+    """The mixed-precision policy of the running Keras backend (see :data:`MIXED_POLICIES`)."""
+    return MIXED_POLICIES.get(keras.backend.backend(), "mixed_float16")
+
+
+@contextmanager
+def precision_policy(mixed: bool) -> Iterator[str]:
+    """Build and train under mixed precision (``mixed=True``) or float32; restore the previous policy after.
+
+    Keras' dtype policy is global state: models built inside the block take it. The head's output layer
+    stays float32 under either policy.
+
+    Yields:
+        The policy's name (``float32``, ``mixed_bfloat16`` or ``mixed_float16``).
+    """
+    previous = keras.mixed_precision.global_policy()
+    name = mixed_policy() if mixed else "float32"
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -325,6 +325,9 @@ def train_step(
     seed: int = 0,
     procedure: str = "train",
     kfp_run_id: str = "",
+    unfreeze: str = "",
+    monitor: str = "",
+    class_weights: str = "",
 ) -> dict[str, Any]:
     """Train one configuration into ``out`` (a ``Model`` artifact's path), tracked under ``lumbar-<procedure>``.
 
@@ -342,6 +345,9 @@ def train_step(
         seed: Seed.
         procedure: ``procedure1`` ... (the MLflow experiment is ``lumbar-<procedure>``).
         kfp_run_id: The Kubeflow run id to tag the MLflow run with.
+        unfreeze: Fine-tune rule ``blocks:N`` / ``layers:N`` (empty: the profile's).
+        monitor: Model selection, ``val_error`` or ``val_loss`` (empty: the profile's).
+        class_weights: ``none`` or ``balanced`` (empty: the profile's).
 
     Returns:
         Flat metadata of the model: configuration name, weights source, best epoch, MLflow run id.
@@ -358,6 +364,9 @@ def train_step(
         mode=mode,
         roi=roi,
         seed=seed,
+        unfreeze=unfreeze or None,
+        monitor=monitor or None,
+        class_weights=class_weights or None,
         **_none_if_zero(epochs=epochs, image_size=image_size, batch_size=batch_size),
     )
     with kfp_run(kfp_run_id):
@@ -375,6 +384,7 @@ def train_step(
         "mode": mode,
         "roi": roi,
         "weights_source": source,
+        "monitor": config.monitor,
         "best_epoch": result.best_epoch,
         "best_val_loss": result.best_val_loss,
         "run_id": result.run_id or "",

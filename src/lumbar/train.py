@@ -28,14 +28,44 @@ from typing import Any
 
 from lumbar.data import TARGETS, InputConfig, class_weights, make_dataset, split_records
 from lumbar.errors import InputError, LumbarError
-from lumbar.models import BACKBONES, MODES, ModelConfig
+from lumbar.models import BACKBONES, MODES, ModelConfig, head_description, parse_unfreeze
 
+#: The defaults of each profile. ``paper`` follows the paper (Sections 3.5 and 3.6.2; the choices where it is
+#: vague are written in docs/training.md); ``quick`` is sized for two CPU cores and random-initialised backbones
+#: on the synthetic data (measured in docs/training.md).
 PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {"image_size": 224, "batch_size": 64, "epochs": 50, "lr_frozen": 1e-3, "lr_finetune": 1e-5},
-    "quick": {"image_size": 64, "batch_size": 16, "epochs": 4, "lr_frozen": 1e-3, "lr_finetune": 1e-4},
+    "paper": {
+        "image_size": 224,
+        "batch_size": 64,
+        "epochs": 50,
+        "lr_frozen": 1e-3,
+        "lr_finetune": 1e-5,
+        "unfreeze": "blocks:2",
+        "monitor": "val_error",
+        "class_weights": "none",
+        "augment": True,
+        "standardize": False,
+    },
+    "quick": {
+        "image_size": 64,
+        "batch_size": 16,
+        "epochs": 6,
+        "lr_frozen": 1e-3,
+        "lr_finetune": 1e-4,
+        "unfreeze": "blocks:1",
+        "monitor": "val_error",
+        "class_weights": "none",
+        "augment": False,
+        "standardize": True,
+    },
 }
 PRECISIONS = ("auto", "float32", "mixed_float16")
 SWITCHES = ("auto", "on", "off")
+#: Model selection: the epoch whose weights are kept. ``val_error`` (the paper: "the lowest error rate on the
+#: validation set"; ties go to the lower validation loss, then the earlier epoch) or ``val_loss``.
+MONITORS = ("val_error", "val_loss")
+#: Class weights of the loss: ``none`` (the paper mentions none) or ``balanced`` (``n / (k * n_c)``).
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 @dataclass(frozen=True)
@@ -54,14 +84,20 @@ class TrainConfig:
         epochs: Total epochs.
         learning_rate: Adam learning rate.
         dropout: Head dropout.
-        unfreeze_blocks: Top backbone blocks trained in ``finetune`` mode.
+        unfreeze: The fine-tune rule: ``blocks:N`` (the backbone's top N blocks are trained in ``finetune``
+            mode) or ``layers:N`` (its top N weighted layers); see :func:`lumbar.models.parse_unfreeze`.
+        monitor: Model selection, one of :data:`MONITORS`: the epoch with the lowest validation error
+            (ties: the lower validation loss, then the earlier epoch) or the lowest validation loss.
+        class_weights: One of :data:`CLASS_WEIGHTS`: ``balanced`` weighs the loss by ``n / (k * n_c)``
+            from the training labels, ``none`` leaves it unweighted.
         seed: Seed of weights initialisation, shuffling and augmentation.
         augment: Apply the paper's augmentation.
         precision: ``auto`` (mixed_float16 on a GPU), ``float32`` or ``mixed_float16``.
         jit: XLA compilation: ``auto`` (on a GPU), ``on`` or ``off``.
-        standardize: ``frozen`` mode only: standardise the pooled features with the mean and variance
-            of the training images before the head (a linear probe that does not depend on the scale of
-            a backbone's features, for comparing pretraining sources).
+        standardize: Standardise the pooled features with their mean and variance over the training
+            images, computed once before training (in ``frozen`` mode a linear probe that does not depend
+            on the scale of a backbone's features; in ``finetune`` mode a fixed scaling the top blocks
+            train under).
     """
 
     backbone: str = "vgg16"
@@ -75,7 +111,9 @@ class TrainConfig:
     epochs: int = 4
     learning_rate: float = 1e-3
     dropout: float = 0.2
-    unfreeze_blocks: int = 1
+    unfreeze: str = "blocks:1"
+    monitor: str = "val_loss"
+    class_weights: str = "balanced"
     seed: int = 0
     augment: bool = True
     precision: str = "auto"
@@ -97,12 +135,21 @@ class TrainConfig:
             raise InputError(f"{self.backbone} needs --image-size of at least {BACKBONES[self.backbone].min_size}")
         if self.precision not in PRECISIONS or self.jit not in SWITCHES:
             raise InputError(f"precision must be one of {PRECISIONS} and jit one of {SWITCHES}")
-        if self.standardize and self.mode != "frozen":
-            raise InputError("--standardize needs --mode frozen (fine-tuning changes the features it standardises)")
+        try:
+            parse_unfreeze(self.unfreeze)
+        except ValueError:
+            raise InputError(f"--unfreeze must be blocks:N or layers:N with N >= 1, got {self.unfreeze!r}") from None
+        if self.monitor not in MONITORS:
+            raise InputError(f"unknown monitor {self.monitor!r}; choose one of {', '.join(MONITORS)}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise InputError(f"unknown class weights {self.class_weights!r}; choose one of {', '.join(CLASS_WEIGHTS)}")
 
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides: Any) -> TrainConfig:
-        """A configuration with the profile's defaults; ``None`` overrides are ignored."""
+        """A configuration with the profile's defaults; ``None`` overrides are ignored.
+
+        The learning rate follows the mode (frozen or fine-tune).
+        """
         if profile not in PROFILES:
             raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
         values = {k: v for k, v in overrides.items() if v is not None}
@@ -116,6 +163,11 @@ class TrainConfig:
             "batch_size": p["batch_size"],
             "epochs": p["epochs"],
             "learning_rate": p["lr_finetune"] if mode == "finetune" else p["lr_frozen"],
+            "unfreeze": p["unfreeze"],
+            "monitor": p["monitor"],
+            "class_weights": p["class_weights"],
+            "augment": p["augment"],
+            "standardize": p["standardize"],
         }
         return cls(profile=profile, **{**defaults, **values})
 
@@ -126,8 +178,14 @@ class TrainConfig:
 
         return config_name(self.backbone, self.mode, self.roi)
 
+    @property
+    def head(self) -> str:
+        """The classifier head, as one line (an MLflow param)."""
+        return head_description(self.model_config())
+
     def model_config(self) -> ModelConfig:
         """The architecture part."""
+        unit, count = parse_unfreeze(self.unfreeze)
         return ModelConfig(
             backbone=self.backbone,
             weights=self.weights,
@@ -135,7 +193,8 @@ class TrainConfig:
             image_size=self.image_size,
             num_classes=TARGETS[self.target],
             dropout=self.dropout,
-            unfreeze_blocks=self.unfreeze_blocks,
+            unfreeze_blocks=count if unit == "blocks" else 0,
+            unfreeze_layers=count if unit == "layers" else 0,
             standardize=self.standardize,
         )
 
@@ -160,6 +219,7 @@ class TrainResult:
     best_epoch: int
     best_val_loss: float
     epochs_run: int
+    best_val_error: float | None = None
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     fit_seconds: float = 0.0
@@ -172,6 +232,17 @@ def dataset_version(folder: str | Path) -> str:
 
     index = Path(folder) / INDEX
     return version_of(index.read_text(encoding="utf-8") if index.is_file() else file_index(folder))
+
+
+def selection_key(logs: dict[str, float], monitor: str) -> tuple[float, ...]:
+    """What model selection minimises for one epoch's logs: ``(val_error, val_loss)`` or ``(val_loss,)``.
+
+    An epoch replaces the best one only when its key is strictly smaller, so ties keep the earlier epoch.
+    """
+    loss = logs.get("val_loss", float("inf"))
+    if monitor == "val_error":
+        return (logs.get("val_error", float("inf")), loss)
+    return (loss,)
 
 
 def accelerator() -> str:
@@ -224,9 +295,17 @@ class _EpochCheckpoint:
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 logs = {k: float(v) for k, v in (logs or {}).items()}
                 logs["epoch_seconds"] = time.perf_counter() - self.epoch_start
-                val_loss = logs.get("val_loss", float("inf"))
-                if val_loss < self.state["best_val_loss"]:
-                    self.state.update(best_val_loss=val_loss, best_epoch=epoch + 1)
+                if "val_accuracy" in logs:
+                    logs["val_error"] = 1.0 - logs["val_accuracy"]
+                key = selection_key(logs, self.state["monitor"])
+                best = self.state.get("best_key")
+                if best is None or key < tuple(best):
+                    self.state.update(
+                        best_key=list(key),
+                        best_val_loss=logs.get("val_loss", float("inf")),
+                        best_val_error=logs.get("val_error"),
+                        best_epoch=epoch + 1,
+                    )
                     self.model.save_weights(self.folder / "best.weights.h5")
                 self.state["epoch"] = epoch + 1
                 self.state["history"].append({"epoch": epoch + 1, **logs})
@@ -317,6 +396,9 @@ def train_model(
         "epoch": 0,
         "best_epoch": 0,
         "best_val_loss": float("inf"),
+        "best_val_error": None,
+        "best_key": None,
+        "monitor": config.monitor,
         "history": [],
         "run_id": None,
         "dataset_version": version,
@@ -342,7 +424,9 @@ def train_model(
         train_records = split_records(local, "train", config.roi, config.target)
         train_ds = make_dataset(local, "train", inputs, training=True, records=train_records)
         val_ds = make_dataset(local, "val", inputs)
-        weights = class_weights(train_records.labels, TARGETS[config.target])
+        weights = (
+            class_weights(train_records.labels, TARGETS[config.target]) if config.class_weights == "balanced" else None
+        )
 
         if resuming:
             model = keras.models.load_model(folder / "last.keras")
@@ -359,6 +443,7 @@ def train_model(
         runtime = {"device": device, "mixed_precision": mixed, "xla": bool(model.jit_compile)}
         params = {
             **asdict(config),
+            "head": config.head,
             "dataset": str(dataset),
             "dataset_version": version,
             **runtime,
@@ -425,8 +510,10 @@ def _finish(
     _write_curves(history, out / "curves.png")
     info = {
         "config": asdict(config),
+        "monitor": config.monitor,
         "best_epoch": state["best_epoch"],
         "best_val_loss": state["best_val_loss"],
+        "best_val_error": state.get("best_val_error"),
         "epochs": state["epoch"],
         "run_id": run.run_id if run is not None else None,
         "dataset_version": version,
@@ -437,11 +524,22 @@ def _finish(
     }
     (out / "model.json").write_text(json.dumps(info, indent=2))
     if run is not None:
-        run.log_metrics({"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"]})
+        best = {"best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"]}
+        if state.get("best_val_error") is not None:
+            best["best_val_error"] = state["best_val_error"]
+        run.log_metrics(best)
         for name in ("curves.png", "history.csv", "model.json"):
             run.log_artifact(out / name)
         run.log_keras_model(model, registered_name=register_as, alias="candidate" if register_as else None)
-    return TrainResult(out, info["run_id"], state["best_epoch"], state["best_val_loss"], state["epoch"], history)
+    return TrainResult(
+        out,
+        info["run_id"],
+        state["best_epoch"],
+        state["best_val_loss"],
+        state["epoch"],
+        state.get("best_val_error"),
+        history,
+    )
 
 
 def read_model_info(model_dir: str | Path) -> dict:

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from lumbar.cli._common import (
-    AUGMENT,
     BACKBONE,
     BATCH_SIZE,
     EPOCHS,
@@ -31,31 +30,48 @@ def train(
     ] = "imagenet",
     mode: Annotated[str, typer.Option(help="frozen (train the head) | finetune (also the top blocks).")] = "frozen",
     roi: Annotated[bool, typer.Option("--roi/--full", help="Train on the ROI crops or the full images.")] = False,
-    profile: Annotated[str, typer.Option(help="paper (224 px, batch 64, 50 epochs) | quick (CPU-sized).")] = "quick",
+    profile: Annotated[
+        str, typer.Option(help="paper (the paper's settings) | quick (CPU-sized); see docs/training.md.")
+    ] = "quick",
     epochs: EPOCHS = None,
     batch_size: BATCH_SIZE = None,
     image_size: IMAGE_SIZE = None,
     learning_rate: LEARNING_RATE = None,
-    unfreeze_blocks: Annotated[int | None, typer.Option(help="Top backbone blocks trained in finetune mode.")] = None,
+    unfreeze: Annotated[
+        str | None,
+        typer.Option(
+            help="Finetune mode trains the backbone's top blocks:N or layers:N (default: the profile's)."
+        ),
+    ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(help="Keep the epoch with the lowest val_error (ties: lower val_loss) | val_loss (profile)."),
+    ] = None,
+    class_weights: Annotated[
+        str | None, typer.Option(help="none | balanced (n / (k * n_class)) loss weights (profile: paper none).")
+    ] = None,
     target: Annotated[str, typer.Option(help="binary (normal/abnormal) | disc_state (4 classes).")] = "binary",
-    augment: AUGMENT = True,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="The paper's augmentation (default: the profile's).")
+    ] = None,
     seed: SEED = 0,
     precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16")] = "auto",
     jit: Annotated[str, typer.Option(help="XLA: auto | on | off")] = "auto",
     standardize: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--standardize/--no-standardize",
-            help="Frozen mode: standardise the pooled features with the training images' mean and variance.",
+            help="Standardise the pooled features with the training images' mean and variance, fixed before "
+            "training (default: the profile's).",
         ),
-    ] = False,
+    ] = None,
     resume: RESUME = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "lumbar-train",
     register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
     track: TRACK = True,
     verbose: Annotated[int, typer.Option(help="Keras fit verbosity (0, 1, 2).")] = 2,
 ) -> None:
-    """Train one configuration (backbone x mode x ROI) and keep the best validation-loss epoch."""
+    """Train one configuration (backbone x mode x ROI) and keep the best epoch (--monitor)."""
     load_tensorflow()
     from lumbar.train import TrainConfig, train_model
 
@@ -70,7 +86,9 @@ def train(
             batch_size=batch_size,
             image_size=image_size,
             learning_rate=learning_rate,
-            unfreeze_blocks=unfreeze_blocks,
+            unfreeze=unfreeze,
+            monitor=monitor,
+            class_weights=class_weights,
             target=target,
             augment=augment,
             seed=seed,
@@ -88,9 +106,10 @@ def train(
             verbose=verbose,
             register_as=register,
         )
+    error = "" if result.best_val_error is None else f"val_error {result.best_val_error:.4f}, "
     typer.echo(
-        f"trained {config.run_name}: best epoch {result.best_epoch} of {result.epochs_run} "
-        f"(val_loss {result.best_val_loss:.4f}); model in {out / 'model.keras'}"
+        f"trained {config.run_name}: best epoch {result.best_epoch} of {result.epochs_run} by {config.monitor} "
+        f"({error}val_loss {result.best_val_loss:.4f}); model in {out / 'model.keras'}"
         + (f"; MLflow run {result.run_id}" if result.run_id else "")
     )
 
