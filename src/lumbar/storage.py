@@ -171,8 +171,28 @@ class Store(ABC):
         """Return the store rooted at ``prefix`` below this one."""
 
     @abstractmethod
-    def put_file(self, local: str | Path, key: str) -> bool:
-        """Upload a file; return False when an identical object (same SHA-256) was already there."""
+    def put_file(self, local: str | Path, key: str, force: bool = False) -> bool:
+        """Upload a file; return False when an identical object (same SHA-256) was already there.
+
+        ``force`` uploads even when the recorded SHA-256 matches (to repair an object whose bytes
+        no longer match what was recorded).
+        """
+
+    def content_sha256(self, key: str) -> str | None:
+        """The SHA-256 of the object's bytes as stored now (read in full, not taken from metadata); None if missing."""
+        digest = hashlib.sha256()
+        try:
+            stream = self._raw(key)
+        except ObjectNotFoundError:
+            return None
+        with stream:
+            for chunk in iter(lambda: stream.read(_CHUNK), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    @abstractmethod
+    def _raw(self, key: str) -> BinaryIO:
+        """Open an object for reading without verifying it (for :meth:`content_sha256`)."""
 
     @abstractmethod
     def get_file(self, key: str, local: str | Path) -> Path:
@@ -327,9 +347,13 @@ class LocalStore(Store):
         return path
 
     @override
-    def put_file(self, local: str | Path, key: str) -> bool:
+    def _raw(self, key: str) -> BinaryIO:
+        return self.open(key)
+
+    @override
+    def put_file(self, local: str | Path, key: str, force: bool = False) -> bool:
         target = self._path(key)
-        if target.is_file() and sha256_file(target) == sha256_file(local):
+        if not force and target.is_file() and sha256_file(target) == sha256_file(local):
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -520,10 +544,21 @@ class S3Store(Store):
         return None if stat is None else self._recorded(stat)
 
     @override
-    def put_file(self, local: str | Path, key: str) -> bool:
+    def _raw(self, key: str) -> BinaryIO:
+        self._existing(key)
+        client, name = self._client, self._key(key)
+        response = self._call(f"read {self.uri}/{key}", lambda: client.get_object(self.bucket, name))  # type: ignore[attr-defined]
+
+        def release() -> None:
+            response.release_conn()
+
+        return _VerifyingReader(response, None, f"{self.uri}/{key}", release)  # type: ignore[return-value]
+
+    @override
+    def put_file(self, local: str | Path, key: str, force: bool = False) -> bool:
         digest = sha256_file(local)
         stat = self._stat(key)
-        if stat is not None and self._recorded(stat) == digest:
+        if not force and stat is not None and self._recorded(stat) == digest:
             return False
         client, name = self._client, self._key(key)
         self._call(

@@ -3,8 +3,10 @@
 A dataset folder is published to ``<store>/datasets/<name>/<version>/``, where ``version`` is the
 first 16 hex digits of the SHA-256 of its file index (``SHA256SUMS``: one ``<sha256>  <path>`` line
 per file, sorted by path, covering ``manifest.csv`` and every image). The index is uploaded with the
-files and a ``_COMPLETE`` marker last; a version that has its marker is never written again. After a
-successful publish ``<store>/datasets/<name>/latest`` names the version.
+files and a ``_COMPLETE`` marker last. Publishing a version that is already complete changes nothing
+that is intact: every object is read back and hashed, and only those whose bytes no longer match the
+local folder (tampered with, damaged, deleted) are uploaded again. After a successful publish
+``<store>/datasets/<name>/latest`` names the version.
 
 Consumers fetch a version (or ``latest``) into a local cache keyed by the version hash, downloading
 it once and verifying every file against the index.
@@ -39,6 +41,8 @@ class DatasetVersion:
     uploaded: int = 0
     skipped: int = 0
     already_published: bool = False
+    verified: int = 0
+    repaired: tuple[str, ...] = ()
 
 
 def file_index(folder: str | Path) -> str:
@@ -75,7 +79,8 @@ def publish_dataset(
         progress: Called with 1 per file.
 
     Returns:
-        The published version (``already_published`` when it was there complete).
+        The published version; when it was there complete (``already_published``), ``verified``
+        objects were read back and hashed and ``repaired`` lists those uploaded again.
     """
     folder = Path(folder)
     if not (folder / "manifest.csv").is_file():
@@ -87,8 +92,17 @@ def publish_dataset(
     root = open_store(store_uri, create_bucket=create_bucket)
     target = root.child(f"datasets/{name}/{version}")
     if target.exists(COMPLETE):
+        repaired = _verify_and_repair(target, folder, index, progress)
         _set_latest(root, name, version)
-        return DatasetVersion(name, version, target.uri, already_published=True)
+        return DatasetVersion(
+            name,
+            version,
+            target.uri,
+            uploaded=len(repaired),
+            already_published=True,
+            verified=index.count("\n") + 1,
+            repaired=tuple(repaired),
+        )
     result = target.put_tree(folder, progress=progress)
     target.put_bytes(index.encode("utf-8"), INDEX)
     marker = {
@@ -99,6 +113,28 @@ def publish_dataset(
     target.put_bytes(json.dumps(marker).encode("utf-8"), COMPLETE)
     _set_latest(root, name, version)
     return DatasetVersion(name, version, target.uri, result.transferred, result.skipped)
+
+
+def _verify_and_repair(
+    target: Store, folder: Path, index: str, progress: Callable[[int], None] | None = None
+) -> list[str]:
+    """Hash every object of a published version as stored now; upload again each one that differs from ``folder``.
+
+    Returns:
+        The keys uploaded again (the index among them when it was damaged).
+    """
+    repaired = []
+    expected = [line.split("  ", 1) for line in index.splitlines() if line]
+    for digest, relative in expected:
+        if target.content_sha256(relative) != digest:
+            target.put_file(folder / relative, relative, force=True)
+            repaired.append(relative)
+        if progress:
+            progress(1)
+    if target.content_sha256(INDEX) != hashlib.sha256(index.encode("utf-8")).hexdigest():
+        target.put_bytes(index.encode("utf-8"), INDEX)
+        repaired.append(INDEX)
+    return repaired
 
 
 def _set_latest(root: Store, name: str, version: str) -> None:

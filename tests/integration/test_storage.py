@@ -250,3 +250,26 @@ def test_thirty_buckets_each_take_writes(s3_env, tmp_path):
     for name in names:
         open_store(f"s3://{name}", create_bucket=True).put_file(payload, "x.bin")
     assert all(list(open_store(f"s3://{name}").list()) == ["x.bin"] for name in names)
+
+
+def test_filer_http_api_is_off(local_services, bucket, s3_env):
+    """SeaweedFS's filer HTTP API has no authentication: it must neither serve nor delete bucket data."""
+    import urllib.error
+    import urllib.request
+
+    store = open_store(f"s3://{bucket}")
+    store.put_bytes(b"keep me", "k.txt")
+    port = local_services._ports()["filer"]
+    for method in ("GET", "DELETE", "PUT"):
+        for path in (f"/buckets/{bucket}/k.txt", f"/buckets/{bucket}/", "/"):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"x" if method == "PUT" else None)
+            request.method = method
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    status, body = response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, b""
+            except OSError:  # nothing listening is as good
+                continue
+            assert status >= 400 and b"keep me" not in body, (method, path, status)
+    assert store.get_bytes("k.txt") == b"keep me"

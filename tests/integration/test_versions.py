@@ -41,6 +41,36 @@ def test_publish_is_content_addressed_and_immutable(built_dataset, bucket, s3_en
     )
 
 
+def test_republish_verifies_and_repairs_a_tampered_version(built_dataset, bucket, s3_env, tmp_path):
+    """An object overwritten behind our back (its recorded SHA-256 kept) and one deleted are found and repaired."""
+    import io
+
+    from lumbar.storage import SHA256_META, sha256_file
+
+    version = publish_dataset(built_dataset, f"s3://{bucket}", "dc")
+    target = open_store(version.uri)
+    image = sorted(p.relative_to(built_dataset).as_posix() for p in built_dataset.glob("images/*.png"))[0]
+    forged = b"not the image that was published"
+    target._client.put_object(  # a tamperer who also copies the recorded checksum
+        bucket,
+        target._key(image),
+        io.BytesIO(forged),
+        len(forged),
+        metadata={SHA256_META: sha256_file(built_dataset / image)},
+    )
+    target.delete("manifest.csv")
+    run = _cli("dataset", "publish", built_dataset, "--store", f"s3://{bucket}", "--name", "dc", env=s3_env)
+    assert run.returncode == 0, run.stderr
+    assert "already published" in run.stdout and "2 failed their checksum" in run.stdout
+    assert image in run.stdout and "manifest.csv" in run.stdout
+    assert target.content_sha256(image) == sha256_file(built_dataset / image)
+    assert target.get_bytes("manifest.csv") == (built_dataset / "manifest.csv").read_bytes()
+    folder = fetch_dataset(version.uri, tmp_path / "cache")  # verified against the index on download
+    assert (folder / image).read_bytes() == (built_dataset / image).read_bytes()
+    again = publish_dataset(built_dataset, f"s3://{bucket}", "dc")
+    assert again.already_published and again.repaired == () and again.verified == version.uploaded + 1
+
+
 def test_fetch_downloads_once_and_verifies(built_dataset, bucket, s3_env, tmp_path):
     version = publish_dataset(built_dataset, f"s3://{bucket}", "dc")
     cache = tmp_path / "cache"

@@ -205,7 +205,15 @@ def dataset_publish(
         version = publish_dataset(
             dataset, store, name, create_bucket=create_bucket, progress=progress.task("publishing", None)
         )
-    state = "already published" if version.already_published else f"{version.uploaded} files uploaded"
+    if version.already_published and version.repaired:
+        state = (
+            f"already published; {version.verified} objects verified, {len(version.repaired)} failed their checksum "
+            f"and were uploaded again: {', '.join(version.repaired[:5])}{' ...' if len(version.repaired) > 5 else ''}"
+        )
+    elif version.already_published:
+        state = f"already published; {version.verified} objects verified intact"
+    else:
+        state = f"{version.uploaded} files uploaded"
     typer.echo(f"{version.uri} (version {version.version}; {state}; latest -> it)")
 
 
