@@ -151,8 +151,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> De
             if say:
                 say(text)
 
-        line(f"lumbar demo: synthetic export -> pipeline `paper` with kfp.local -> report, in {out}")
-        line(f"full logs: {log}")
+        line(f"lumbar demo: synthetic export -> pipeline `paper` with kfp.local -> report; full logs in {log}")
         result = _stages(config, out, console, line, watcher, log)
         result.log = log
         result.seconds = time.perf_counter() - started
@@ -178,9 +177,10 @@ def _stages(
 
     timings: dict[str, float] = {}
 
-    def stage(name: str, started: float) -> None:
+    def stage(name: str, started: float, quiet: bool = False) -> None:
         timings[name] = time.perf_counter() - started
-        line(f"[{timings[name]:7.1f} s] {name}")
+        if not quiet:
+            line(f"[{timings[name]:7.1f} s] {name}")
 
     started = time.perf_counter()
     write_pacs_export(out / "export", SynthConfig(patients=config.patients, seed=0, size=256, workers=config.workers))
@@ -255,7 +255,7 @@ def _stages(
     report_task = run.folder / "report"
     shutil.copyfile(report_task / "page", report_dir / "report.html")
     shutil.copyfile(report_task / "summary", report_dir / "report.md")
-    stage("report copied out of the run", started)
+    stage("report copied out of the run", started, quiet=True)  # in the timing table only
     return DemoResult(report_dir / "report.html", run.folder, timings, weights, tasks=list(watcher.finished))
 
 
@@ -292,15 +292,14 @@ def _summary(result: DemoResult, console: Any, line: Callable[[str], None]) -> N
 
     from lumbar.tracking import tracking_uri
 
-    table = Table(title="timings", box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
-    for column, justify in (("stage / pipeline task", "left"), ("runs", "right"), ("seconds", "right")):
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for column, justify in (("timings: stage / pipeline task", "left"), ("runs", "right"), ("seconds", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for name, seconds in result.timings.items():
         table.add_row(name, "1", f"{seconds:.1f}")
         if name.startswith("pipeline"):
             for task, (runs, total) in task_groups(result.tasks).items():
                 table.add_row(f"  {task}", str(runs), f"{total:.1f}")
-    table.add_row("total", "", f"{result.seconds:.1f}")
     console.print()
     console.print(table)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri()
