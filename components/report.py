@@ -16,10 +16,19 @@ def report(
     mlflow_ui: str = "http://127.0.0.1:5000",
     dataset: Input[Dataset] | None = None,
 ):
-    """Reads this Kubeflow run's training runs from MLflow (``MLFLOW_TRACKING_URI``); Grad-CAM needs ``dataset``."""
+    """Reads this Kubeflow run's training runs from MLflow (``MLFLOW_TRACKING_URI``); Grad-CAM needs ``dataset``.
+
+    The tables stand beside the paper's numbers in its positive class (normal); ``data_origin`` labels ours.
+    """
     from lumbar.steps import report_step
 
     info = report_step(
-        page.path, summary.path, experiment_prefix, kfp_run_id, data_origin, mlflow_ui, dataset.path if dataset else ""
+        page=page.path,
+        summary=summary.path,
+        experiment_prefix=experiment_prefix,
+        kfp_run_id=kfp_run_id,
+        data_origin=data_origin,
+        mlflow_ui=mlflow_ui,
+        dataset=dataset.path if dataset else "",
     )
     page.metadata.update(info)

@@ -481,7 +481,8 @@ def _html_table(table: Table, config: ReportConfig, links: Mapping[str, str]) ->
                 text += f"<br><small class='paper'>paper: {html.escape(cell.paper)}</small>"
             if cell.warning:
                 text += f"<br><small class='warning'>{html.escape(cell.warning)}</small>"
-            cells.append(f"<td class='{'num' if i else 'name'}'>{text}</td>")
+            numeric = i and cell.text[:1] in "0123456789+-–"  # numbers right-aligned, words and notes left
+            cells.append(f"<td class='{'num' if numeric else 'name'}'>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     note = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in table.notes if n)
     return (

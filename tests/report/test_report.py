@@ -1,9 +1,11 @@
 """The results report from real tracked runs, against a real MLflow server; rendered in a real browser."""
 
 import html
+import json
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -41,16 +43,17 @@ def tracked_runs(built_dataset, local_services, tmp_path_factory):
                 evaluate_step(out, built_dataset, out / "eval")  # the default view (abnormal): the tables use normal
     finally:
         patch.undo()
-    return env["MLFLOW_TRACKING_URI"]
+    return env["MLFLOW_TRACKING_URI"], base
 
 
 @pytest.fixture(scope="module")
 def report(tracked_runs, built_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
+    uri, _ = tracked_runs
     config = ReportConfig(
         out=out,
-        tracking_uri=tracked_runs,
-        mlflow_ui=tracked_runs,
+        tracking_uri=uri,
+        mlflow_ui=uri,
         data_origin="synthetic",
         dataset=str(built_dataset),
         gradcam_images=2,
@@ -62,7 +65,7 @@ def test_tables_are_the_papers_in_its_positive_class_with_the_mlflow_numbers(rep
     from mlflow import MlflowClient
 
     result, _ = report
-    client = MlflowClient(tracked_runs)
+    client = MlflowClient(tracked_runs[0])
 
     def metric(run_id, key):
         return client.get_run(run_id).data.metrics[f"test_{key}"]
@@ -121,7 +124,7 @@ def test_conditions_and_declared_choices_are_stated_first(report, tracked_runs):
     assert "The paper's procedure where the project drifted, or a declared choice where the paper is vague" in (
         first_screen
     )
-    client = MlflowClient(tracked_runs)
+    client = MlflowClient(tracked_runs[0])
     params = [client.get_run(r.row["run_id"]).data.params for group in result.runs.values() for r in group]
     for title, param, paper in (
         ("Fine-tune rule", "unfreeze", "made some layers trainable with two"),
@@ -138,6 +141,37 @@ def test_conditions_and_declared_choices_are_stated_first(report, tracked_runs):
     markdown = result.markdown.read_text()
     assert "## procedure1" in markdown and "### Table 10: improvement from the ROI, Equation 8 on F1" in markdown
     assert "| Fine-tune rule | `unfreeze` |" in markdown
+
+
+def test_cli_evaluate_prints_the_chosen_view_and_records_both(tracked_runs, built_dataset, tmp_path):
+    """``lumbar evaluate --positive normal`` on one of the trained models (no new training)."""
+    _, base = tracked_runs
+    model = base / "procedure1-vgg16-finetune-True"
+    lumbar = str(Path(sys.executable).with_name("lumbar"))
+    args = [lumbar, "evaluate", "--model", str(model), "--dataset", str(built_dataset), "--no-track"]
+    chosen = [*args, "--positive", "normal", "--out", str(tmp_path)]
+    done = subprocess.run(chosen, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    metrics = written["metrics"]
+    assert written["positive"] == metrics["positive"] == "normal"
+    assert metrics["f1"] == metrics["normal_f1"] and metrics["recall"] == metrics["normal_recall"]
+    assert "positive class: normal" in done.stdout.replace("\n", " ")
+    n = metrics["support"]
+    for view in ("abnormal", "normal"):
+        positives = metrics[f"{view}_positives"]
+        line = (
+            f"{view} positive: F1 {metrics[f'{view}_f1']:.4f}, precision {metrics[f'{view}_precision']:.4f}, "
+            f"recall {metrics[f'{view}_recall']:.4f} ({positives} of {n} {view}; majority-class F1 "
+            f"{majority_f1(n, positives):.4f})"
+        )
+        assert line in done.stdout
+    (tn, fp), (fn, tp) = metrics["confusion"]["matrix"]
+    assert f"true normal: {tn} normal, {fp} abnormal; true abnormal: {fn} normal, {tp} abnormal" in done.stdout
+    assert [p["class"] for p in written["predictions"]].count("normal") == metrics["normal_positives"]
+    bad = subprocess.run([*args, "--positive", "healthy"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == ["error: positive must be one of abnormal, normal, got 'healthy'"]
 
 
 def test_an_old_run_gets_the_papers_view_from_its_confusion_matrix():
@@ -162,7 +196,8 @@ def test_every_link_resolves_to_its_run(report, tracked_runs):
         match = re.fullmatch(re.escape(config.mlflow_ui) + r"/#/experiments/(\d+)/runs/([0-9a-f]+)", link)
         assert match, link
         experiment_id, run_id = match.groups()
-        with urllib.request.urlopen(f"{tracked_runs}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=10) as answer:
+        url = f"{tracked_runs[0]}/api/2.0/mlflow/runs/get?run_id={run_id}"
+        with urllib.request.urlopen(url, timeout=10) as answer:
             body = answer.read().decode()
         assert f'"experiment_id": "{experiment_id}"' in body.replace('":"', '": "')
     with urllib.request.urlopen(config.mlflow_ui, timeout=10) as answer:  # the UI the links open
