@@ -5,6 +5,7 @@ import base64
 import contextlib
 import json
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -299,11 +300,26 @@ def test_a_non_loopback_bind_needs_a_password(built_dataset, tmp_path, monkeypat
     assert proc.stderr.startswith("error: refusing to serve 0.0.0.0 without a password")
     loud = subprocess.Popen([*args, "--insecure"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        port = int(loud.stdout.readline().rstrip().rstrip("/").rsplit(":", 1)[1])
         warning = loud.stderr.readline()
         assert warning.startswith("WARNING: --insecure: 0.0.0.0 is served WITHOUT A PASSWORD")
+        deadline = time.monotonic() + 20
+        while True:  # it does serve, without a password
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(
+                    f"GET /api/session HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+                )
+                if sock.recv(12) == b"HTTP/1.1 200":
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        loud.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        out, _ = loud.communicate(timeout=20)
+        assert loud.returncode == 0 and out.splitlines()[-1] == "stopped"
     finally:
-        loud.terminate()
-        loud.wait(timeout=20)
+        if loud.poll() is None:
+            loud.kill()
+            loud.wait(timeout=20)
 
 
 def test_a_stalled_body_is_refused_in_time():

@@ -28,6 +28,7 @@ def label_serve(
     verbose: Annotated[bool, typer.Option("--verbose", help="Log every request.")] = False,
 ) -> None:
     """Serve the grading page; every change is saved to --labels at once (set LUMBAR_LABEL_PASSWORD for a password)."""
+    import contextlib
     import logging
 
     from lumbar.label_server import PASSWORD_ENV, GradingServer, is_loopback
@@ -41,22 +42,22 @@ def label_serve(
         server = GradingServer(
             dataset, labels, host, port, verbose=verbose, allowed_hosts=allowed_host or (), insecure=insecure
         )
-    progress = server.session.progress()
-    typer.echo(
-        f"grading {len(server.session.patients)} patients of {dataset} into {labels} "
-        f"({progress['graded']} graded); open {server.url}"
-        + (" (password required)" if server.password_required else "")
-    )
-    if not server.password_required and not is_loopback(host):
+    # serve_forever returns, or raises KeyboardInterrupt, once Ctrl-C has let the open requests finish
+    with contextlib.suppress(KeyboardInterrupt):
+        progress = server.session.progress()
         typer.echo(
-            f"WARNING: --insecure: {host} is served WITHOUT A PASSWORD; anyone who can reach it can read and "
-            f"change every grade (set {PASSWORD_ENV} instead)",
-            err=True,
+            f"grading {len(server.session.patients)} patients of {dataset} into {labels} "
+            f"({progress['graded']} graded); open {server.url}"
+            + (" (password required)" if server.password_required else "")
         )
-    try:
+        if not server.password_required and not is_loopback(host):
+            typer.echo(
+                f"WARNING: --insecure: {host} is served WITHOUT A PASSWORD; anyone who can reach it can read and "
+                f"change every grade (set {PASSWORD_ENV} instead)",
+                err=True,
+            )
         server.serve_forever()
-    except KeyboardInterrupt:
-        typer.echo("stopped")
+    typer.echo("stopped")
 
 
 @app.command("merge")
