@@ -255,8 +255,11 @@ class AuthThrottle:
     def failed(self, client: str) -> None:
         """Count a wrong password."""
         now = self.clock()
-        if len(self._failures) >= self.max_clients:  # forget clients idle longer than the longest wait
+        if len(self._failures) >= self.max_clients:  # forget clients idle longer than the longest wait ...
             self._failures = {c: v for c, v in self._failures.items() if now - v[1] < self.max_wait}
+            if len(self._failures) >= self.max_clients:  # ... and, under a flood of addresses, the older half
+                kept = sorted(self._failures.items(), key=lambda item: item[1][1])[len(self._failures) // 2 :]
+                self._failures = dict(kept)
         count, _ = self._failures.get(client, (0, 0.0))
         self._failures[client] = (count + 1, now)
 
@@ -334,9 +337,9 @@ class RequestGuard:
         for name, value in scope["headers"]:
             headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         refusal = self._check(scope, headers)
-        if refusal is not None:
+        if refusal is not None:  # the connection is closed: a body the request may carry is never read
             status, message, extra = refusal
-            await _answer(send_secured, status, message, extra)
+            await _answer(send_secured, status, message, [*extra, (b"connection", b"close")])
             return
         body = await self._read_body(headers, receive, send_secured)
         if body is None:
@@ -356,7 +359,7 @@ class RequestGuard:
         """The refusal for a request that fails a check, as (status, message, headers), or None."""
         head = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
         if head + sum(len(k) + len(v) + 4 for k, vs in headers.items() for v in vs) > MAX_HEAD:
-            return 431, f"the request line and headers are longer than {MAX_HEAD} bytes", [(b"connection", b"close")]
+            return 431, f"the request line and headers are longer than {MAX_HEAD} bytes", []
         for name in ("host", "origin", "authorization", "content-type", "content-length"):
             if len(headers.get(name, ())) > 1:
                 return 400, f"more than one {name} header", []

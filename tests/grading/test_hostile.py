@@ -236,6 +236,11 @@ def test_the_wait_doubles_with_every_further_failure():
     assert throttle.wait("10.0.0.1") == pytest.approx(0.5)
     throttle.succeeded("10.0.0.1")
     assert throttle.wait("10.0.0.1") == 0.0
+    flood = AuthThrottle(free=1, max_clients=100, clock=lambda: now[0])
+    for i in range(1000):  # a guesser with many addresses cannot grow the table without bound
+        now[0] += 0.001
+        flood.failed(f"10.1.{i // 256}.{i % 256}")
+    assert len(flood._failures) <= 100 and flood.wait("10.1.3.231") > 0  # the latest are remembered
 
 
 def test_only_the_selected_images_are_served_and_no_absolute_path_is_shown(server, built_dataset, tmp_path):
