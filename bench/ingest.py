@@ -144,7 +144,7 @@ def measure_one(method: str, source: Path, workers: int) -> dict:
     """Run one build in this (fresh) process; return wall time, files, images and peak RSS."""
     from lumbar.dataset_c import BuildConfig, build_dataset_c
 
-    os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-secret-0123456789abcdef")
+    os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-X3CZKg3Hj4mDh0EH")
     files = sum(1 for p in source.rglob("*") if p.is_file())
     with tempfile.TemporaryDirectory() as tmp, _PeakRss() as rss:
         start = time.perf_counter()

@@ -50,7 +50,7 @@ def main() -> None:
 
             export = Path(tmp) / "export"
             write_pacs_export(export, SynthConfig(patients=args.patients, seed=0, workers=2))
-            os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-input-secret-0123456789")
+            os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-input-HEXNF3y0hpoV")
             build_dataset_c(BuildConfig(source=export, labels=export / "labels.csv", out=dataset, workers=2))
         records = split_records(dataset, "train")
         # list the images several times: epochs long enough that fixed start-up costs do not dominate

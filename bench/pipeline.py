@@ -37,7 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lumbar-bench-pipeline-") as scratch:
         base = Path(scratch)
         os.environ["LUMBAR_DATA_DIR"] = str(base / "data")
-        os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-secret-0123456789abcdef")
+        os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-X3CZKg3Hj4mDh0EH")
         export = base / "export"
         write_pacs_export(export, SynthConfig(patients=args.patients, seed=0, size=256, workers=args.workers))
         files = sum(1 for p in export.rglob("*") if p.is_file())

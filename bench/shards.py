@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-shards-secret-0123456789")
+    os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-shards-zvL0GCXNusNq")
     import tensorflow as tf
     from PIL import Image
 

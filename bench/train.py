@@ -43,7 +43,7 @@ def main() -> None:
         (tmp_path / "data").mkdir()
         export, dataset = tmp_path / "export", tmp_path / "dataset"
         write_pacs_export(export, SynthConfig(patients=args.patients, seed=0, size=128, workers=2))
-        os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-train-secret-0123456789")
+        os.environ.setdefault("LUMBAR_PSEUDONYM_SECRET", "bench-train-1eVdp7quO2UN")
         build_dataset_c(BuildConfig(source=export, labels=export / "labels.csv", out=dataset, workers=2))
         config = TrainConfig.from_profile(
             "quick",

@@ -70,7 +70,7 @@ def test_no_identifier_in_shards_or_accounting(shards, synthetic_export):
 
 def test_killed_build_resumes(synthetic_export, tmp_path):
     out = tmp_path / "b"
-    env = {**os.environ, "LUMBAR_PSEUDONYM_SECRET": "resume-secret-0123456789abc"}
+    env = {**os.environ, "LUMBAR_PSEUDONYM_SECRET": "resume-Xw4nB8qT2kZm6Rp9"}
     args = [
         LUMBAR,
         "dataset",

@@ -94,7 +94,7 @@ def _cli(*args, env):
 
 
 def test_cli_build_to_s3_and_publish(synthetic_export, bucket, s3_env, tmp_path):
-    env = {**s3_env, "LUMBAR_PSEUDONYM_SECRET": "cli-s3-secret-0123456789", "LUMBAR_DATA_DIR": str(tmp_path / "data")}
+    env = {**s3_env, "LUMBAR_PSEUDONYM_SECRET": "cli-s3-Gm7vK3wQ9xN2bT5r", "LUMBAR_DATA_DIR": str(tmp_path / "data")}
     out = _cli(
         "dataset",
         "build",
