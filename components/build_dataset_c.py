@@ -16,6 +16,7 @@ def build_dataset_c(
     split_by: str = "patient",
     seed: int = 0,
     workers: int = 2,
+    fractions: str = "",
 ):
     """Select, de-identify, label, crop and split the export's images into a Dataset C folder."""
     import shutil
@@ -25,6 +26,15 @@ def build_dataset_c(
     from lumbar.steps import build_dataset_c_step
 
     Pseudonymizer.from_env(DEFAULT_SECRET_ENV)  # required here: refuses a missing, placeholder or weak secret
-    info = build_dataset_c_step(export_uri, dataset.path, labels_uri, publish_to, split_by, seed, workers)
+    info = build_dataset_c_step(
+        export_uri=export_uri,
+        out=dataset.path,
+        labels_uri=labels_uri,
+        publish_to=publish_to,
+        split_by=split_by,
+        seed=seed,
+        workers=workers,
+        fractions=fractions,
+    )
     dataset.metadata.update(info)
     shutil.copyfile(Path(dataset.path) / "datacard.md", datacard.path)

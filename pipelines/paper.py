@@ -37,9 +37,12 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         batch_size: int = 0,
         seed: int = 0,
         data_origin: str = "unknown",
+        fractions: str = "",
         mlflow_ui: str = "http://127.0.0.1:5000",
     ):
-        built = build_dataset_c(export_uri=export_uri, labels_uri=labels_uri, publish_to=publish_to, seed=seed)
+        built = build_dataset_c(
+            export_uri=export_uri, labels_uri=labels_uri, publish_to=publish_to, seed=seed, fractions=fractions
+        )
         settings.data_task(built, pseudonyms=True)
         dataset = built.outputs["dataset"]
         training = Training(profile, epochs, image_size, batch_size, seed)

@@ -124,6 +124,7 @@ def build_dataset_c_step(
     split_by: str = "patient",
     seed: int = 0,
     workers: int = 1,
+    fractions: str = "",
 ) -> dict[str, Any]:
     """Build Dataset C from a DICOM export into ``out``, and publish it as a version when a store is given.
 
@@ -135,6 +136,7 @@ def build_dataset_c_step(
         split_by: ``patient`` or ``image``.
         seed: Split seed.
         workers: Decoding processes.
+        fractions: Train, validation and test shares as ``"0.75,0.15,0.10"`` (empty: the build's default).
 
     Returns:
         Flat metadata: counts, the dataset version, and the published URI when published.
@@ -147,6 +149,10 @@ def build_dataset_c_step(
 
     source = stage_folder(export_uri)
     labels = stage_file(labels_uri) if labels_uri else source / "labels.csv"
+    try:
+        shares = {"fractions": tuple(float(part) for part in fractions.split(","))} if fractions else {}
+    except ValueError:
+        raise InputError(f"fractions {fractions!r} must be three numbers, e.g. 0.75,0.15,0.10") from None
     config = BuildConfig(
         source=source,
         out=Path(out),
@@ -154,6 +160,7 @@ def build_dataset_c_step(
         split_by=split_by,
         seed=seed,
         workers=workers,
+        **shares,  # type: ignore[arg-type]
     )
     result = build_dataset_c(config)
     if not result.usable:

@@ -12,11 +12,14 @@ from lumbar.cli._common import clear_errors
 
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Demo folder (replaced).")] = Path("data/demo"),
-    patients: Annotated[int, typer.Option(help="Synthetic patients.")] = 12,
+    patients: Annotated[int | None, typer.Option(help="Synthetic patients (default 32).")] = None,
+    fractions: Annotated[
+        str | None, typer.Option(help="Train,validation,test shares of the patients (default 0.5,0.15,0.35).")
+    ] = None,
     backbones: Annotated[str, typer.Option(help="Procedure 1's backbones.")] = "vgg16,vgg19,resnet50,mobilenetv2",
     pretrain_backbones: Annotated[str, typer.Option(help="Procedures 2 and 3's backbones.")] = "vgg16,vgg19",
     image_size: Annotated[int, typer.Option(help="Model input size.")] = 64,
-    epochs: Annotated[int, typer.Option(help="Transfer epochs.")] = 3,
+    epochs: Annotated[int | None, typer.Option(help="Transfer epochs (default: the quick profile's).")] = None,
     weights: Annotated[str, typer.Option(help="auto (ImageNet when its files are here) | imagenet | none.")] = "auto",
     services: Annotated[
         bool, typer.Option("--services", help="Use the local S3 and MLflow servers (lumbar services up).")
@@ -27,16 +30,16 @@ def demo(
     from pipelines.demo import DemoConfig, run_demo
 
     with clear_errors():
-        if patients < 1:
+        if patients is not None and patients < 1:
             raise InputError("--patients must be at least 1")
+        given = {"patients": patients, "fractions": fractions, "epochs": epochs}
         config = DemoConfig(
             out=out,
-            patients=patients,
             backbones=backbones,
             pretrain_backbones=pretrain_backbones,
             image_size=image_size,
-            epochs=epochs,
             weights=weights,
             services=services,
+            **{name: value for name, value in given.items() if value is not None},  # else DemoConfig's defaults
         )
         run_demo(config)  # the terminal shows stages, tasks and timings; the rest goes to the demo's log
