@@ -71,7 +71,7 @@ def test_dataset_c_then_procedure1_two_backbones(synthetic_export, pipeline_env)
         section = table.split(f"### Table {number[(row['roi'], row['mode'])]}:")[1].split("###")[0]
         line = next(x for x in section.splitlines() if x.startswith(f"| {row['backbone']} |"))
         cells = [c.strip() for c in line.strip("| ").split(" | ")]
-        assert cells[1].startswith(f"{row['support']} / {row['normal_positives']} (paper ")
+        assert cells[1].startswith(f"{int(row['support'])} / {int(row['normal_positives'])} (paper ")
         for k, cell in zip(("accuracy", "precision", "recall", "f1"), cells[2:6], strict=True):
             assert cell.startswith(f"{100 * row[f'normal_{k}']:.2f}"), (k, cell)
 
@@ -116,8 +116,9 @@ def test_procedure2_on_dataset_a_from_the_brain_sample(built_dataset, pipeline_e
     assert {r["mode"] for r in rows} == {"frozen", "finetune"}
     assert {r["weights_source"] for r in rows} == {"supervised"}
     table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
-    assert "Pretrained on Dataset A (supervised, from scratch)" in table
-    assert len(re.findall(r"^\| vgg16 \| (frozen|finetune) \| ROI \|", table, flags=re.M)) == 2
+    assert "### Table 11: pretrained on Dataset A (supervised, from scratch) (positive class normal" in table
+    section = table.split("### Table 11:")[1].split("###")[0]
+    assert len(re.findall(r"^\| vgg16 \| (frozen|finetune) \| ROI \|", section, flags=re.M)) == 2
     names = {r.info.run_name for r in _mlflow_runs(pipeline_env["tracking"], "lumbar-procedure2")}
     assert {"vgg16-frozen-roi", "vgg16-finetune-roi"} <= names
     assert len(names) == 3  # and the pretraining run
