@@ -66,7 +66,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         seed: int = 0,
     ):
         data = fetch_dataset(uri=dataset_uri)
-        settings.data_task(data)
+        settings.fetch_task(data)
         training = Training(profile, epochs, image_size, batch_size, seed)
         sources = (labelled_sources, mapping_uri)
         wire(settings, data.outputs["dataset"], *sources, backbones, images, pretrain_epochs, training)

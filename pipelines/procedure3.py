@@ -70,7 +70,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         seed: int = 0,
     ):
         data = fetch_dataset(uri=dataset_uri)
-        settings.data_task(data)
+        settings.fetch_task(data)
         training = Training(profile, epochs, image_size, batch_size, seed)
         wire(
             settings,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A kind cluster with Kubeflow Pipelines standalone, MinIO and MLflow, for trying lumbar's pipelines
+# A kind cluster with Kubeflow Pipelines standalone, SeaweedFS and MLflow, for trying lumbar's pipelines
 # on a laptop. Needs Docker, kind and kubectl, and network access to pull images and the KFP
 # manifests. Used by `make kind-up`, `make kind-down` and `make kind-e2e`.
 set -euo pipefail
@@ -18,16 +18,32 @@ need() {
   docker info >/dev/null 2>&1 || { echo "error: the Docker engine is not reachable (docker info failed)" >&2; exit 2; }
 }
 
-secret() {  # secret NAMESPACE NAME KEY... : a generic secret from the keys of secrets.env
+value() {  # value KEY : its value in secrets.env
+  local found
+  found="$(grep -E "^${1}=" "$SECRETS" | head -n 1 | cut -d= -f2-)"
+  [ -n "$found" ] || { echo "error: $SECRETS has no $1" >&2; exit 2; }
+  printf '%s' "$found"
+}
+
+secret() {  # secret NAMESPACE NAME KEY=SECRETS_ENV_KEY... : a generic secret from secrets.env
   local ns=$1 name=$2; shift 2
   local args=()
-  for key in "$@"; do
-    local value
-    value="$(grep -E "^${key}=" "$SECRETS" | head -n 1 | cut -d= -f2-)"
-    [ -n "$value" ] || { echo "error: $SECRETS has no $key" >&2; exit 2; }
-    args+=("--from-literal=${key}=${value}")
+  for pair in "$@"; do
+    args+=("--from-literal=${pair%%=*}=$(value "${pair#*=}")")
   done
   kubectl -n "$ns" create secret generic "$name" "${args[@]}" --dry-run=client -o yaml | kubectl apply -f -
+}
+
+s3_config() {  # SeaweedFS's identities (k8s/secrets/seaweedfs-s3.example.json) with the keys of secrets.env
+  local config
+  config="$(cat "$ROOT/k8s/secrets/seaweedfs-s3.example.json")"
+  for role in ADMIN DATASETS TRAINING MLFLOW; do
+    local lower; lower="$(echo "$role" | tr 'A-Z' 'a-z')"
+    config="${config//\"accessKey\": \"lumbar-${lower}\"/\"accessKey\": \"$(value "S3_${role}_ACCESS_KEY")\"}"
+    config="${config//change-me-${lower}-to-a-long-random-string/$(value "S3_${role}_SECRET_KEY")}"
+  done
+  kubectl -n lumbar create secret generic lumbar-seaweedfs-s3 --from-literal=s3.json="$config" \
+    --dry-run=client -o yaml | kubectl apply -f -
 }
 
 up() {
@@ -46,12 +62,20 @@ up() {
   docker tag "$BASE_IMAGE" "$TRAIN_IMAGE"
   kind load docker-image --name "$CLUSTER" "$TRAIN_IMAGE"
   kubectl create namespace lumbar --dry-run=client -o yaml | kubectl apply -f -
-  secret lumbar lumbar-s3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-  secret lumbar lumbar-postgres POSTGRES_USER POSTGRES_PASSWORD
-  secret kubeflow lumbar-s3 AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-  secret kubeflow lumbar-pseudonym LUMBAR_PSEUDONYM_SECRET
+  s3_config
+  secret lumbar lumbar-s3-admin AWS_ACCESS_KEY_ID=S3_ADMIN_ACCESS_KEY AWS_SECRET_ACCESS_KEY=S3_ADMIN_SECRET_KEY
+  secret lumbar lumbar-s3-mlflow AWS_ACCESS_KEY_ID=S3_MLFLOW_ACCESS_KEY AWS_SECRET_ACCESS_KEY=S3_MLFLOW_SECRET_KEY
+  secret lumbar lumbar-postgres POSTGRES_USER=POSTGRES_USER POSTGRES_PASSWORD=POSTGRES_PASSWORD
+  secret lumbar lumbar-mlflow-auth MLFLOW_AUTH_ADMIN_USERNAME=MLFLOW_ADMIN_USERNAME \
+    MLFLOW_AUTH_ADMIN_PASSWORD=MLFLOW_ADMIN_PASSWORD
+  secret kubeflow lumbar-s3-datasets AWS_ACCESS_KEY_ID=S3_DATASETS_ACCESS_KEY AWS_SECRET_ACCESS_KEY=S3_DATASETS_SECRET_KEY
+  secret kubeflow lumbar-s3-training AWS_ACCESS_KEY_ID=S3_TRAINING_ACCESS_KEY AWS_SECRET_ACCESS_KEY=S3_TRAINING_SECRET_KEY
+  secret kubeflow lumbar-mlflow-client MLFLOW_TRACKING_USERNAME=MLFLOW_ADMIN_USERNAME \
+    MLFLOW_TRACKING_PASSWORD=MLFLOW_ADMIN_PASSWORD
+  secret kubeflow lumbar-pseudonym LUMBAR_PSEUDONYM_SECRET=LUMBAR_PSEUDONYM_SECRET
   kubectl apply -k "$ROOT/k8s/overlays/kind"
-  kubectl -n lumbar rollout status statefulset/minio --timeout=600s
+  kubectl -n lumbar rollout status statefulset/seaweedfs --timeout=600s
+  kubectl -n lumbar wait --for=condition=complete --timeout=600s job/lumbar-bucket
   kubectl -n lumbar rollout status deployment/mlflow --timeout=600s
   kubectl -n kubeflow wait --for=condition=available --timeout=900s deployment/ml-pipeline deployment/ml-pipeline-ui
   cat <<MSG
@@ -69,8 +93,9 @@ down() {
 
 e2e() {
   need docker kind kubectl
-  set -a; . "$SECRETS"; set +a
-  export LUMBAR_S3_ENDPOINT=http://127.0.0.1:9000
+  export LUMBAR_S3_ENDPOINT=http://127.0.0.1:9000 AWS_REGION=us-east-1
+  AWS_ACCESS_KEY_ID="$(value S3_ADMIN_ACCESS_KEY)" AWS_SECRET_ACCESS_KEY="$(value S3_ADMIN_SECRET_KEY)"
+  export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
   kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80 >/dev/null 2>&1 &
   local forward=$!
   trap 'kill $forward 2>/dev/null || true' EXIT

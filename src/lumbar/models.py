@@ -218,10 +218,20 @@ def _resolve_imagenet(backbone: str, image_size: int) -> str:
     name, url = imagenet_weights_file(backbone, image_size)
     path = keras_models_dir() / name
     if not path.is_file():
+        # air-gapped clusters: the file imported by `lumbar weights import` (LUMBAR_WEIGHTS_URI) into Keras' cache
+        from lumbar.weights import fetch_imagenet_weights, import_command_hint, weights_uri
+
+        uri = weights_uri()
+        if uri and fetch_imagenet_weights(name, path.parent, uri) is None:
+            raise WeightsError(
+                f"ImageNet weights for {backbone} ({name}) are not in {uri}: import them with "
+                f"`{import_command_hint(uri)}` where DIR holds the file (from {url})"
+            )
+    if not path.is_file():
         raise WeightsError(
             f"ImageNet weights for {backbone} are not in the Keras cache and cannot be downloaded here: place {name} "
-            f"in {path.parent} (from {url}), or pass --weights PATH|s3://URI to a backbone saved by lumbar, "
-            "or --weights none"
+            f"in {path.parent} (from {url}), or on a cluster import them with `{import_command_hint()}` and set "
+            "LUMBAR_WEIGHTS_URI, or pass --weights PATH|s3://URI to a backbone saved by lumbar, or --weights none"
         )
     return str(path)
 

@@ -71,7 +71,7 @@ def test_gpu_only_on_training_tasks(compiled, name):
             assert "accelerator" not in resources, executor
             assert "nodeSelector" not in placement and "tolerations" not in placement, executor
         # credentials only by reference to the secret, the MLflow URI from the config map
-        assert placement["secretAsEnv"][0]["secretName"] == "lumbar-s3"
+        assert placement["secretAsEnv"][0]["secretName"] in ("lumbar-s3-datasets", "lumbar-s3-training")
         assert placement["configMapAsEnv"][0]["configMapName"] == "lumbar-config"
     if name == "dataset_c":
         assert gpu_seen == 0

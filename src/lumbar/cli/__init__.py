@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lumbar.cli import dataset, label, paper, pipeline, pretrain, services, store, synth
+from lumbar.cli import dataset, label, paper, pipeline, pretrain, services, store, synth, weights
 from lumbar.cli import demo as demo_cli
 from lumbar.cli import report as report_cli
 from lumbar.cli import train as train_cli
@@ -28,6 +28,7 @@ app.add_typer(pretrain.app, name="pretrain")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(label.app, name="label")
 app.add_typer(paper.app, name="paper")
+app.add_typer(weights.app, name="weights")
 app.command("train")(train_cli.train)
 app.command("evaluate")(train_cli.evaluate)
 app.command("predict")(train_cli.predict)
