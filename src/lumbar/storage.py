@@ -414,7 +414,14 @@ class LocalStore(Store):
         return sha256_file(path) if path.is_file() else None
 
 
-_ACCESS_CODES = {"AccessDeniedError", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+_ACCESS_CODES = {
+    "AccessDenied",  # the S3 code for a key without permission (per-role identities, k8s/README.md)
+    "AccessDeniedError",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+}
 _RETRY_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 
