@@ -135,7 +135,7 @@ def test_no_image_from_a_withdrawn_repository(rendered):
     for image in images:
         repository = image.rsplit(":", 1)[0].removeprefix("docker.io/").removeprefix("index.docker.io/")
         assert repository not in WITHDRAWN and "minio" not in repository, image
-    text = "\n".join(p.read_text() for p in K8S.rglob("*") if p.is_file())
+    text = "\n".join(p.read_text() for p in K8S.rglob("*") if p.suffix in (".yaml", ".json", ".sh"))
     assert "minio/" not in text
 
 
