@@ -82,7 +82,8 @@ def pretrain_supervised(
         backbone=backbone,
         weights="none",
         mode="finetune",
-        unfreeze_blocks=ALL_BLOCKS,
+        unfreeze=f"blocks:{ALL_BLOCKS}",
+        standardize=False,  # trained from scratch: no head statistics from random features
         target="binary",
         **settings,
     )
