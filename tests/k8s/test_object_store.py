@@ -221,3 +221,57 @@ def test_gpucheck_refuses_without_a_gpu_and_trains_in_mixed_precision(capsys):
     assert run(steps=2, allow_cpu=True) == 0
     out = capsys.readouterr().out
     assert "ok: 2 mixed-precision (float16) training steps on " in out and "CPU:0" in out
+
+
+def test_mlflow_keeps_artifacts_under_its_own_identity(bucket, tmp_path):
+    """MLflow as k8s/base runs it (--serve-artifacts to s3://lumbar/mlflow, the mlflow identity only):
+    a client with no S3 keys logs an artifact through it, and it lands under mlflow/ in the store."""
+    port = free_port()
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "LUMBAR_S3"))}
+    keys = _keys("mlflow")
+    server_env.update({**keys, "MLFLOW_S3_ENDPOINT_URL": bucket, "AWS_DEFAULT_REGION": "us-east-1"})
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--serve-artifacts",
+        "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--allowed-hosts", f"127.0.0.1:{port},127.0.0.1",
+    ]  # fmt: skip
+    with open(tmp_path / "mlflow.log", "wb") as log:
+        server = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "MLflow did not answer /health within 180 s"
+            time.sleep(0.5)
+        artifact = tmp_path / "metrics.json"
+        artifact.write_text('{"accuracy": 0.5}')
+        client_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "LUMBAR_S3"))}
+        client_env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+        script = (
+            "import mlflow, sys\n"
+            "with mlflow.start_run() as run:\n"
+            f"    mlflow.log_artifact({str(artifact)!r})\n"
+            "print(run.info.run_id)\n"
+        )
+        logged = subprocess.run(
+            [sys.executable, "-c", script], env=client_env, capture_output=True, text=True, timeout=300
+        )
+        assert logged.returncode == 0, logged.stderr[-2000:]
+        run_id = logged.stdout.strip().splitlines()[-1]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    stored = [k for k in _store(bucket, "admin").list("mlflow/") if k.endswith("metrics.json")]
+    assert len(stored) == 1 and run_id in stored[0], stored
+    with pytest.raises(AccessDeniedError):  # and that identity can touch nothing else
+        _store(bucket, "mlflow").put_bytes(b"x", "models/from-mlflow.txt")
