@@ -12,7 +12,7 @@ PATIENTS ?= 12
 WORKERS ?= 2
 
 
-.PHONY: images kind-up kind-down kind-e2e kubectl chromium demo-services
+.PHONY: images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services
 .PHONY: help venv install demo test test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline services-up services-down clean
 
 help:
@@ -51,13 +51,41 @@ kubectl:
 		echo "kubectl not found: installing Debian's kubernetes-client"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y -q kubernetes-client; else sudo apt-get install -y -q kubernetes-client; fi; }
 
-# needs Docker: builds the component, training and MLflow images under the tags of components/images.py
+# needs Docker: builds the component, training and MLflow images (components/images.py names them) under
+# IMAGE_REGISTRY (default $$LUMBAR_IMAGE_REGISTRY, else ghcr.io/lumbar-mlops) and IMAGE_TAG (default: from
+# the version), and records each image in $(IMAGES_LOCK); `make push` pushes them and records their digests,
+# which `lumbar pipeline compile|submit` then use (docs/cluster.md, "Images")
+IMAGE_REGISTRY ?= $(LUMBAR_IMAGE_REGISTRY)
+IMAGE_TAG ?=
+IMAGES_LOCK ?= images.lock.json
+IMAGE_ARGS = $(if $(IMAGE_REGISTRY),--registry $(IMAGE_REGISTRY)) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
 images: $(STAMP)
 	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine (docker info failed)"; exit 2; }
-	@eval "$$($(BIN)/python -m components.images --shell)" && \
+	@eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
 	docker build -f docker/base.Dockerfile -t "$$BASE_IMAGE" . && \
 	docker build -f docker/train.Dockerfile -t "$$TRAIN_IMAGE" . && \
-	docker build -f docker/mlflow.Dockerfile -t "$$MLFLOW_IMAGE" .
+	docker build -f docker/mlflow.Dockerfile -t "$$MLFLOW_IMAGE" . && \
+	for name in BASE_IMAGE TRAIN_IMAGE MLFLOW_IMAGE; do \
+		ref="$${!name}"; \
+		$(BIN)/python -m components.images record $(IMAGES_LOCK) $$name "$$ref" \
+			--id "$$(docker image inspect -f '{{.Id}}' "$$ref")" || exit 2; \
+	done && echo "recorded the images in $(IMAGES_LOCK)"
+
+# docker/constraints.txt: the exact runtime dependency versions of the resolved .venv, installed by the
+# Dockerfiles before the source (regenerate after changing dependencies in pyproject.toml)
+constraints: $(STAMP)
+	$(BIN)/python docker/freeze.py > docker/constraints.txt
+
+push: images
+	@eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
+	for name in BASE_IMAGE TRAIN_IMAGE MLFLOW_IMAGE; do \
+		ref="$${!name}"; repo="$${ref%:*}"; \
+		docker push "$$ref" || exit 2; \
+		digest="$$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$$ref" | grep "^$$repo@" | head -n 1 | cut -d@ -f2)"; \
+		[ -n "$$digest" ] || { echo "no pushed digest for $$ref"; exit 2; }; \
+		$(BIN)/python -m components.images record $(IMAGES_LOCK) $$name "$$ref" --digest "$$digest" \
+			--id "$$(docker image inspect -f '{{.Id}}' "$$ref")" || exit 2; \
+	done && echo "recorded the pushed digests in $(IMAGES_LOCK)"
 
 # need Docker, kind and network (images, Kubeflow Pipelines manifests); see README "Run on a cluster"
 kind-up: $(STAMP)

@@ -7,8 +7,16 @@ from components.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def fetch_dataset(uri: str, dataset: Output[Dataset]):
-    """Copy the dataset at ``uri`` (folder, ``s3://.../datasets/<name>[/<version>|/latest]``) into ``dataset``."""
+def fetch_dataset(uri: str, dataset: Output[Dataset], version: str = ""):
+    """Copy the dataset at ``uri`` (folder, ``s3://.../datasets/<name>[/<version>|/latest]``) into ``dataset``.
+
+    ``version`` (from ``resolve_dataset``) is the content hash the copy must have: it makes the step's
+    cache key content-addressed, and a folder changed since it was pinned is refused.
+    """
+    from lumbar.errors import InputError
     from lumbar.steps import fetch_dataset_step
 
-    dataset.metadata.update(fetch_dataset_step(uri, dataset.path))
+    info = fetch_dataset_step(uri, dataset.path)
+    if version and info["version"] != version:
+        raise InputError(f"{uri} holds dataset version {info['version']}, not the pinned {version}")
+    dataset.metadata.update(info)

@@ -5,13 +5,18 @@
 # The base is pinned by version; for production pin it by digest too (python:3.11.11-slim-bookworm@sha256:...).
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG TENSORFLOW_VERSION=2.21.0
 WORKDIR /src
+# the pinned dependencies first (docker/constraints.txt, `make constraints`), then the CPU TensorFlow:
+# a code change rebuilds only the layers below
+COPY docker/constraints.txt ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -r constraints.txt "tensorflow-cpu==${TENSORFLOW_VERSION}"
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir .
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11.11-slim-bookworm
 LABEL org.opencontainers.image.title="lumbar" \

@@ -5,17 +5,20 @@
 # The base is pinned by version; for production pin it by digest too (python:3.11.11-slim-bookworm@sha256:...).
 FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG TENSORFLOW_VERSION=2.21.0
 WORKDIR /src
+# the pinned dependencies first (docker/constraints.txt, `make constraints`; TensorFlow is not in it),
+# then the GPU TensorFlow with its CUDA wheels directly: tensorflow-cpu is never installed here, so the
+# two builds never share the `tensorflow` package folder. A code change rebuilds only the layers below.
+COPY docker/constraints.txt ./
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -r constraints.txt "tensorflow[and-cuda]==${TENSORFLOW_VERSION}"
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-# tensorflow-cpu (a core dependency) and tensorflow (the gpu extra) share the `tensorflow` package
-# folder: install both, drop the CPU build, then reinstall the GPU build's files over what it removed
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir ".[gpu]" \
-    && /opt/venv/bin/pip uninstall --yes tensorflow-cpu \
-    && /opt/venv/bin/pip install --no-cache-dir --no-deps --force-reinstall "tensorflow==2.21.0"
+# lumbar itself without its declared dependencies (they would pull tensorflow-cpu over the GPU build)
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11.11-slim-bookworm
 LABEL org.opencontainers.image.title="lumbar-train" \

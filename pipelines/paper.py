@@ -79,6 +79,6 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             mlflow_ui=mlflow_ui,
             dataset=dataset,
         ).after(table1, table2, table3)
-        settings.light_task(summary, memory="4Gi")
+        settings.light_task(summary, kind="report")
 
     return paper

@@ -8,6 +8,7 @@ from components.evaluate import evaluate
 from components.fetch_dataset import fetch_dataset
 from components.gradcam import gradcam
 from components.plan import plan
+from components.resolve_dataset import resolve_dataset
 from components.train import train
 from pipelines.settings import ClusterSettings
 from pipelines.wiring import Training
@@ -26,7 +27,7 @@ def wire(
 ) -> tuple[PipelineChannel, dsl.PipelineTask]:
     """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics and the compare task."""
     configs = plan(backbones=backbones, modes=modes, images=images)
-    settings.light_task(configs, memory="1Gi", cache=True)
+    settings.light_task(configs, kind="small", cache=True)
     with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
         trained = train(
             dataset=dataset,
@@ -46,9 +47,9 @@ def wire(
         metrics=dsl.Collected(scored.outputs["metrics"]),
         dataset=dataset,
     )
-    settings.light_task(explained)
+    settings.light_task(explained, kind="gradcam")
     table = compare(procedure="procedure1", metrics=dsl.Collected(scored.outputs["metrics"]))
-    settings.light_task(table, memory="1Gi")
+    settings.light_task(table, kind="compare")
     return scored.outputs["metrics"], table
 
 
@@ -68,7 +69,9 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         batch_size: int = 0,
         seed: int = 0,
     ):
-        data = fetch_dataset(uri=dataset_uri)
+        pinned = resolve_dataset(uri=dataset_uri)  # `latest` -> its version, uncached: the cache sees only versions
+        settings.resolve_task(pinned)
+        data = fetch_dataset(uri=pinned.outputs["uri"], version=pinned.outputs["version"])
         settings.fetch_task(data)
         training = Training(profile, epochs, image_size, batch_size, seed)
         wire(settings, data.outputs["dataset"], backbones, modes, images, weights, training)

@@ -7,6 +7,7 @@ from components.build_dataset_a import build_dataset_a
 from components.fetch_dataset import fetch_dataset
 from components.plan import plan
 from components.pretrain_supervised import pretrain_supervised
+from components.resolve_dataset import resolve_dataset
 from pipelines.settings import ClusterSettings
 from pipelines.wiring import Training, compare_both_modes, transfer_both_modes
 
@@ -27,7 +28,7 @@ def wire(
     settings.data_task(labelled)
     # one item per backbone and image type: the pretrained backbone is shared by both modes below
     configs = plan(backbones=backbones, modes="frozen", images=images)
-    settings.light_task(configs, memory="1Gi", cache=True)
+    settings.light_task(configs, kind="small", cache=True)
     with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
         pretrained = pretrain_supervised(
             dataset=labelled.outputs["dataset"],
@@ -65,7 +66,9 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         batch_size: int = 0,
         seed: int = 0,
     ):
-        data = fetch_dataset(uri=dataset_uri)
+        pinned = resolve_dataset(uri=dataset_uri)  # `latest` -> its version, uncached: the cache sees only versions
+        settings.resolve_task(pinned)
+        data = fetch_dataset(uri=pinned.outputs["uri"], version=pinned.outputs["version"])
         settings.fetch_task(data)
         training = Training(profile, epochs, image_size, batch_size, seed)
         sources = (labelled_sources, mapping_uri)

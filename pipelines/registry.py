@@ -97,13 +97,26 @@ def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
     return values
 
 
-def compile_pipeline(name: str, out: str | Path, settings: ClusterSettings | None = None) -> Path:
-    """Compile ``name`` to Kubeflow Pipelines IR YAML at ``out``."""
+def compile_pipeline(
+    name: str, out: str | Path, settings: ClusterSettings | None = None, images: Mapping[str, str] | None = None
+) -> Path:
+    """Compile ``name`` to Kubeflow Pipelines IR YAML at ``out``.
+
+    Args:
+        name: Pipeline name.
+        out: The YAML file to write.
+        settings: Cluster settings to compile with.
+        images: Default image reference -> the reference to run (``components.images.compiled_images``).
+    """
     from kfp import compiler
+
+    from components.images import rewrite
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(get(name, settings), str(out))
+    if images:
+        out.write_text(rewrite(out.read_text(encoding="utf-8"), images), encoding="utf-8")
     return out
 
 
@@ -177,8 +190,14 @@ def submit(
     settings: ClusterSettings | None = None,
     timeout: float = 10.0,
     wait: float = 0.0,
+    namespace: str | None = None,
+    check_version: bool = True,
+    images: Mapping[str, str] | None = None,
 ) -> str:
     """Upload ``name`` to the Kubeflow Pipelines API at ``host``, start a run, and return its URL.
+
+    The backend's version is read first (:func:`lumbar.kfp_backend.check_backend`): one older than
+    :data:`lumbar.kfp_backend.MIN_KFP_VERSION` is refused before anything is uploaded.
 
     Args:
         name: Pipeline name.
@@ -188,31 +207,44 @@ def submit(
         settings: Cluster settings to compile with.
         timeout: Seconds to wait for the host to answer.
         wait: When positive, wait up to this many seconds for the run to end, and fail unless it succeeded.
+        namespace: The Kubeflow profile namespace to run in (multi-user Kubeflow); None for standalone KFP.
+        check_version: Refuse a backend older than the minimum (off: submit to it anyway).
+        images: Default image reference -> the reference to run (as for :func:`compile_pipeline`).
 
     Raises:
-        SubmitError: When the host cannot be reached or refuses the request, or a waited-for run fails.
+        SubmitError: When the host cannot be reached, refuses the request, is too old, or a waited-for run fails.
     """
-    import urllib.error
-    import urllib.request
+    from lumbar.kfp_backend import BackendError, check_backend, credentials, healthz
 
     url = host.rstrip("/")
-    try:  # a cheap reachability check first: kfp.Client retries for minutes on a dead host
-        urllib.request.urlopen(f"{url}/apis/v2beta1/healthz", timeout=timeout).close()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise SubmitError(f"{url} refused the request (HTTP {exc.code}); check the credentials") from None
-        if exc.code >= 500:
-            raise SubmitError(f"{url} answered HTTP {exc.code}; is it a Kubeflow Pipelines API server?") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SubmitError(f"cannot reach Kubeflow Pipelines at {url} ({reason})") from None
+    try:  # a cheap check first: kfp.Client retries for minutes on a dead host
+        creds = credentials()
+        info = check_backend(url, creds, timeout=timeout) if check_version else healthz(url, creds.token, timeout)
+    except BackendError as exc:
+        raise SubmitError(str(exc)) from None
+    if info.multi_user and not namespace:
+        raise SubmitError(f"{url} is a multi-user Kubeflow; give --namespace (your profile namespace)")
     import kfp
 
     try:
-        client = kfp.Client(host=url)
-        run = client.create_run_from_pipeline_func(
-            get(name, settings), arguments=dict(params), experiment_name=experiment, enable_caching=None
-        )
+        if creds.path:  # a ServiceAccount token file: kfp re-reads it, so a rotated token keeps working
+            from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+            client = kfp.Client(host=url, credentials=ServiceAccountTokenVolumeCredentials(creds.path))
+        else:
+            client = kfp.Client(host=url, existing_token=creds.token)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            package = compile_pipeline(name, Path(folder) / f"{name}.yaml", settings, images)
+            run = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=dict(params),
+                run_name=f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                experiment_name=experiment,
+                namespace=namespace,
+                enable_caching=None,
+            )
     except Exception as exc:  # the API client raises many types (ApiException, MaxRetryError, ...)
         raise SubmitError(f"{url} did not accept the run of {name}: {str(exc).splitlines()[0]}") from None
     link = f"{url}/#/runs/details/{run.run_id}"

@@ -64,30 +64,86 @@ class ClusterSettings:
         kubernetes.use_secret_as_env(task, self.mlflow_secret, {k: k for k in MLFLOW_KEYS}, optional=True)
         kubernetes.use_config_map_as_env(task, self.config_map, {k: k for k in CONFIG_KEYS}, optional=True)
 
-    def data_task(self, task: dsl.PipelineTask, cpu: str = "2", memory: str = "4Gi", pseudonyms: bool = False) -> None:
-        """A dataset build: CPU only, cacheable (same inputs give the same dataset), the dataset builders' keys."""
+    def data_task(self, task: dsl.PipelineTask, pseudonyms: bool = False) -> None:
+        """A dataset build: CPU only, the dataset builders' keys; never cached.
+
+        Its sources are mutable URIs, and it publishes a new dataset version: a cache hit would silently skip both.
+        """
         self._common(task, self.dataset_secret)
         if pseudonyms:
             # required: a build without the secret would use a random one (unstable pseudonyms, no key)
             kubernetes.use_secret_as_env(task, self.pseudonym_secret, {PSEUDONYM_KEY: PSEUDONYM_KEY}, optional=False)
-        task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(True)
+        self.size(task, "dataset").set_caching_options(False)
 
-    def fetch_task(self, task: dsl.PipelineTask, cpu: str = "2", memory: str = "4Gi") -> None:
-        """Reading a published dataset into the pipeline: cacheable, the training role's (read-only) keys."""
+    def resolve_task(self, task: dsl.PipelineTask) -> None:
+        """Pinning a dataset pointer (``latest``) to its immutable version: never cached, the training role's keys."""
         self._common(task, self.training_secret)
-        task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(True)
+        self.size(task, "small").set_caching_options(False)
 
-    def light_task(self, task: dsl.PipelineTask, cpu: str = "1", memory: str = "2Gi", cache: bool = False) -> None:
-        """A CPU step (evaluate, Grad-CAM, compare): no GPU, the training role's keys."""
+    def fetch_task(self, task: dsl.PipelineTask) -> None:
+        """Reading a pinned dataset version into the pipeline: cached (its inputs are content-addressed)."""
         self._common(task, self.training_secret)
-        task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(cache)
+        self.size(task, "fetch").set_caching_options(True)
 
-    def gpu_task(self, task: dsl.PipelineTask, cpu: str = "4", memory: str = "16Gi") -> None:
+    def light_task(self, task: dsl.PipelineTask, kind: str = "evaluate", cache: bool = False) -> None:
+        """A CPU step of ``kind`` (a :data:`SIZING` row), the training role's keys."""
+        self._common(task, self.training_secret)
+        self.size(task, kind).set_caching_options(cache)
+
+    def gpu_task(self, task: dsl.PipelineTask) -> None:
         """A training or pretraining step: one GPU on a GPU node, not cached unless asked."""
         self._common(task, self.training_secret)
-        task.set_cpu_request(cpu).set_memory_request(memory).set_caching_options(self.cache_training)
+        self.size(task, "train").set_caching_options(self.cache_training)
         if self.gpu:
             task.set_accelerator_type(self.accelerator).set_accelerator_limit(1)
             kubernetes.add_node_selector(task, *self.node_selector)
             key, effect = self.toleration
             kubernetes.add_toleration(task, key=key, operator="Exists", effect=effect)
+
+    def size(self, task: dsl.PipelineTask, kind: str) -> dsl.PipelineTask:
+        """Set ``task``'s CPU and memory requests and limits from :data:`SIZING` (GPU or no-GPU column)."""
+        need = SIZING[kind][self.gpu]
+        task.set_cpu_request(need.cpu).set_cpu_limit(need.cpu_limit)
+        return task.set_memory_request(need.memory).set_memory_limit(need.memory_limit)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Requests and limits of one kind of step (Kubernetes quantities)."""
+
+    cpu: str
+    memory: str
+    cpu_limit: str
+    memory_limit: str
+
+
+#: Requests and limits per kind of step: ``SIZING[kind][gpu]``. The no-GPU column fits a kind cluster
+#: on a 16 GB laptop (about 10 GiB left for tasks beside Kubeflow Pipelines, MLflow and SeaweedFS),
+#: with a ParallelFor running at most :data:`NO_GPU_PARALLELISM` iterations at once.
+SIZING: dict[str, dict[bool, Resources]] = {
+    "dataset": {True: Resources("2", "4Gi", "4", "8Gi"), False: Resources("1", "2Gi", "2", "3Gi")},
+    "fetch": {True: Resources("1", "2Gi", "2", "4Gi"), False: Resources("500m", "1Gi", "1", "2Gi")},
+    "small": {True: Resources("250m", "512Mi", "1", "1Gi"), False: Resources("100m", "256Mi", "500m", "512Mi")},
+    "compare": {True: Resources("500m", "1Gi", "1", "2Gi"), False: Resources("250m", "512Mi", "1", "1Gi")},
+    "evaluate": {True: Resources("1", "2Gi", "2", "4Gi"), False: Resources("500m", "1536Mi", "1", "2Gi")},
+    "gradcam": {True: Resources("1", "4Gi", "2", "6Gi"), False: Resources("500m", "2Gi", "1", "3Gi")},
+    "report": {True: Resources("1", "4Gi", "2", "6Gi"), False: Resources("500m", "2Gi", "1", "3Gi")},
+    "train": {True: Resources("4", "16Gi", "8", "24Gi"), False: Resources("1", "3Gi", "2", "4Gi")},
+}
+#: Iterations of a ParallelFor at once when compiling ``--no-gpu`` without ``--parallelism`` (an iteration
+#: of procedures 2 and 3 runs two training tasks side by side).
+NO_GPU_PARALLELISM = 1
+
+
+def cluster_references(settings: ClusterSettings) -> tuple[str, tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """What the compiled pipelines read from the cluster: ``(config map, its keys, {secret: its keys})``.
+
+    ``lumbar cluster check`` checks exactly these, so the list lives beside the code that mounts them.
+    """
+    secrets = {
+        settings.dataset_secret: S3_KEYS,
+        settings.training_secret: S3_KEYS,
+        settings.mlflow_secret: MLFLOW_KEYS,
+        settings.pseudonym_secret: (PSEUDONYM_KEY,),
+    }
+    return settings.config_map, CONFIG_KEYS, secrets

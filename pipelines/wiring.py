@@ -73,5 +73,5 @@ def compare_both_modes(
     if baseline is not None:
         inputs["baseline"] = dsl.Collected(baseline)
     table = compare(procedure=procedure, **inputs)
-    settings.light_task(table, memory="1Gi")
+    settings.light_task(table, kind="compare")
     return table

@@ -100,6 +100,8 @@ e2e() {
   local forward=$!
   trap 'kill $forward 2>/dev/null || true' EXIT
   sleep 3
+  # the cluster has what the pipelines read (namespace, config map, secrets, KFP >= the minimum) before any run
+  "$BIN/lumbar" cluster check --namespace kubeflow --no-gpu --kfp-host http://localhost:8080
   local work; work="$(mktemp -d)"
   "$BIN/lumbar" synth pacs "$work/export" --patients 8 --size 128 --seed 0
   "$BIN/lumbar" store cp "$work/export" s3://lumbar/exports/kind-e2e

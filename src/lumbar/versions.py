@@ -186,3 +186,24 @@ def fetch_dataset(
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+def pin(uri: str) -> tuple[str, str]:
+    """The immutable form of a dataset reference: ``(uri of the version, version id)``.
+
+    ``.../datasets/<name>/latest`` (or ``.../<name>``) becomes ``.../datasets/<name>/<version>``; a local
+    folder keeps its path, with the version computed from its content. A pipeline's cached steps take
+    these, never the pointer (Kubeflow's cache key is the inputs' values: ``latest`` would hit forever).
+
+    Raises:
+        InputError: For a local folder that is not a dataset.
+        StoreError: When the pointer or version does not exist.
+    """
+    text = str(uri)
+    if not is_remote(text) and not text.startswith("file://"):
+        folder = Path(text)
+        if not (folder / "manifest.csv").is_file():
+            raise InputError(f"{folder} is not a lumbar dataset (no manifest.csv)")
+        return str(folder), version_of(file_index(folder))
+    store, version = resolve(text)
+    return store.uri, version

@@ -364,9 +364,10 @@ def test_image_tags_agree_everywhere(rendered):
     variables = dict(line.split("=", 1) for line in shell.split())
     for variable, image in variables.items():
         assert f'docker build -f {DOCKERFILES[image]} -t "${variable}"' in plan
-    # the training image installs the TensorFlow that pyproject pins
+    # both lumbar images install the TensorFlow that pyproject pins (tests/pipelines/test_backend.py: how)
     pinned = next(d for d in project["dependencies"] if d.startswith("tensorflow-cpu=="))
-    assert f'"tensorflow=={pinned.split("==")[1]}"' in (ROOT / "docker" / "train.Dockerfile").read_text()
+    for dockerfile in ("base.Dockerfile", "train.Dockerfile"):
+        assert f"ARG TENSORFLOW_VERSION={pinned.split('==')[1]}\n" in (ROOT / "docker" / dockerfile).read_text()
 
 
 @pytest.mark.parametrize("dockerfile", sorted(p.name for p in (ROOT / "docker").glob("*.Dockerfile")))

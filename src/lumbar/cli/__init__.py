@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from lumbar.cli import dataset, label, paper, pipeline, pretrain, services, store, synth, weights
+from lumbar.cli import cluster, dataset, label, paper, pipeline, pretrain, services, store, synth, weights
 from lumbar.cli import demo as demo_cli
 from lumbar.cli import report as report_cli
 from lumbar.cli import train as train_cli
@@ -26,6 +26,7 @@ app.add_typer(store.app, name="store")
 app.add_typer(services.app, name="services")
 app.add_typer(pretrain.app, name="pretrain")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(cluster.app, name="cluster")
 app.add_typer(label.app, name="label")
 app.add_typer(paper.app, name="paper")
 app.add_typer(weights.app, name="weights")

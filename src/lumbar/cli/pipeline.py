@@ -43,7 +43,38 @@ def _settings(
         if parallelism < 1:
             raise InputError("--parallelism must be at least 1")
         values["parallelism"] = parallelism
+    elif not gpu:
+        from pipelines.settings import NO_GPU_PARALLELISM
+
+        values["parallelism"] = NO_GPU_PARALLELISM  # a CPU-only (laptop) cluster: one iteration at a time
     return ClusterSettings(**values)
+
+
+_REGISTRY = Annotated[
+    str | None,
+    typer.Option(
+        "--image-registry",
+        envvar="LUMBAR_IMAGE_REGISTRY",
+        help="Registry the images were pushed to (default ghcr.io/lumbar-mlops; the lock file wins when present).",
+    ),
+]
+_LOCK = Annotated[
+    Path | None,
+    typer.Option(
+        "--images-lock", help="Image lock file of make images/push (default ./images.lock.json when present)."
+    ),
+]
+
+
+def _images(registry: str | None, lock: Path | None) -> dict[str, str]:
+    from components.images import LOCK_FILE, compiled_images
+    from lumbar.errors import InputError
+
+    if lock is not None and not lock.is_file():
+        raise InputError(f"--images-lock {lock} does not exist")
+    if lock is None and Path(LOCK_FILE).is_file():
+        lock = Path(LOCK_FILE)
+    return compiled_images(registry, lock)
 
 
 @app.command("list")
@@ -78,13 +109,16 @@ def pipeline_compile(
     ] = None,
     parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
     cache_training: Annotated[bool, typer.Option(help="Let Kubeflow reuse cached training results.")] = False,
+    image_registry: _REGISTRY = None,
+    images_lock: _LOCK = None,
 ) -> None:
     """Compile a pipeline to Kubeflow Pipelines IR YAML."""
     from pipelines.registry import compile_pipeline
 
     with clear_errors():
         settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, cache_training)
-        path = compile_pipeline(name, output or Path(f"{name}.yaml"), settings)
+        images = _images(image_registry, images_lock)
+        path = compile_pipeline(name, output or Path(f"{name}.yaml"), settings, images)
     typer.echo(f"compiled {name} to {path}")
 
 
@@ -121,12 +155,35 @@ def pipeline_submit(
     gpu_toleration: Annotated[str | None, typer.Option(help="KEY:EFFECT of the GPU taint.")] = None,
     parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for the run; fail unless it succeeds.")] = 0,
+    namespace: Annotated[
+        str | None, typer.Option(help="Kubeflow profile namespace to run in (multi-user Kubeflow).")
+    ] = None,
+    skip_version_check: Annotated[
+        bool, typer.Option(help="Submit even to a backend older than the minimum KFP version.")
+    ] = False,
+    image_registry: _REGISTRY = None,
+    images_lock: _LOCK = None,
 ) -> None:
-    """Compile a pipeline, upload it to a Kubeflow Pipelines server, start a run, print its URL."""
+    """Compile a pipeline, upload it to a Kubeflow Pipelines server, start a run, print its URL.
+
+    Credentials: $LUMBAR_KFP_TOKEN (a bearer token), else the ServiceAccount token file at
+    $KF_PIPELINES_SA_TOKEN_PATH (or Kubeflow's projected token inside a pod), else none (port-forward).
+    """
     from pipelines.registry import parse_params, submit
 
     with clear_errors():
         values = parse_params(name, params or [])
         settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism)
-        url = submit(name, host, values, experiment, settings, wait=wait)
+        images = _images(image_registry, images_lock)
+        url = submit(
+            name,
+            host,
+            values,
+            experiment,
+            settings,
+            wait=wait,
+            namespace=namespace,
+            check_version=not skip_version_check,
+            images=images,
+        )
     typer.echo(f"submitted {name}: {url}")
