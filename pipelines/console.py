@@ -59,9 +59,10 @@ class TaskRecord:
             roi = {True: "roi", False: "full"}.get(values.get("roi"), "")
             return " ".join(str(v) for v in (values["backbone"], values.get("mode", ""), roi) if v)
         for artifact in inputs.get("artifacts", {}).values():
-            for item in artifact.get("artifacts", []):
-                if "backbone" in item.get("metadata", {}) and "name" in item["metadata"]:
-                    return str(item["metadata"]["name"])
+            items = artifact.get("artifacts", [])
+            metadata = items[0].get("metadata", {}) if len(items) == 1 else {}  # not a collected list of models
+            if "backbone" in metadata and "name" in metadata:
+                return str(metadata["name"])
         return ""
 
 

@@ -238,7 +238,7 @@ def _stages(
         job = bar.add_task("tasks", total=total)
 
         def finished(record: TaskRecord) -> None:
-            line(f"  {record.name:<20} {record.subject:<24} {record.status:<7} {record.seconds:7.1f} s")
+            line(f"  {record.name:<20} {record.subject:<26} {record.status:<7} {record.seconds:7.1f} s")
             bar.advance(job)
 
         watcher.on_finish = finished

@@ -7,7 +7,7 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from kfp import dsl, local
 
-from pipelines.console import TaskWatcher, expected_tasks, output_to_log
+from pipelines.console import TaskRecord, TaskWatcher, expected_tasks, output_to_log
 from pipelines.registry import get
 
 
@@ -72,6 +72,14 @@ def test_output_goes_to_the_log_and_tasks_are_seen(tmp_path, capfd):
     # the executor's input, as the task printed it: what each task worked on
     assert seen[0].executor_input["inputs"]["parameterValues"] == {"text": "hello"} and seen[0].subject == ""
     assert seen[1].subject == "vgg16 finetune roi"
+    model = {"name": "model", "metadata": {"backbone": "vgg16", "name": "vgg16-frozen-roi"}}
+    evaluated = TaskRecord(
+        "evaluate", "SUCCESS", 1.0, executor_input={"inputs": {"artifacts": {"model": {"artifacts": [model]}}}}
+    )
+    compared = TaskRecord(
+        "compare", "SUCCESS", 1.0, executor_input={"inputs": {"artifacts": {"metrics": {"artifacts": [model, model]}}}}
+    )
+    assert evaluated.subject == "vgg16-frozen-roi" and compared.subject == ""  # one model, not a collected list
     assert expected_tasks(MessageToDict(two_shouts.pipeline_spec), {}) == len(seen)
 
 
