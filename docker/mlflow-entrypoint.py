@@ -5,7 +5,8 @@ PGPASSWORD; user and password URL-quoted, so any character works) and handed to 
 ``MLFLOW_BACKEND_STORE_URI``: the password never appears on a command line (``ps``). The basic-auth
 app keeps its users in the same database (its own tables and migration table); its config file is
 written to a private temporary folder (mode 0600). The first admin comes from
-``MLFLOW_AUTH_ADMIN_USERNAME``/``MLFLOW_AUTH_ADMIN_PASSWORD`` (MLflow reads them itself). Arguments are
+``MLFLOW_AUTH_ADMIN_USERNAME``/``MLFLOW_AUTH_ADMIN_PASSWORD`` (at least 12 characters) and the CSRF key
+from ``MLFLOW_FLASK_SERVER_SECRET_KEY`` (MLflow reads them itself). Arguments are
 passed on to ``mlflow server``.
 """
 
@@ -49,7 +50,8 @@ def write_auth_config(uri: str, folder: str | None = None) -> str:
 def main() -> None:
     """Start MLflow's basic-auth server with the URI and auth config in its environment."""
     env = dict(os.environ)
-    missing = [k for k in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD") if not env.get(k)]
+    auth = ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+    missing = [k for k in auth if not env.get(k)]
     if missing:
         sys.exit(f"error: {', '.join(missing)} not set (they come from the Secret lumbar-mlflow-auth)")
     uri = backend_uri(env)

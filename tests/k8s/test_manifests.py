@@ -207,6 +207,7 @@ def test_mlflow_authenticates_and_keeps_passwords_off_command_lines(rendered):
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow["env"] if "valueFrom" in e}
     assert refs["PGPASSWORD"]["name"] == "lumbar-postgres"
     assert refs["MLFLOW_AUTH_ADMIN_PASSWORD"]["name"] == "lumbar-mlflow-auth"
+    assert refs["MLFLOW_FLASK_SERVER_SECRET_KEY"]["name"] == "lumbar-mlflow-auth"  # basic-auth refuses to start without
     assert refs["AWS_ACCESS_KEY_ID"]["name"] == "lumbar-s3-mlflow"  # its own identity, not the admin's
     assert mlflow["readinessProbe"] and mlflow["livenessProbe"]
     dockerfile = (ROOT / "docker" / "mlflow.Dockerfile").read_text()
@@ -282,7 +283,7 @@ def test_example_secrets_match_the_pipelines_and_the_manifests(rendered):
         }, role
     assert len({k["accessKey"] for k in keys.values()}) == len(keys) == 4
     env_example = (K8S / "kind" / "secrets.env.example").read_text()
-    for key in ("LUMBAR_PSEUDONYM_SECRET", "POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD"):
+    for key in ("LUMBAR_PSEUDONYM_SECRET", "POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET_KEY"):
         assert re.search(rf"^{key}=", env_example, flags=re.M), key
     for role in keys:
         assert re.search(rf"^S3_{role.upper()}_SECRET_KEY=", env_example, flags=re.M), role
