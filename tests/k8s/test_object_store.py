@@ -275,3 +275,20 @@ def test_mlflow_keeps_artifacts_under_its_own_identity(bucket, tmp_path):
     assert len(stored) == 1 and run_id in stored[0], stored
     with pytest.raises(AccessDeniedError):  # and that identity can touch nothing else
         _store(bucket, "mlflow").put_bytes(b"x", "models/from-mlflow.txt")
+
+
+def test_dataset_builders_publish_and_training_fetches(bucket, built_dataset, tmp_path, monkeypatch):
+    """The real publish and fetch code paths under the two pipeline identities (what the tasks run)."""
+    from lumbar.versions import fetch_dataset, pin, publish_dataset
+
+    for key, value in _env(bucket, "datasets").items():
+        monkeypatch.setenv(key, value)
+    published = publish_dataset(built_dataset, f"s3://{BUCKET}", name="dataset-c")
+    for key, value in _env(bucket, "training").items():
+        monkeypatch.setenv(key, value)
+    uri, version = pin(f"s3://{BUCKET}/datasets/dataset-c/latest")
+    assert version == published.version and uri.endswith(f"/datasets/dataset-c/{version}")
+    folder = fetch_dataset(uri, cache=tmp_path / "cache")
+    assert (folder / "manifest.csv").read_bytes() == (built_dataset / "manifest.csv").read_bytes()
+    with pytest.raises(AccessDeniedError):  # training cannot publish or overwrite a dataset
+        publish_dataset(built_dataset, f"s3://{BUCKET}", name="dataset-x")
