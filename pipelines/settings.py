@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 
+from lumbar.distribute import REPLICAS_ENV
+
 #: Config map keys (``k8s/base``) read by every task.
 CONFIG_KEYS = ("MLFLOW_TRACKING_URI", "LUMBAR_S3_ENDPOINT", "LUMBAR_STORE_URI", "AWS_REGION", "LUMBAR_WEIGHTS_URI")
 #: Secret keys of each object-store secret (one secret, one S3 identity, per role).
@@ -27,7 +29,9 @@ class ClusterSettings:
     """What the compiled pipelines ask of the cluster.
 
     Attributes:
-        gpu: Training and pretraining tasks ask for a GPU (off: they run on CPU nodes).
+        gpu: Training and pretraining tasks ask for GPUs (off: they run on CPU nodes).
+        gpus: GPUs per training or pretraining task (with ``gpu``): the task's accelerator limit, and
+            the data-parallel replicas its step trains on (``$LUMBAR_REPLICAS``, :mod:`lumbar.distribute`).
         accelerator: The accelerator resource name.
         node_selector: ``(label, value)`` that GPU tasks are scheduled by.
         toleration: ``(taint key, effect)`` that GPU tasks tolerate (operator ``Exists``).
@@ -41,6 +45,7 @@ class ClusterSettings:
     """
 
     gpu: bool = True
+    gpus: int = 1
     accelerator: str = "nvidia.com/gpu"
     node_selector: tuple[str, str] = ("nvidia.com/gpu.present", "true")
     toleration: tuple[str, str] = ("nvidia.com/gpu", "NoSchedule")
@@ -55,6 +60,8 @@ class ClusterSettings:
     def __post_init__(self) -> None:
         if self.parallelism < 1:
             raise ValueError("parallelism must be at least 1")
+        if self.gpus < 1:
+            raise ValueError("gpus (per training task) must be at least 1")
         if not all(self.node_selector) or not all(self.toleration):
             raise ValueError("node selector and toleration need a key and a value")
 
@@ -91,11 +98,12 @@ class ClusterSettings:
         self.size(task, kind).set_caching_options(cache)
 
     def gpu_task(self, task: dsl.PipelineTask) -> None:
-        """A training or pretraining step: one GPU on a GPU node, not cached unless asked."""
+        """A training or pretraining step: ``gpus`` GPUs of one node, data-parallel; not cached unless asked."""
         self._common(task, self.training_secret)
         self.size(task, "train").set_caching_options(self.cache_training)
         if self.gpu:
-            task.set_accelerator_type(self.accelerator).set_accelerator_limit(1)
+            task.set_accelerator_type(self.accelerator).set_accelerator_limit(self.gpus)
+            task.set_env_variable(REPLICAS_ENV, str(self.gpus))  # the step's data-parallel replicas
             kubernetes.add_node_selector(task, *self.node_selector)
             key, effect = self.toleration
             kubernetes.add_toleration(task, key=key, operator="Exists", effect=effect)

@@ -217,8 +217,14 @@ def pretrain_ssl(
     resume: bool = False,
     track: bool = True,
     experiment: str = "lumbar-pretrain-ssl",
+    replicas: int | None = None,
 ) -> PretrainResult:
     """SimCLR pretraining on Dataset B shards; saves ``<out>/backbone``.
+
+    On several GPUs (``replicas``, else ``$LUMBAR_REPLICAS``, else every GPU visible) each replica takes
+    ``config.batch_size`` images a step and contrasts its views within its own batch (the negatives stay
+    per replica, as on one GPU); gradients are averaged over the replicas and the learning rate scales
+    linearly with them (:mod:`lumbar.distribute`). TensorFlow backend only.
 
     Args:
         shards: Dataset B folder or ``s3://`` URI.
@@ -227,12 +233,14 @@ def pretrain_ssl(
         resume: Continue a killed run from its last checkpoint.
         track: Log to MLflow.
         experiment: MLflow experiment.
+        replicas: Data-parallel replicas (see above).
     """
     import keras
     import numpy as np
     import tensorflow as tf
 
     from lumbar.dataset_b import fetch_shards, read_shards
+    from lumbar.distribute import data_parallel, requested_replicas
     from lumbar.models import save_backbone
     from lumbar.tracking import Tracker, standard_tags
 
@@ -253,33 +261,48 @@ def pretrain_ssl(
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    encoder = _encoder(config)
-    optimizer = keras.optimizers.Adam(config.learning_rate)
-    if state["epoch"]:
-        encoder.load_weights(folder / "encoder.weights.h5")
+    # variables are made in the strategy's scope (mirrored on every replica); the steps run through it below
+    with data_parallel(requested_replicas(replicas)) as parallel:
+        encoder = _encoder(config)
+        optimizer = keras.optimizers.Adam(parallel.learning_rate(config.learning_rate))
         optimizer.build(encoder.trainable_variables)
-        with np.load(folder / "optimizer.npz") as saved:
-            for variable, key in zip(optimizer.variables, sorted(saved.files, key=lambda k: int(k[4:])), strict=True):
-                variable.assign(saved[key])
+        if state["epoch"]:
+            encoder.load_weights(folder / "encoder.weights.h5")
+            with np.load(folder / "optimizer.npz") as saved:
+                keys = sorted(saved.files, key=lambda k: int(k[4:]))
+                for variable, key in zip(optimizer.variables, keys, strict=True):
+                    variable.assign(saved[key])
+    batch = parallel.global_batch(config.batch_size)
 
     size = config.image_size
     data = read_shards(local, shuffle_seed=config.seed).shuffle(2048, seed=config.seed)
     if index["image_size"] != size:
         data = data.map(lambda x: tf.image.resize(x, (size, size)), num_parallel_calls=tf.data.AUTOTUNE)
-    data = data.map(lambda x: tf.cast(x, tf.float32)).batch(config.batch_size, drop_remainder=True)
+    data = data.map(lambda x: tf.cast(x, tf.float32)).batch(batch, drop_remainder=True)
     if config.steps_per_epoch:
         data = data.take(config.steps_per_epoch)
     data = data.prefetch(tf.data.AUTOTUNE)
 
-    @tf.function
-    def step(images):  # type: ignore[no-untyped-def]
+    def replica_step(images):  # type: ignore[no-untyped-def]
         with tf.GradientTape() as tape:
             z1 = encoder(random_views(images, size, config.min_crop_area), training=True)
             z2 = encoder(random_views(images, size, config.min_crop_area), training=True)
             loss = nt_xent(z1, z2, config.temperature)
-        grads = tape.gradient(loss, encoder.trainable_variables)
+        # the optimizer sums the replicas' gradients: each contributes its share of the mean
+        grads = tape.gradient(loss / parallel.count, encoder.trainable_variables)
         optimizer.apply(grads, encoder.trainable_variables)
         return loss
+
+    if parallel.count == 1:
+        step = tf.function(replica_step)
+    else:
+        strategy = parallel.strategy
+        data = strategy.experimental_distribute_dataset(data)
+
+        @tf.function
+        def step(images):  # type: ignore[no-untyped-def]
+            losses = strategy.run(replica_step, args=(images,))
+            return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
     tracker = Tracker(experiment) if track else None
 
@@ -288,18 +311,26 @@ def pretrain_ssl(
             state["run_id"] = run.run_id
             run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
             if not state["epoch"]:
-                run.log_params({**asdict(config), "shards": str(shards), "shard_images": index.get("images")})
+                run.log_params(
+                    {
+                        **asdict(config),
+                        "shards": str(shards),
+                        "shard_images": index.get("images"),
+                        "replicas": parallel.count,
+                        "global_batch_size": batch,
+                    }
+                )
         for epoch in range(state["epoch"], config.epochs):
             started, losses = time.perf_counter(), []
             for images in data:
                 losses.append(float(step(images)))
             if not losses:
-                raise InputError(f"{shards} holds fewer images than one batch of {config.batch_size}")
+                raise InputError(f"{shards} holds fewer images than one batch of {batch}")
             record = {
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)),
                 "epoch_seconds": time.perf_counter() - started,
-                "images_per_second": len(losses) * config.batch_size / (time.perf_counter() - started),
+                "images_per_second": len(losses) * batch / (time.perf_counter() - started),
             }
             encoder.save_weights(folder / "encoder.weights.h5")
             np.savez(folder / "optimizer.npz", **{f"var_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})

@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -265,12 +266,24 @@ def _metrics(target: str) -> list:
     return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
 
-def _compile(model, config: TrainConfig, jit: bool) -> None:  # type: ignore[no-untyped-def]
+def _first_batch(batch: int, images: int, replicas: int) -> int:
+    """A batch size whose first batch splits evenly between the replicas.
+
+    Keras builds a distributed model from the first batch averaged over the replicas, which fails when
+    the replicas' shares differ, as they do when a split smaller than one batch (a small validation
+    split) does not divide by the replicas. The batch size of evaluation does not change its metrics.
+    """
+    if replicas == 1 or images >= batch:
+        return batch
+    return max(replicas, images // replicas * replicas)
+
+
+def _compile(model, config: TrainConfig, jit: bool, learning_rate: float | None = None) -> None:  # type: ignore[no-untyped-def]
     import keras
 
     loss = "binary_crossentropy" if config.target == "binary" else "sparse_categorical_crossentropy"
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate or config.learning_rate),
         loss=loss,
         metrics=_metrics(config.target),
         jit_compile=jit,
@@ -360,6 +373,7 @@ def train_model(
     verbose: int = 0,
     register_as: str | None = None,
     tags: dict[str, str] | None = None,
+    replicas: int | None = None,
 ) -> TrainResult:
     """Train one configuration and save the best-validation-loss model.
 
@@ -374,6 +388,9 @@ def train_model(
         verbose: Keras ``fit`` verbosity.
         register_as: Register the final model under this name with the alias ``candidate``.
         tags: Extra MLflow tags (a pipeline puts its procedure and weights source here).
+        replicas: Data-parallel replicas (GPUs); None reads ``$LUMBAR_REPLICAS``, 0 takes every GPU
+            visible (:mod:`lumbar.distribute`). ``config.batch_size`` is per replica and the learning
+            rate scales linearly with the replicas.
 
     Raises:
         InputError: For a bad dataset, or a resume whose folder holds another configuration.
@@ -381,6 +398,7 @@ def train_model(
     import keras
     import tensorflow as tf
 
+    from lumbar.distribute import data_parallel, requested_replicas
     from lumbar.models import adapt_head_norm, build_model
     from lumbar.tracking import Tracker, standard_tags
     from lumbar.versions import fetch_dataset
@@ -419,11 +437,15 @@ def train_model(
     mixed = config.precision == "mixed_float16" or (config.precision == "auto" and device == "gpu")
     jit = config.jit == "on" or (config.jit == "auto" and device == "gpu")
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    distribution = ExitStack()  # the data-parallel scope, left in `finally`
     try:
-        inputs = config.input_config()
+        parallel = distribution.enter_context(data_parallel(requested_replicas(replicas)))
+        inputs = replace(config.input_config(), batch_size=parallel.global_batch(config.batch_size))
         train_records = split_records(local, "train", config.roi, config.target)
         train_ds = make_dataset(local, "train", inputs, training=True, records=train_records)
-        val_ds = make_dataset(local, "val", inputs)
+        val_records = split_records(local, "val", config.roi, config.target)
+        val_batch = _first_batch(inputs.batch_size, len(val_records.paths), parallel.count)
+        val_ds = make_dataset(local, "val", replace(inputs, batch_size=val_batch), records=val_records)
         weights = (
             class_weights(train_records.labels, TARGETS[config.target]) if config.class_weights == "balanced" else None
         )
@@ -435,12 +457,19 @@ def train_model(
             if config.standardize:
                 plain = replace(inputs, augment=False)
                 adapt_head_norm(model, make_dataset(local, "train", plain, records=train_records))
-            _compile(model, config, jit)
+            _compile(model, config, jit, learning_rate=parallel.learning_rate(config.learning_rate))
 
         tracker = Tracker(experiment) if track else None
         # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
         # what the run really uses
-        runtime = {"device": device, "mixed_precision": mixed, "xla": bool(model.jit_compile)}
+        runtime = {
+            "device": device,
+            "mixed_precision": mixed,
+            "xla": bool(model.jit_compile),
+            "replicas": parallel.count,
+            "global_batch_size": inputs.batch_size,
+            "scaled_learning_rate": parallel.learning_rate(config.learning_rate),
+        }
         params = {
             **asdict(config),
             "head": config.head,
@@ -487,6 +516,7 @@ def train_model(
         result.images_per_second = trained_epochs * len(train_records.paths) / timing["fit"] if timing["fit"] else 0.0
         return result
     finally:
+        distribution.close()
         keras.mixed_precision.set_global_policy("float32")  # also when the run fails
 
 

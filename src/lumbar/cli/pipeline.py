@@ -24,11 +24,14 @@ def _settings(
     toleration: str | None = None,
     parallelism: int | None = None,
     cache_training: bool = False,
+    gpus: int = 1,
 ):  # type: ignore[no-untyped-def]
     from lumbar.errors import InputError
     from pipelines.settings import ClusterSettings
 
-    values: dict = {"gpu": gpu, "cache_training": cache_training}
+    if gpus < 1:
+        raise InputError("--gpus must be at least 1")
+    values: dict = {"gpu": gpu, "cache_training": cache_training, "gpus": gpus}
     if node_selector:
         key, sep, value = node_selector.partition("=")
         if not sep or not key or not value:
@@ -109,6 +112,7 @@ def pipeline_compile(
     ] = None,
     parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
     cache_training: Annotated[bool, typer.Option(help="Let Kubeflow reuse cached training results.")] = False,
+    gpus: Annotated[int, typer.Option(help="GPUs per training task, trained data-parallel (with --gpu).")] = 1,
     image_registry: _REGISTRY = None,
     images_lock: _LOCK = None,
 ) -> None:
@@ -116,7 +120,7 @@ def pipeline_compile(
     from pipelines.registry import compile_pipeline
 
     with clear_errors():
-        settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, cache_training)
+        settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, cache_training, gpus)
         images = _images(image_registry, images_lock)
         path = compile_pipeline(name, output or Path(f"{name}.yaml"), settings, images)
     typer.echo(f"compiled {name} to {path}")
@@ -155,6 +159,7 @@ def pipeline_submit(
     gpu_toleration: Annotated[str | None, typer.Option(help="KEY:EFFECT of the GPU taint.")] = None,
     parallelism: Annotated[int | None, typer.Option(help="Training runs of a fan-out at once (default 4).")] = None,
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for the run; fail unless it succeeds.")] = 0,
+    gpus: Annotated[int, typer.Option(help="GPUs per training task, trained data-parallel (with --gpu).")] = 1,
     namespace: Annotated[
         str | None, typer.Option(help="Kubeflow profile namespace to run in (multi-user Kubeflow).")
     ] = None,
@@ -173,7 +178,7 @@ def pipeline_submit(
 
     with clear_errors():
         values = parse_params(name, params or [])
-        settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism)
+        settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, gpus=gpus)
         images = _images(image_registry, images_lock)
         url = submit(
             name,
