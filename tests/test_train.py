@@ -136,7 +136,7 @@ def test_training_is_in_mlflow(trained):
     assert run.info.status == "FINISHED"
     assert run.data.params["backbone"] == "vgg16" and run.data.params["roi"] == "False"
     params = run.data.params
-    assert (params["unfreeze"], params["monitor"], params["class_weights"]) == ("blocks:1", "val_error", "none")
+    assert (params["unfreeze"], params["monitor"], params["class_weights"]) == ("blocks:1", "val_error", "balanced")
     assert params["head"] == (
         "GlobalAveragePooling2D -> Normalization(train-set statistics) -> Dropout(0.2) -> Dense(1, sigmoid)"
     )
