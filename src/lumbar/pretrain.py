@@ -288,8 +288,8 @@ def pretrain_ssl(
             z1 = encoder(random_views(images, size, config.min_crop_area), training=True)
             z2 = encoder(random_views(images, size, config.min_crop_area), training=True)
             loss = nt_xent(z1, z2, config.temperature)
-        # the optimizer sums the replicas' gradients: each contributes its share of the mean
-        grads = tape.gradient(loss / parallel.count, encoder.trainable_variables)
+            share = loss / parallel.count  # the optimizer sums the replicas' gradients: each adds its share
+        grads = tape.gradient(share, encoder.trainable_variables)
         optimizer.apply(grads, encoder.trainable_variables)
         return loss
 
