@@ -154,6 +154,24 @@ def test_standardized_head_centres_and_scales_the_training_features():
     assert not model.get_layer("head_norm").trainable_weights  # fixed statistics, the head's Dense layer learns
 
 
+def test_tiny_random_mobilenet_features_are_standardised_too():
+    """Random-init MobileNetV2 pools features of ~1e-12: Keras' Normalization (std floor 1e-7) flattened them."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, SIZE, SIZE, 1)).astype(np.float32)
+    images[:8] *= 0.3
+    model = build_model(ModelConfig("mobilenetv2", "none", "frozen", SIZE, standardize=True))
+    pooled = _pooled(model, _image_batches(images))
+    spread = pooled.std(axis=0)
+    assert 0 < spread.max() < 1e-7  # the scale that defeated an absolute epsilon
+    adapt_head_norm(model, _image_batches(images))
+    normed = keras.Model(model.input, model.get_layer("head_norm").output).predict(_image_batches(images), verbose=0)
+    varying = spread > 1e-4 * np.abs(pooled.mean(axis=0))
+    assert varying.sum() > 100
+    np.testing.assert_allclose(normed[:, varying].std(axis=0), 1, rtol=1e-2)
+
+
 def test_features_constant_on_the_training_images_are_centred_not_blown_up():
     import keras
 
@@ -194,9 +212,19 @@ def test_unfreeze_layers_trains_the_top_weighted_layers(backbone):
     lowest = layers.index(kernels[-2])
     below = [layer for layer in layers[:lowest] if layer.weights]
     assert below and not any(layer.trainable for layer in below)
-    # from random weights the batch normalisation layers above the lowest chosen convolution train too
+    # batch normalisation stays in inference mode while the lower backbone is frozen, even from random weights
     norms = [layer for layer in layers[lowest:] if isinstance(layer, keras.layers.BatchNormalization)]
-    assert all(layer.trainable for layer in norms)
+    assert norms == [] or not any(layer.trainable for layer in norms)
+
+
+def test_batchnorm_trains_only_when_the_whole_random_backbone_trains():
+    import keras
+
+    scratch = build_model(ModelConfig("resnet50", "none", "finetune", SIZE, unfreeze_blocks=1000))
+    top = build_model(ModelConfig("resnet50", "none", "finetune", SIZE, unfreeze_blocks=1))
+    for model, expected in ((scratch, True), (top, False)):
+        norms = [x for x in backbone_layers(model, "resnet50") if isinstance(x, keras.layers.BatchNormalization)]
+        assert norms and all(layer.trainable is expected for layer in norms[-3:])
 
 
 def test_the_head_is_described_as_built():
