@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-dev
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
 DATA ?= data
-PATIENTS ?= 12
+# the demo's own defaults (lumbar demo --help) unless PATIENTS is given
+PATIENTS ?=
 WORKERS ?= 2
 
 
@@ -99,13 +100,13 @@ kind-e2e: $(STAMP)
 
 # the main job end to end: synthetic export -> the paper pipeline (kfp.local, quick profile) -> report
 demo: $(STAMP)
-	$(BIN)/lumbar demo --out $(DATA)/demo --patients $(PATIENTS)
+	$(BIN)/lumbar demo --out $(DATA)/demo $(if $(PATIENTS),--patients $(PATIENTS))
 
 # the same against the local S3 and MLflow servers (left running: `make services-down` stops them)
 demo-services: $(STAMP)
 	$(BIN)/lumbar services up
 	set -a && . $(DATA)/services/services.env && set +a && \
-	$(BIN)/lumbar demo --out $(DATA)/demo --patients $(PATIENTS) --services
+	$(BIN)/lumbar demo --out $(DATA)/demo $(if $(PATIENTS),--patients $(PATIENTS)) --services
 
 test: $(STAMP) $(TOOLS_STAMP) kubectl chromium
 	$(BIN)/python -m pytest -m "not slow" -q --durations=15
