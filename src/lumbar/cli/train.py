@@ -39,9 +39,7 @@ def train(
     learning_rate: LEARNING_RATE = None,
     unfreeze: Annotated[
         str | None,
-        typer.Option(
-            help="Finetune mode trains the backbone's top blocks:N or layers:N (default: the profile's)."
-        ),
+        typer.Option(help="Finetune mode trains the backbone's top blocks:N or layers:N (default: the profile's)."),
     ] = None,
     monitor: Annotated[
         str | None,
