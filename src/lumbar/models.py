@@ -316,8 +316,11 @@ def adapt_head_norm(model: keras.Model, images: Any) -> None:
     mean, variance = features.mean(axis=0), features.var(axis=0)
     # a feature constant on the training images (a ReLU that never fires there) is centred, not scaled:
     # dividing by its near-zero spread would blow up whatever it shows on other images
-    # (relative to the feature's own size, so features of any scale, however small, are standardised)
-    variance[(variance <= (1e-6 * np.abs(mean)) ** 2) | (variance <= 0)] = 1.0
+    # "constant" is relative to the features' overall size (their RMS), like Keras' absolute epsilon but
+    # scale-free: random-init MobileNetV2's ~1e-12 features are standardised, while batching jitter
+    # (float32 rounding, ~1e-6 relative) on truly constant features is not blown up
+    floor = 1e-5 * float(np.sqrt(np.mean(features**2)))
+    variance[variance <= floor**2] = 1.0
     layer = model.get_layer(HEAD_NORM_LAYER)
     layer.mean.assign(mean.astype(np.float32))
     layer.inv_std.assign((1.0 / np.sqrt(variance)).astype(np.float32))
