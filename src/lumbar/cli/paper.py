@@ -106,38 +106,25 @@ def rates(fmt: _FORMAT = "table") -> None:
     with clear_errors():
         _check_format(fmt)
     found = paper_rates()
+
+    def row(r, backbone: str) -> list[str]:  # type: ignore[no-untyped-def]
+        return [
+            str(r.table),
+            backbone,
+            r.before_text,
+            r.after_text,
+            r.printed_rate_text,
+            f"{r.recomputed_rate:.2f}",
+            r.note,
+        ]
+
     if fmt == "csv":
-        _write_csv(
-            RATES_COLUMNS,
-            [
-                [
-                    str(r.table),
-                    r.backbone,
-                    r.before_text,
-                    r.after_text,
-                    r.printed_rate_text,
-                    f"{r.recomputed_rate:.2f}",
-                    r.note,
-                ]
-                for r in found
-            ],
-        )
+        _write_csv(RATES_COLUMNS, [row(r, r.backbone) for r in found])
         return
     _print_table(
         "The paper's improvement rates (Equation 8 on F1, fine-tuned runs)",
         ["Table", "Backbone", "F1 before", "F1 after", "Printed rate %", "Recomputed rate %", "Note"],
-        [
-            [
-                str(r.table),
-                backbone_title(r.backbone),
-                r.before_text,
-                r.after_text,
-                r.printed_rate_text,
-                f"{r.recomputed_rate:.2f}",
-                r.note,
-            ]
-            for r in found
-        ],
+        [row(r, backbone_title(r.backbone)) for r in found],
     )
 
 
