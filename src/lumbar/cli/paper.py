@@ -137,22 +137,13 @@ def audit(fmt: _FORMAT = "table") -> None:
     with clear_errors():
         _check_format(fmt)
     found = run_audit()
+
+    def row(r, source: str, backbone: str) -> list[str]:  # type: ignore[no-untyped-def]
+        counts = (_blank(v) for v in (r.n, r.positives, r.tp, r.fp, r.fn, r.tn))
+        return [str(r.table), source, backbone, _yes_no(r.finetune), *counts, _yes_no(r.consistent), r.note]
+
     if fmt == "csv":
-        _write_csv(
-            AUDIT_COLUMNS,
-            [
-                [
-                    str(r.table),
-                    r.source,
-                    r.backbone,
-                    _yes_no(r.finetune),
-                    *(_blank(v) for v in (r.n, r.positives, r.tp, r.fp, r.fn, r.tn)),
-                    _yes_no(r.consistent),
-                    r.note,
-                ]
-                for r in found
-            ],
-        )
+        _write_csv(AUDIT_COLUMNS, [row(r, r.source, r.backbone) for r in found])
         return
     shares = list(dict.fromkeys((r.n, r.positives) for r in found if r.consistent and r.n is not None and r.positives))
     caption = "FT: fine-tuned; P: positives; OK: one integer matrix reproduces all four printed metrics.\n"
@@ -161,17 +152,6 @@ def audit(fmt: _FORMAT = "table") -> None:
     _print_table(
         "Audit: the integer confusion matrices behind the paper's printed metrics",
         ["Table", "Source", "Backbone", "FT", "n", "P", "TP", "FP", "FN", "TN", "OK", "Note"],
-        [
-            [
-                str(r.table),
-                SOURCE_TITLES[r.source],
-                backbone_title(r.backbone),
-                _yes_no(r.finetune),
-                *(_blank(v) for v in (r.n, r.positives, r.tp, r.fp, r.fn, r.tn)),
-                _yes_no(r.consistent),
-                r.note,
-            ]
-            for r in found
-        ],
+        [row(r, SOURCE_TITLES[r.source], backbone_title(r.backbone)) for r in found],
         caption=caption,
     )
