@@ -8,9 +8,10 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from lumbar.dataset_c import BuildConfig, build_dataset_c
+from lumbar.deid import Pseudonymizer
 from lumbar.dicom import decode_frame, read_header
 
-from .conftest import TEST_SECRET_ENV
+from .conftest import TEST_SECRET, TEST_SECRET_ENV
 
 NAMES = [
     "MR_small.dcm",
@@ -66,10 +67,14 @@ def test_build_accounts_for_them(pydicom_files, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert len(report["files"]) == len(NAMES)
     assert result.images == 0  # one MR slice, exported nine times: no lumbar series to select from
-    files = {f["path"]: f for f in report["files"]}
+    pseudonymizer = Pseudonymizer(TEST_SECRET.encode())
+    by_token = {f["file"]: f for f in report["files"]}  # the report names files by keyed token, never by path
+    files = {name: by_token[pseudonymizer.file_token(name)] for name in NAMES}
     assert all(f["reason"] for f in files.values())
-    duplicates = [f for f in files.values() if "duplicate of" in f["reason"]]
+    duplicates = [f for f in files.values() if "duplicate" in f["reason"]]
     assert len(duplicates) == len(NAMES) - 1
+    kept = {f["file"] for f in files.values()} - {f["file"] for f in duplicates}
+    assert all(f["same_image_as"] in kept for f in duplicates)  # each duplicate points at the one file kept
     assert files["MR_truncated.dcm"]["status"] == "quarantined"
     assert files["MR_truncated.dcm"]["reason"].startswith("truncated")
     missing = {m["item"]: m["reason"] for m in report["patients"][0]["missing"]}
