@@ -357,13 +357,24 @@ class _Accounting:
 
 
 def _pixel_digest(root: str, frame: FrameRecord) -> str:
-    """SHA-256 of a file's stored pixel data (compressed or not); "" when it cannot be read."""
+    """SHA-256 of a frame's decoded pixels, shape and type; "" when it cannot be decoded.
+
+    Decoded, not stored, pixels are compared: the same image exported once uncompressed and once
+    as lossless JPEG 2000, RLE or big-endian has different bytes but the same pixels, and is one image.
+    """
+    import numpy as np
     import pydicom
 
     try:
         ds = pydicom.dcmread(os.path.join(root, frame.path))
-        return hashlib.sha256(ds.PixelData).hexdigest()
-    except Exception:  # an unreadable duplicate is compared as "different"
+        pixels = ds.pixel_array
+        if frame.frames_in_file > 1:
+            pixels = pixels[frame.frame_index]
+        pixels = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("="))
+        digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype.str}".encode())
+        digest.update(pixels.tobytes())
+        return digest.hexdigest()
+    except Exception:  # an undecodable duplicate is compared as "different"
         return ""
 
 
