@@ -115,8 +115,8 @@ test-all: $(STAMP) $(TOOLS_STAMP) kubectl chromium
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench components pipelines
-	$(BIN)/ruff format --check src tests bench components pipelines
+	$(BIN)/ruff check src tests bench components pipelines launch
+	$(BIN)/ruff format --check src tests bench components pipelines launch
 
 bench: bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline
 

@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
+    from launch.launcher import run_local
     from lumbar.steps import build_dataset_c_step
     from lumbar.synth import SynthConfig, write_pacs_export
-    from pipelines.registry import run_local
 
     with tempfile.TemporaryDirectory(prefix="lumbar-bench-pipeline-") as scratch:
         base = Path(scratch)

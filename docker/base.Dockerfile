@@ -16,6 +16,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
+COPY launch ./launch
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11.11-slim-bookworm

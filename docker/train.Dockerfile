@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
+COPY launch ./launch
 # lumbar itself without its declared dependencies (they would pull tensorflow-cpu over the GPU build)
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 

@@ -111,7 +111,7 @@ def test_replica_count_comes_from_the_argument_then_the_environment(monkeypatch)
 def test_the_gpu_count_reaches_the_accelerator_limit_and_the_replicas(tmp_path):
     import yaml
 
-    from pipelines.registry import compile_pipeline
+    from launch.launcher import compile_pipeline
     from pipelines.settings import ClusterSettings
 
     path = compile_pipeline("procedure1", tmp_path / "p1.yaml", ClusterSettings(gpus=4))

@@ -136,7 +136,7 @@ def test_example_and_weak_secrets_are_refused(phi_export, tmp_path):
 def test_compiled_dataset_builds_require_the_pseudonym_secret(tmp_path):
     import yaml
 
-    from pipelines.registry import compile_pipeline
+    from launch.launcher import compile_pipeline
 
     checked = 0
     for name in ("dataset_c", "paper", "procedure3"):

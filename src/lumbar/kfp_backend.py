@@ -13,7 +13,7 @@ Credentials, in the order they are used (the ones ``kfp.Client`` supports):
    ``/var/run/secrets/kubeflow/pipelines/token`` when it exists (inside a Kubeflow notebook or pod);
 3. none: a port-forwarded standalone backend (``kubectl port-forward`` uses the kubeconfig).
 
-No kfp import here (the library never imports kfp); the submission itself is in ``pipelines/registry.py``.
+No kfp import here (the library never imports kfp); the submission itself is in ``launch/launcher.py``.
 """
 
 from __future__ import annotations

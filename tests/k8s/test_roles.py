@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.registry import PIPELINES, compile_pipeline
+from launch.launcher import PIPELINES, compile_pipeline
 from pipelines.settings import MLFLOW_KEYS, PSEUDONYM_KEY, S3_KEYS, ClusterSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from components.images import BASE_IMAGE, IMAGES, MLFLOW_IMAGE, TRAIN_IMAGE, compiled_images, record, split_ref
+from launch.launcher import PIPELINES, SubmitError, compile_pipeline, submit
 from lumbar.kfp_backend import MIN_KFP_VERSION, BackendError, check_backend, credentials, parse_version
-from pipelines.registry import PIPELINES, SubmitError, compile_pipeline, submit
 from pipelines.settings import NO_GPU_PARALLELISM, SIZING, ClusterSettings
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))

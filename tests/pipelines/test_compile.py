@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.registry import PIPELINES, compile_pipeline, describe, parse_params
+from launch.launcher import PIPELINES, compile_pipeline, describe, parse_params
 from pipelines.settings import ClusterSettings
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))

@@ -7,8 +7,8 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from kfp import dsl, local
 
-from pipelines.console import TaskRecord, TaskWatcher, expected_tasks, output_to_log
-from pipelines.registry import get
+from launch.console import TaskRecord, TaskWatcher, expected_tasks, output_to_log
+from launch.launcher import get
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.registry import run_local
+from launch.launcher import run_local
 from tests.conftest import BRAIN_MRI_SAMPLE
 
 TINY = {"weights": "none", "epochs": 1, "image_size": 32}

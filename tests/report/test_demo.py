@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.demo import DemoConfig, run_demo
+from launch.demo_runner import DemoConfig, run_demo
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 #: The smallest training settings that still run every stage of the demo.

@@ -26,8 +26,8 @@ def demo(
     ] = False,
 ) -> None:
     """Synthetic export -> the `paper` pipeline locally (all procedures, quick profile) -> the results report."""
+    from launch.demo_runner import DemoConfig, run_demo
     from lumbar.errors import InputError
-    from pipelines.demo import DemoConfig, run_demo
 
     with clear_errors():
         if patients is not None and patients < 1:

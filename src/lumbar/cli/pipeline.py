@@ -86,7 +86,7 @@ def pipeline_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipelines.registry import PIPELINES, describe
+    from launch.launcher import PIPELINES, describe
 
     table = Table(title="lumbar pipelines")
     for column in ("name", "description", "parameters (required first)"):
@@ -117,7 +117,7 @@ def pipeline_compile(
     images_lock: _LOCK = None,
 ) -> None:
     """Compile a pipeline to Kubeflow Pipelines IR YAML."""
-    from pipelines.registry import compile_pipeline
+    from launch.launcher import compile_pipeline
 
     with clear_errors():
         settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, cache_training, gpus)
@@ -137,8 +137,8 @@ def pipeline_run(
     parallelism: Annotated[int, typer.Option(help="Training runs at once (kfp.local allows at most 2).")] = 1,
 ) -> None:
     """Run a pipeline locally with kfp.local (each task a subprocess of this Python)."""
+    from launch.launcher import parse_params, run_local
     from lumbar.errors import InputError
-    from pipelines.registry import parse_params, run_local
 
     with clear_errors():
         if not local:
@@ -174,7 +174,7 @@ def pipeline_submit(
     Credentials: $LUMBAR_KFP_TOKEN (a bearer token), else the ServiceAccount token file at
     $KF_PIPELINES_SA_TOKEN_PATH (or Kubeflow's projected token inside a pod), else none (port-forward).
     """
-    from pipelines.registry import parse_params, submit
+    from launch.launcher import parse_params, submit
 
     with clear_errors():
         values = parse_params(name, params or [])

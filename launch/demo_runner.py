@@ -5,7 +5,7 @@ brain MRI sample in ``../shared`` when it is there, else a synthetic one); with 
 export to the local S3 server; run ``pipeline run paper --local`` in the ``quick`` profile; copy its
 report out of the run folder.
 
-It lives beside the pipelines (it runs one) and is what ``lumbar demo`` and ``make demo`` call.
+It runs a pipeline through :mod:`launch.launcher`; ``lumbar demo`` and ``make demo`` call it.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> De
     """
     from rich.console import Console
 
-    from pipelines.console import TaskWatcher, output_to_log
+    from launch.console import TaskWatcher, output_to_log
 
     out = Path(config.out).absolute()
     shutil.rmtree(out, ignore_errors=True)
@@ -174,10 +174,10 @@ def _stages(
     """The demo's stages, each timed (output already redirected to the log)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from launch.console import TaskRecord, expected_tasks
+    from launch.launcher import get, run_local
     from lumbar.errors import LumbarError
     from lumbar.synth import SynthConfig, write_pacs_export
-    from pipelines.console import TaskRecord, expected_tasks
-    from pipelines.registry import get, run_local
 
     timings: dict[str, float] = {}
 
