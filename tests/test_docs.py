@@ -265,7 +265,10 @@ def render_cli_reference(root: Any) -> str:
             else:
                 names = " / ".join(f"`{opt}`" for opt in [*param.opts, *param.secondary_opts])
             required = "yes" if param.required else ""
-            rows.append(f"| {names} | {required} | {_default(param)} | {_cell(getattr(param, 'help', ''))} |")
+            meaning = _cell(getattr(param, "help", ""))
+            if getattr(param, "envvar", None):
+                meaning += f" (environment: `{param.envvar}`)"
+            rows.append(f"| {names} | {required} | {_default(param)} | {meaning} |")
         if rows:
             out.extend(["| argument / option | required | default | meaning |", "|---|---|---|---|", *rows, ""])
 
