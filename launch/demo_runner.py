@@ -74,6 +74,7 @@ class DemoResult:
 
     report: Path
     run_folder: Path
+    dataset: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     weights: str = "none"
     tasks: list[Any] = field(default_factory=list)
@@ -260,8 +261,17 @@ def _stages(
     report_task = run.folder / "report"
     shutil.copyfile(report_task / "page", report_dir / "report.html")
     shutil.copyfile(report_task / "summary", report_dir / "report.md")
-    stage("report copied out of the run", started, quiet=True)  # in the timing table only
-    return DemoResult(report_dir / "report.html", run.folder, timings, weights, tasks=list(watcher.finished))
+    dataset = out / "dataset-c"  # where the README's tour expects it (`lumbar dataset describe data/demo/dataset-c`)
+    shutil.copytree(run.folder / "build-dataset-c" / "dataset", dataset, dirs_exist_ok=True)
+    stage("report and Dataset C copied out of the run", started, quiet=True)  # in the timing table only
+    return DemoResult(
+        report_dir / "report.html",
+        run.folder,
+        dataset=dataset,
+        timings=timings,
+        weights=weights,
+        tasks=list(watcher.finished),
+    )
 
 
 @contextmanager
@@ -313,6 +323,7 @@ def _summary(result: DemoResult, console: Any, line: Callable[[str], None]) -> N
     )
     line(f"done in {result.seconds:.0f} s (procedure 1 weights: {result.weights})")
     line(f"report:       {result.report}  (open it in a browser; Markdown beside it)")
+    line(f"Dataset C:    {result.dataset}  (pseudonymised; `lumbar dataset describe` / `lumbar label serve --dataset` it)")
     line(f"pipeline run: {result.run_folder}")
     line(f"MLflow UI:    {mlflow}")
     line(f"logs:         {result.log}")
