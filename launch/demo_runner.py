@@ -323,7 +323,7 @@ def _summary(result: DemoResult, console: Any, line: Callable[[str], None]) -> N
     )
     line(f"done in {result.seconds:.0f} s (procedure 1 weights: {result.weights})")
     line(f"report:       {result.report}  (open it in a browser; Markdown beside it)")
-    line(f"Dataset C:    {result.dataset}  (pseudonymised; `lumbar dataset describe` / `lumbar label serve --dataset` it)")
+    line(f"Dataset C:    {result.dataset}  (pseudonymised; try `lumbar dataset describe` on it)")
     line(f"pipeline run: {result.run_folder}")
     line(f"MLflow UI:    {mlflow}")
     line(f"logs:         {result.log}")
