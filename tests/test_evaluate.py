@@ -6,7 +6,7 @@ from scipy.stats import binomtest
 from sklearn import metrics as sk
 
 from lumbar.errors import InputError
-from lumbar.evaluate import (
+from lumbar.metrics import (
     METRIC_NAMES,
     Counts,
     binary_metrics,

@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 
+from lumbar.errors import InputError
 from lumbar.models import (
     BACKBONES,
     ModelConfig,
@@ -117,11 +118,12 @@ def test_pretrained_batchnorm_stays_frozen(tmp_path):
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="unknown backbone"):
+    # bad input is an InputError (one line, exit 2 in the CLI), as in every other config
+    with pytest.raises(InputError, match="unknown backbone"):
         ModelConfig("alexnet")
-    with pytest.raises(ValueError, match="unknown mode"):
+    with pytest.raises(InputError, match="unknown mode"):
         ModelConfig("vgg16", mode="partial")
-    with pytest.raises(ValueError, match="at least 32"):
+    with pytest.raises(InputError, match="at least 32"):
         ModelConfig("vgg16", image_size=16)
 
 
@@ -196,7 +198,7 @@ def test_unfreeze_rules():
     assert parse_unfreeze("layers:3") == ("layers", 3)
     assert parse_unfreeze("2") == ("blocks", 2)
     for bad in ("blocks:0", "layers:", "top:2", "blocks:two", ""):
-        with pytest.raises(ValueError, match="blocks:N or layers:N"):
+        with pytest.raises(InputError, match="blocks:N or layers:N"):
             parse_unfreeze(bad)
 
 
@@ -236,3 +238,45 @@ def test_the_head_is_described_as_built():
     assert head_description(probe) == (
         "GlobalAveragePooling2D -> Normalization(train-set statistics) -> Dropout(0.2) -> Dense(4, softmax)"
     )
+
+
+def _keras_state():
+    import keras
+    from tensorflow.python.framework import config as tf_config
+
+    return keras.mixed_precision.global_policy().name, bool(tf_config.is_op_determinism_enabled())
+
+
+@pytest.mark.parametrize("found", [("float32", False), ("mixed_float16", True)])
+def test_keras_session_restores_what_it_found(found):
+    import random
+
+    import keras
+    from tensorflow.python.framework import config as tf_config
+
+    from lumbar.models import keras_session
+
+    before = _keras_state()
+    keras.mixed_precision.set_global_policy(found[0])
+    (tf_config.enable_op_determinism if found[1] else tf_config.disable_op_determinism)()
+    try:
+        assert _keras_state() == found
+        random.seed(5)
+        expected_draw = random.random()
+        random.seed(5)
+        inside = ("float32", True) if found[0] != "float32" else ("mixed_float16", False)
+        with keras_session(seed=3, deterministic=inside[1], precision=inside[0]) as policy:
+            assert policy == inside[0] and _keras_state() == inside
+            seeded = random.random()
+        assert _keras_state() == found
+        assert random.random() == expected_draw  # the caller's random stream continues as if untouched
+        with (
+            pytest.raises(RuntimeError, match="body failed"),
+            keras_session(seed=3, deterministic=inside[1], precision=inside[0]),
+        ):
+            assert random.random() == seeded  # the same seed gives the same stream
+            raise RuntimeError("body failed")
+        assert _keras_state() == found
+    finally:
+        keras.mixed_precision.set_global_policy(before[0])
+        (tf_config.enable_op_determinism if before[1] else tf_config.disable_op_determinism)()

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from lumbar import paper
 from lumbar.cli import app
 from lumbar.errors import InputError
-from lumbar.evaluate import improvement_rate
+from lumbar.metrics import improvement_rate
 
 from .conftest import SHARED
 

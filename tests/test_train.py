@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lumbar.errors import InputError
-from lumbar.evaluate import binary_metrics, evaluate_model, majority_f1
+from lumbar.evaluate import evaluate_model
+from lumbar.metrics import binary_metrics, majority_f1
 from lumbar.tracking import fluent_tracking_uri
 from lumbar.train import PROFILES, TrainConfig, selection_key, train_model
 

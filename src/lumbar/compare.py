@@ -4,7 +4,7 @@ One *row* is the evaluation of one trained configuration: a flat mapping with ``
 (``frozen`` / ``finetune``), ``roi`` (bool), ``weights_source`` (``imagenet``, ``none``, ``supervised``,
 ``ssl``), the test metrics of both positive views (``normal_accuracy`` ... ``abnormal_f1``, fractions in
 [0, 1]), ``normal_positives`` and ``support`` (the test-set size) and, when tracked, ``run_id``. Evaluate
-steps put exactly these keys in their ``Metrics`` artifact metadata (:func:`lumbar.steps.evaluation_row`),
+steps put exactly these keys in their ``Metrics`` artifact metadata (:func:`evaluation_row` builds them),
 so a compare step reads them from there (kfp.local keeps metrics only in the metadata).
 
 Every table stands beside the paper's numbers, so every table uses the paper's positive class
@@ -28,18 +28,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lumbar.backbones import MODE_TITLES, backbone_rank, backbone_title, config_name, weights_source
 from lumbar.errors import InputError
-from lumbar.evaluate import METRIC_NAMES, METRICS, improvement_rate, majority_f1, view_key, wilson_interval
-from lumbar.paper import PAPER_POSITIVE, audit, backbone_title, paper_metric, paper_rates, paper_test_set
+from lumbar.metrics import (
+    METRIC_NAMES,
+    METRICS,
+    POSITIVES,
+    improvement_rate,
+    majority_f1,
+    view_key,
+    wilson_interval,
+)
+from lumbar.paper import PAPER_POSITIVE, audit, paper_metric, paper_rates, paper_test_set
 
-MODE_NAMES = {"frozen": "frozen backbone (transfer learning)", "finetune": "fine-tuned"}
 SOURCE_NAMES = {
     "imagenet": "ImageNet",
     "none": "random initialisation",
     "supervised": "Dataset A (supervised, from scratch)",
     "ssl": "Dataset B (self-supervised)",
 }
-BACKBONE_ORDER = ("vgg16", "vgg19", "resnet50", "mobilenetv2")
 #: The paper's metric table of each (roi, mode) of procedure 1.
 PROCEDURE1_TABLES = {(False, "frozen"): 6, (False, "finetune"): 7, (True, "frozen"): 8, (True, "finetune"): 9}
 #: Per pretraining procedure: the paper's metric table, its rate table, and the paper's source name.
@@ -52,11 +59,6 @@ _POSITIVE_NOTE = f"positive class {PAPER_POSITIVE}, as in the paper"
 _ORIGINS = {"synthetic": "ours on synthetic data", "real": "ours on real data", "unknown": "ours"}
 
 
-def config_name(backbone: str, mode: str, roi: bool) -> str:
-    """``<backbone>-<mode>-<roi|full>``: the name of one configuration (its MLflow run name)."""
-    return f"{backbone}-{mode}-{'roi' if roi else 'full'}"
-
-
 def as_bool(value: Any) -> bool:
     """Read a bool that may have travelled as text or a number through artifact metadata."""
     if isinstance(value, str):
@@ -66,6 +68,32 @@ def as_bool(value: Any) -> bool:
 
 def _number(value: Any) -> float | None:
     return None if value is None or value == "" else float(value)
+
+
+def evaluation_row(metrics: Mapping[str, Any], model_info: Mapping[str, Any]) -> dict[str, Any]:
+    """The row of one evaluated configuration, from its evaluation's metrics and its model's ``model.json``.
+
+    It carries both positive views (``normal_f1``, ``abnormal_f1``, ...), each view's count of positives,
+    the test-set size (``support``), and the chosen view under the plain metric names.
+    """
+    config = model_info["config"]
+    views: dict[str, float | int] = {
+        view_key(p, k): float(metrics[view_key(p, k)]) for p in POSITIVES for k in METRIC_NAMES
+    }
+    views.update({view_key(p, "positives"): int(metrics[view_key(p, "positives")]) for p in POSITIVES})
+    return {
+        "name": config_name(config["backbone"], config["mode"], config["roi"]),
+        "backbone": config["backbone"],
+        "mode": config["mode"],
+        "roi": bool(config["roi"]),
+        "weights_source": weights_source(str(config["weights"])),
+        "run_id": model_info.get("run_id") or "",
+        "dataset_version": model_info.get("dataset_version") or "",
+        "positive": str(metrics.get("positive", "")),
+        "support": int((metrics.get("binary") or metrics)["support"]),
+        **{k: float(metrics[k]) for k in METRIC_NAMES},
+        **views,
+    }
 
 
 def normalise_row(row: Mapping[str, Any], where: str = "row") -> dict[str, Any]:
@@ -88,9 +116,9 @@ def normalise_row(row: Mapping[str, Any], where: str = "row") -> dict[str, Any]:
 
 
 def _sort_key(row: Mapping[str, Any]) -> tuple:
+    """Table order: backbones in registry order (:data:`lumbar.backbones.BACKBONES`), frozen first, full first."""
     backbone = row["backbone"]
-    rank = BACKBONE_ORDER.index(backbone) if backbone in BACKBONE_ORDER else len(BACKBONE_ORDER)
-    return (rank, backbone, row["mode"] != "frozen", row["roi"])
+    return (backbone_rank(backbone), backbone, row["mode"] != "frozen", row["roi"])
 
 
 def paper_view(row: Mapping[str, Any], metric: str) -> float | None:
@@ -245,7 +273,7 @@ def procedure1_tables(rows: Sequence[Mapping[str, Any]], origin: str = "unknown"
         if not present:
             continue
         table = Table(
-            f"Table {number}: {'ROI' if roi else 'full image'}, {MODE_NAMES[mode]} ({_POSITIVE_NOTE}; {ours})",
+            f"Table {number}: {'ROI' if roi else 'full image'}, {MODE_TITLES[mode]} ({_POSITIVE_NOTE}; {ours})",
             ["Backbone", *_metric_columns()],
             notes=[weights, *_audit_notes(number)],
             key=f"table{number}",

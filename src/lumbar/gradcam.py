@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lumbar.models import BACKBONES
+from lumbar.backbones import BACKBONES
 
 
 def gradcam(
@@ -103,8 +103,7 @@ def gradcam_report(
     from PIL import Image
 
     from lumbar.data import split_records
-    from lumbar.models import load_model
-    from lumbar.train import read_model_info
+    from lumbar.models import load_model, read_model_info
     from lumbar.versions import fetch_dataset
 
     info = read_model_info(model_dir)

@@ -1,6 +1,7 @@
-"""Transfer-learning models: the paper's four backbones from ``keras.applications`` with a small head.
+"""Transfer-learning models: the registered backbones (:mod:`lumbar.backbones`) with a small head.
 
-* Backbones ``vgg16``, ``vgg19``, ``resnet50``, ``mobilenetv2`` with ``include_top=False``. Inputs are
+* Backbones (the paper's ``vgg16``, ``vgg19``, ``resnet50``, ``mobilenetv2``, and any other registered in
+  :data:`lumbar.backbones.BACKBONES`) built with ``include_top=False``. Inputs are
   grey images with values 0-255, shape ``(size, size, 1)``; a :class:`BackbonePreprocess` layer repeats
   them to 3 channels and applies the backbone's own ``preprocess_input`` (``caffe`` mode for VGG and
   ResNet, ``tf`` mode for MobileNetV2), so a saved model is self-contained.
@@ -15,12 +16,16 @@
   backbone stay frozen in both.
 * The backbone is built on the model's own input tensor, so its layers live in the outer functional
   graph (no nested sub-model): Grad-CAM can reach the last convolutional layer directly.
+* Keras' global state (seeds, op determinism, the precision policy) is set only inside
+  :func:`keras_session`, which restores what it found.
+* A trained model's folder holds ``model.keras`` and ``model.json`` (:func:`read_model_info`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +36,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from lumbar.errors import LumbarError
+from lumbar.backbones import BACKBONE_FORMAT, BACKBONE_META, BACKBONE_WEIGHTS, BACKBONES, MODES
+from lumbar.errors import InputError, LumbarError
 
 PREPROCESS_LAYER = "preprocess"
 HEAD_NORM_LAYER = "head_norm"
@@ -41,42 +47,9 @@ class WeightsError(LumbarError):
     """Backbone weights are missing or do not fit."""
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What lumbar needs to know about one backbone.
-
-    Attributes:
-        name: The CLI name.
-        preprocess: ``caffe`` or ``tf`` (as the backbone's ``preprocess_input``).
-        output_layer: The backbone's last layer (its feature map).
-        gradcam_layer: The last convolutional layer, for Grad-CAM.
-        block_pattern: Regex whose first group names the block of a layer (for fine-tuning).
-        min_size: Smallest input size the architecture accepts.
-    """
-
-    name: str
-    preprocess: str
-    output_layer: str
-    gradcam_layer: str
-    block_pattern: str
-    min_size: int = 32
-
-
-BACKBONES: dict[str, BackboneSpec] = {
-    "vgg16": BackboneSpec("vgg16", "caffe", "block5_pool", "block5_conv3", r"^(block\d)_"),
-    "vgg19": BackboneSpec("vgg19", "caffe", "block5_pool", "block5_conv4", r"^(block\d)_"),
-    "resnet50": BackboneSpec(
-        "resnet50", "caffe", "conv5_block3_out", "conv5_block3_out", r"^(conv\d_block\d+|conv1|pool1)_"
-    ),
-    "mobilenetv2": BackboneSpec(
-        "mobilenetv2", "tf", "out_relu", "out_relu", r"^(?:bn_)?(block_\d+|expanded_conv|Conv1|Conv_1)(?:_|$)"
-    ),
-}
-MODES: tuple[str, ...] = ("frozen", "finetune")
 #: Units an unfreeze rule counts from the top of the backbone: whole blocks, or single weighted layers.
 UNFREEZE_UNITS: tuple[str, ...] = ("blocks", "layers")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-_MOBILENET_ROWS = (96, 128, 160, 192, 224)
 
 
 @keras.saving.register_keras_serializable(package="lumbar")
@@ -176,19 +149,19 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+            raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.image_size < BACKBONES[self.backbone].min_size:
-            raise ValueError(f"{self.backbone} needs images of at least {BACKBONES[self.backbone].min_size} px")
+            raise InputError(f"{self.backbone} needs images of at least {BACKBONES[self.backbone].min_size} px")
         if self.num_classes < 2:
-            raise ValueError("num_classes must be at least 2")
+            raise InputError("num_classes must be at least 2")
         if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
+            raise InputError("dropout must be in [0, 1)")
         if self.unfreeze_blocks < 0 or self.unfreeze_layers < 0:
-            raise ValueError("unfreeze_blocks and unfreeze_layers must not be negative")
+            raise InputError("unfreeze_blocks and unfreeze_layers must not be negative")
         if not self.weights:
-            raise ValueError("weights must be imagenet, none, or a path/URI")
+            raise InputError("weights must be imagenet, none, or a path/URI")
 
 
 def parse_unfreeze(rule: str) -> tuple[str, int]:
@@ -201,12 +174,12 @@ def parse_unfreeze(rule: str) -> tuple[str, int]:
         The unit (one of :data:`UNFREEZE_UNITS`) and the count.
 
     Raises:
-        ValueError: If the rule is not one of these forms, or the count is below 1.
+        InputError: If the rule is not one of these forms, or the count is below 1.
     """
     unit, _, count = rule.strip().rpartition(":")
     unit = unit or "blocks"
     if unit not in UNFREEZE_UNITS or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"unfreeze must be blocks:N or layers:N with N >= 1, got {rule!r}")
+        raise InputError(f"unfreeze must be blocks:N or layers:N with N >= 1, got {rule!r}")
     return unit, int(count)
 
 
@@ -223,28 +196,15 @@ def keras_models_dir() -> Path:
 
 
 def imagenet_weights_file(backbone: str, image_size: int = 224) -> tuple[str, str]:
-    """The file name Keras expects for a backbone's ImageNet weights without top, and where Keras publishes it."""
-    from keras.src.applications import mobilenet_v2, resnet, vgg16, vgg19
+    """The file name Keras expects for a backbone's ImageNet weights without top, and where Keras publishes it.
 
-    if backbone == "vgg16":
-        url = vgg16.WEIGHTS_PATH_NO_TOP
-    elif backbone == "vgg19":
-        url = vgg19.WEIGHTS_PATH_NO_TOP
-    elif backbone == "resnet50":
-        url = f"{resnet.BASE_WEIGHTS_PATH}resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    elif backbone == "mobilenetv2":
-        rows = image_size if image_size in _MOBILENET_ROWS else 224
-        url = f"{mobilenet_v2.BASE_WEIGHT_PATH}mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
-    else:
-        raise ValueError(f"unknown backbone {backbone!r}")
-    return url.rsplit("/", 1)[-1], url
-
-
-def _application(backbone: str):  # type: ignore[no-untyped-def]
-    apps = keras.applications
-    return {"vgg16": apps.VGG16, "vgg19": apps.VGG19, "resnet50": apps.ResNet50, "mobilenetv2": apps.MobileNetV2}[
-        backbone
-    ]
+    Raises:
+        InputError: For an unknown backbone, or one registered without ImageNet weights.
+    """
+    spec = BACKBONES.get(backbone)
+    if spec is None or spec.imagenet_file is None:
+        raise InputError(f"{backbone!r} has no ImageNet weights; use --weights none or a saved backbone")
+    return spec.imagenet_file(image_size)
 
 
 def _resolve_imagenet(backbone: str, image_size: int) -> str:
@@ -281,10 +241,7 @@ def build_model(config: ModelConfig) -> keras.Model:
         weights = _resolve_imagenet(config.backbone, config.image_size)
     inputs = keras.Input((config.image_size, config.image_size, 1), name="image")
     x = BackbonePreprocess(spec.preprocess, name=PREPROCESS_LAYER)(inputs)
-    kwargs: dict[str, Any] = {"include_top": False, "weights": weights, "input_tensor": x}
-    if config.backbone == "mobilenetv2":
-        kwargs["alpha"] = 1.0
-    base = _application(config.backbone)(**kwargs)
+    base = spec.build(include_top=False, weights=weights, input_tensor=x)
     features = base.get_layer(spec.output_layer).output
     h = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
     if config.standardize:
@@ -388,14 +345,14 @@ def save_backbone(model: keras.Model, backbone: str, folder: str | Path, metadat
         for layer in _weighted(backbone_layers(model, backbone))
         for i, w in enumerate(layer.get_weights())
     }
-    np.savez(folder / "backbone.npz", **arrays)
+    np.savez(folder / BACKBONE_WEIGHTS, **arrays)
     info = {
-        "format": "lumbar-backbone/1",
+        "format": BACKBONE_FORMAT,
         "backbone": backbone,
         "layers": len({k.split("/")[0] for k in arrays}),
         **(metadata or {}),
     }
-    (folder / "backbone.json").write_text(json.dumps(info, indent=2))
+    (folder / BACKBONE_META).write_text(json.dumps(info, indent=2))
     return folder
 
 
@@ -408,9 +365,9 @@ def _local_backbone(source: str) -> Path:
     from lumbar.storage import open_store
 
     store = open_store(source)
-    digest = store.sha256("backbone.npz") or "unknown"
+    digest = store.sha256(BACKBONE_WEIGHTS) or "unknown"
     target = data_dir() / "cache" / "backbones" / digest[:16]
-    if not (target / "backbone.npz").is_file():
+    if not (target / BACKBONE_WEIGHTS).is_file():
         store.get_tree("", target)
     return target
 
@@ -425,7 +382,7 @@ def load_backbone_weights(model: keras.Model, source: str | Path, backbone: str)
         WeightsError: If the files are missing, were saved from another backbone, or do not fit.
     """
     folder = _local_backbone(str(source))
-    meta_path, weights_path = folder / "backbone.json", folder / "backbone.npz"
+    meta_path, weights_path = folder / BACKBONE_META, folder / BACKBONE_WEIGHTS
     if not weights_path.is_file() or not meta_path.is_file():
         raise WeightsError(f"{source} is not a backbone saved by lumbar (backbone.npz and backbone.json expected)")
     info = json.loads(meta_path.read_text())
@@ -452,6 +409,18 @@ def load_model(path: str | Path) -> keras.Model:
     if not path.is_file():
         raise LumbarError(f"{path} is not a saved lumbar model (model.keras expected)")
     return keras.models.load_model(path, compile=False)
+
+
+def read_model_info(model_dir: str | Path) -> dict:
+    """The ``model.json`` of a trained model folder (written by :func:`lumbar.train.train_model`).
+
+    Raises:
+        LumbarError: If the folder holds no ``model.json``.
+    """
+    path = Path(model_dir) / "model.json"
+    if not path.is_file():
+        raise LumbarError(f"{model_dir} is not a model trained by lumbar (model.json missing)")
+    return json.loads(path.read_text())
 
 
 #: Keras' mixed-precision policy per backend: bfloat16 on JAX (no loss scaling needed), float16 on
@@ -481,3 +450,52 @@ def precision_policy(mixed: bool) -> Iterator[str]:
         yield name
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _determinism() -> Any:
+    """TensorFlow's op-determinism switches (``is_op_determinism_enabled`` lives only in its private API)."""
+    from tensorflow.python.framework import config as tf_config
+
+    return tf_config
+
+
+def _set_determinism(tf_config: Any, enabled: bool) -> None:
+    if enabled:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
+@contextmanager
+def keras_session(seed: int, deterministic: bool, precision: str = "float32") -> Iterator[str]:
+    """Seed the random generators, set op determinism and the precision policy; restore what was found on exit.
+
+    Keras' and TensorFlow's settings are process-wide: a run that left mixed precision or op determinism
+    behind changed every model built after it in the same process (a test session, a notebook). Inside
+    the block: Python's, NumPy's and the backend's generators are seeded with ``seed``, TensorFlow's op
+    determinism is ``deterministic``, and the global dtype policy is ``precision``. On exit, also when the
+    block raises, the policy, the determinism switch and Python's and NumPy's generator states are what
+    they were before (the backend's seed cannot be read back; every session sets its own).
+
+    Args:
+        seed: Seed of weights initialisation, shuffling and augmentation.
+        deterministic: Switch TensorFlow's op determinism on (reproducible, slower; the CPU default).
+        precision: A Keras dtype policy name: ``float32``, ``mixed_float16`` or ``mixed_bfloat16``.
+
+    Yields:
+        The policy's name.
+    """
+    policy = keras.mixed_precision.global_policy()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    tf_config = _determinism()
+    was_deterministic = bool(tf_config.is_op_determinism_enabled())
+    try:
+        keras.mixed_precision.set_global_policy(precision)
+        keras.utils.set_random_seed(seed)
+        _set_determinism(tf_config, deterministic)
+        yield precision
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        _set_determinism(tf_config, was_deterministic)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)

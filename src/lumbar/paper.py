@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from lumbar.backbones import backbone_title
 from lumbar.errors import InputError
-from lumbar.evaluate import improvement_rate
+from lumbar.metrics import METRICS as METRIC_REGISTRY
+from lumbar.metrics import improvement_rate
 
 # ---------------------------------------------------------------------------------------------------------------
 # The paper's tables as data (``paper_tables.json``): every cell of Tables 5-14, its improvement rates, an audit.
@@ -29,10 +31,11 @@ from lumbar.evaluate import improvement_rate
 PAPER_POSITIVE: str = "normal"
 #: Where the transferred weights come from: procedure 1 (ImageNet), 2 (Dataset A, labelled) and 3 (Dataset B).
 SOURCES: tuple[str, ...] = ("imagenet", "dataset_a", "dataset_b")
-#: The paper's four metrics (Equations 4-7), in the column order of its tables.
-METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1")
-METRIC_TITLES: dict[str, str] = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}
-_METRIC_WORDS: dict[str, str] = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1"}
+#: The metrics the paper prints (Equations 4-7), in the column order of its tables: the registry's metrics
+#: (:data:`lumbar.metrics.METRICS`) that the paper has cells for.
+METRICS: tuple[str, ...] = tuple(m.name for m in METRIC_REGISTRY if m.name in ("accuracy", "precision", "recall", "f1"))
+#: How a sentence names each metric (``accuracy``, ``F1``).
+_METRIC_WORDS: dict[str, str] = {m.name: m.title if m.title.isupper() else m.title.lower() for m in METRIC_REGISTRY}
 SOURCE_TITLES: dict[str, str] = {"imagenet": "ImageNet", "dataset_a": "Dataset A", "dataset_b": "Dataset B"}
 #: The CSV columns of ``lumbar paper values|rates|audit``.
 VALUES_COLUMNS: tuple[str, ...] = ("table", "source", "backbone", "roi", "finetune", "metric", "value")
@@ -54,11 +57,6 @@ def _decimals(printed: str) -> int:
 
 def _fmt(value: float, decimals: int) -> str:
     return f"{value:.{decimals}f}"
-
-
-def backbone_title(backbone: str) -> str:
-    """The paper's spelling of a backbone (``mobilenetv2`` -> ``MobileNetV2``); unknown names unchanged."""
-    return _tables()["backbone_titles"].get(backbone, backbone)
 
 
 @dataclass(frozen=True)

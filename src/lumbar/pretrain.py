@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lumbar.backbones import BACKBONE_WEIGHTS, BACKBONES
 from lumbar.errors import InputError
-from lumbar.models import BACKBONES
 
 PRETRAIN_PROFILES: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 224, "batch_size": 64, "epochs": 100, "learning_rate": 1e-5},
@@ -56,6 +56,7 @@ def pretrain_supervised(
     resume: bool = False,
     track: bool = True,
     experiment: str = "lumbar-pretrain-supervised",
+    tags: dict[str, str] | None = None,
     **overrides: Any,
 ) -> PretrainResult:
     """Train a backbone from scratch on Dataset A and save it without its head.
@@ -68,6 +69,7 @@ def pretrain_supervised(
         resume: Continue a killed run.
         track: Log to MLflow.
         experiment: MLflow experiment.
+        tags: Extra MLflow tags (a pipeline puts its Kubeflow run id here).
         **overrides: Training settings (``epochs``, ``batch_size``, ``image_size``, ``learning_rate``,
             ``seed``, ``augment``).
     """
@@ -88,7 +90,9 @@ def pretrain_supervised(
         **settings,
     )
     out = Path(out)
-    result = train_model(config, dataset, out / "classifier", resume=resume, experiment=experiment, track=track)
+    result = train_model(
+        config, dataset, out / "classifier", resume=resume, experiment=experiment, track=track, tags=tags
+    )
     model = load_model(out / "classifier")
     info = json.loads((out / "classifier" / "model.json").read_text())
     save_backbone(
@@ -218,6 +222,7 @@ def pretrain_ssl(
     track: bool = True,
     experiment: str = "lumbar-pretrain-ssl",
     replicas: int | None = None,
+    tags: dict[str, str] | None = None,
 ) -> PretrainResult:
     """SimCLR pretraining on Dataset B shards; saves ``<out>/backbone``.
 
@@ -234,6 +239,7 @@ def pretrain_ssl(
         track: Log to MLflow.
         experiment: MLflow experiment.
         replicas: Data-parallel replicas (see above).
+        tags: Extra MLflow tags (a pipeline puts its Kubeflow run id here).
     """
     import keras
     import numpy as np
@@ -241,8 +247,9 @@ def pretrain_ssl(
 
     from lumbar.dataset_b import fetch_shards, read_shards
     from lumbar.distribute import data_parallel, requested_replicas
-    from lumbar.models import save_backbone
+    from lumbar.models import keras_session, save_backbone
     from lumbar.tracking import Tracker, standard_tags
+    from lumbar.train import accelerator, deterministic
 
     out = Path(out)
     folder = out / "checkpoints"
@@ -256,108 +263,110 @@ def pretrain_ssl(
         if saved["config"] != asdict(config):
             raise InputError(f"{out} holds an SSL run with another configuration; use a new --out")
         state = saved
-    elif (out / "backbone" / "backbone.npz").is_file() and not resume:
+    elif (out / "backbone" / BACKBONE_WEIGHTS).is_file() and not resume:
         raise InputError(f"{out} already holds a pretrained backbone; choose a new --out")
 
-    keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
-    # variables are made in the strategy's scope (mirrored on every replica); the steps run through it below
-    with data_parallel(requested_replicas(replicas)) as parallel:
-        encoder = _encoder(config)
-        optimizer = keras.optimizers.Adam(parallel.learning_rate(config.learning_rate))
-        optimizer.build(encoder.trainable_variables)
-        if state["epoch"]:
-            encoder.load_weights(folder / "encoder.weights.h5")
-            with np.load(folder / "optimizer.npz") as saved:
-                keys = sorted(saved.files, key=lambda k: int(k[4:]))
-                for variable, key in zip(optimizer.variables, keys, strict=True):
-                    variable.assign(saved[key])
-    batch = parallel.global_batch(config.batch_size)
+    # the seed, op determinism and float32 policy hold for the whole run and are restored after it
+    with keras_session(config.seed, deterministic=deterministic(accelerator())):
+        # variables are made in the strategy's scope (mirrored on every replica); the steps run through it below
+        with data_parallel(requested_replicas(replicas)) as parallel:
+            encoder = _encoder(config)
+            optimizer = keras.optimizers.Adam(parallel.learning_rate(config.learning_rate))
+            optimizer.build(encoder.trainable_variables)
+            if state["epoch"]:
+                encoder.load_weights(folder / "encoder.weights.h5")
+                with np.load(folder / "optimizer.npz") as saved:
+                    keys = sorted(saved.files, key=lambda k: int(k[4:]))
+                    for variable, key in zip(optimizer.variables, keys, strict=True):
+                        variable.assign(saved[key])
+        batch = parallel.global_batch(config.batch_size)
 
-    size = config.image_size
-    data = read_shards(local, shuffle_seed=config.seed).shuffle(2048, seed=config.seed)
-    if index["image_size"] != size:
-        data = data.map(lambda x: tf.image.resize(x, (size, size)), num_parallel_calls=tf.data.AUTOTUNE)
-    data = data.map(lambda x: tf.cast(x, tf.float32)).batch(batch, drop_remainder=True)
-    if config.steps_per_epoch:
-        data = data.take(config.steps_per_epoch)
-    data = data.prefetch(tf.data.AUTOTUNE)
+        size = config.image_size
+        data = read_shards(local, shuffle_seed=config.seed).shuffle(2048, seed=config.seed)
+        if index["image_size"] != size:
+            data = data.map(lambda x: tf.image.resize(x, (size, size)), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(lambda x: tf.cast(x, tf.float32)).batch(batch, drop_remainder=True)
+        if config.steps_per_epoch:
+            data = data.take(config.steps_per_epoch)
+        data = data.prefetch(tf.data.AUTOTUNE)
 
-    def replica_step(images):  # type: ignore[no-untyped-def]
-        with tf.GradientTape() as tape:
-            z1 = encoder(random_views(images, size, config.min_crop_area), training=True)
-            z2 = encoder(random_views(images, size, config.min_crop_area), training=True)
-            loss = nt_xent(z1, z2, config.temperature)
-            share = loss / parallel.count  # the optimizer sums the replicas' gradients: each adds its share
-        grads = tape.gradient(share, encoder.trainable_variables)
-        optimizer.apply(grads, encoder.trainable_variables)
-        return loss
+        def replica_step(images):  # type: ignore[no-untyped-def]
+            with tf.GradientTape() as tape:
+                z1 = encoder(random_views(images, size, config.min_crop_area), training=True)
+                z2 = encoder(random_views(images, size, config.min_crop_area), training=True)
+                loss = nt_xent(z1, z2, config.temperature)
+                share = loss / parallel.count  # the optimizer sums the replicas' gradients: each adds its share
+            grads = tape.gradient(share, encoder.trainable_variables)
+            optimizer.apply(grads, encoder.trainable_variables)
+            return loss
 
-    if parallel.count == 1:
-        step = tf.function(replica_step)
-    else:
-        strategy = parallel.strategy
-        data = strategy.experimental_distribute_dataset(data)
+        if parallel.count == 1:
+            step = tf.function(replica_step)
+        else:
+            strategy = parallel.strategy
+            data = strategy.experimental_distribute_dataset(data)
 
-        @tf.function
-        def step(images):  # type: ignore[no-untyped-def]
-            losses = strategy.run(replica_step, args=(images,))
-            return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+            @tf.function
+            def step(images):  # type: ignore[no-untyped-def]
+                losses = strategy.run(replica_step, args=(images,))
+                return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
-    tracker = Tracker(experiment) if track else None
+        tracker = Tracker(experiment) if track else None
 
-    def run_epochs(run: Any) -> None:
-        if run is not None:
-            state["run_id"] = run.run_id
-            run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
-            if not state["epoch"]:
-                run.log_params(
-                    {
-                        **asdict(config),
-                        "shards": str(shards),
-                        "shard_images": index.get("images"),
-                        "replicas": parallel.count,
-                        "global_batch_size": batch,
-                    }
-                )
-        for epoch in range(state["epoch"], config.epochs):
-            started, losses = time.perf_counter(), []
-            for images in data:
-                losses.append(float(step(images)))
-            if not losses:
-                raise InputError(f"{shards} holds fewer images than one batch of {batch}")
-            record = {
-                "epoch": epoch + 1,
-                "loss": float(np.mean(losses)),
-                "epoch_seconds": time.perf_counter() - started,
-                "images_per_second": len(losses) * batch / (time.perf_counter() - started),
-            }
-            encoder.save_weights(folder / "encoder.weights.h5")
-            np.savez(folder / "optimizer.npz", **{f"var_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
-            state["epoch"] = epoch + 1
-            state["history"].append(record)
-            tmp = folder / "state.json.tmp"
-            tmp.write_text(json.dumps(state, indent=1))
-            tmp.replace(state_path)
+        def run_epochs(run: Any) -> None:
             if run is not None:
-                run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+                state["run_id"] = run.run_id
+                run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
+                if not state["epoch"]:
+                    run.log_params(
+                        {
+                            **asdict(config),
+                            "shards": str(shards),
+                            "shard_images": index.get("images"),
+                            "replicas": parallel.count,
+                            "global_batch_size": batch,
+                        }
+                    )
+            for epoch in range(state["epoch"], config.epochs):
+                started, losses = time.perf_counter(), []
+                for images in data:
+                    losses.append(float(step(images)))
+                if not losses:
+                    raise InputError(f"{shards} holds fewer images than one batch of {batch}")
+                record = {
+                    "epoch": epoch + 1,
+                    "loss": float(np.mean(losses)),
+                    "epoch_seconds": time.perf_counter() - started,
+                    "images_per_second": len(losses) * batch / (time.perf_counter() - started),
+                }
+                encoder.save_weights(folder / "encoder.weights.h5")
+                np.savez(folder / "optimizer.npz", **{f"var_{i}": v.numpy() for i, v in enumerate(optimizer.variables)})
+                state["epoch"] = epoch + 1
+                state["history"].append(record)
+                tmp = folder / "state.json.tmp"
+                tmp.write_text(json.dumps(state, indent=1))
+                tmp.replace(state_path)
+                if run is not None:
+                    run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
 
-    metadata = {
-        "source": "ssl-simclr",
-        "shards": str(shards),
-        "shard_images": index.get("images"),
-        "image_size": size,
-        "temperature": config.temperature,
-        "freeze_batchnorm": config.freeze_batchnorm,
-    }
-    if tracker is not None:
-        with tracker.run(
-            f"simclr-{config.backbone}", tags=standard_tags(index["inputs_sha256"][:16]), run_id=state["run_id"]
-        ) as run:
-            run_epochs(run)
-            save_backbone(encoder, config.backbone, out / "backbone", {**metadata, "run_id": run.run_id})
-            run.log_artifact(out / "backbone", "backbone")
-    else:
-        run_epochs(None)
-        save_backbone(encoder, config.backbone, out / "backbone", metadata)
-    return PretrainResult(out / "backbone", state["run_id"], state["epoch"], state["history"])
+        metadata = {
+            "source": "ssl-simclr",
+            "shards": str(shards),
+            "shard_images": index.get("images"),
+            "image_size": size,
+            "temperature": config.temperature,
+            "freeze_batchnorm": config.freeze_batchnorm,
+        }
+        if tracker is not None:
+            with tracker.run(
+                f"simclr-{config.backbone}",
+                tags={**standard_tags(index["inputs_sha256"][:16]), **(tags or {})},
+                run_id=state["run_id"],
+            ) as run:
+                run_epochs(run)
+                save_backbone(encoder, config.backbone, out / "backbone", {**metadata, "run_id": run.run_id})
+                run.log_artifact(out / "backbone", "backbone")
+        else:
+            run_epochs(None)
+            save_backbone(encoder, config.backbone, out / "backbone", metadata)
+        return PretrainResult(out / "backbone", state["run_id"], state["epoch"], state["history"])

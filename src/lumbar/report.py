@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from lumbar.compare import SOURCE_NAMES, Table, config_name, paper_view, procedure_tables, row_majority_f1, to_markdown
+from lumbar.backbones import config_name, weights_source
+from lumbar.compare import SOURCE_NAMES, Table, paper_view, procedure_tables, row_majority_f1, to_markdown
 from lumbar.errors import InputError
-from lumbar.evaluate import METRIC_NAMES, POSITIVES, confusion_matrix, view_key, views_from_confusion
+from lumbar.metrics import METRIC_NAMES, POSITIVES, confusion_matrix, view_key, views_from_confusion
 from lumbar.paper import PAPER_POSITIVE
 
 PROCEDURES = ("procedure1", "procedure2", "procedure3")
@@ -155,7 +156,6 @@ def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
     """
     from mlflow import MlflowClient
 
-    from lumbar.steps import weights_source
     from lumbar.tracking import tracking_uri
 
     client = MlflowClient(tracking_uri=config.tracking_uri or tracking_uri())
@@ -399,7 +399,7 @@ def plot_confusions(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
 
 def plot_rocs(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     """ROC curves of every run: one column per procedure, one row per positive view (the paper's first)."""
-    from lumbar.evaluate import roc_auc, roc_curve, view_scores
+    from lumbar.metrics import roc_auc, roc_curve, view_scores
 
     views = (PAPER_POSITIVE, *(p for p in POSITIVES if p != PAPER_POSITIVE))
     fig, axes = _pyplot().subplots(len(views), len(runs), figsize=(4.2 * len(runs), 3.6 * len(views)), squeeze=False)

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lumbar.backbones import BACKBONES, MODES, config_name
 from lumbar.data import TARGETS, InputConfig, class_weights, make_dataset, split_records
-from lumbar.errors import InputError, LumbarError
-from lumbar.models import BACKBONES, MODES, ModelConfig, head_description, parse_unfreeze
+from lumbar.errors import InputError
+from lumbar.models import ModelConfig, head_description, parse_unfreeze
 
 #: The defaults of each profile. ``paper`` follows the paper (Sections 3.5 and 3.6.2; the choices where it is
 #: vague are written in docs/training.md); ``quick`` is sized for two CPU cores and random-initialised backbones
@@ -74,7 +75,7 @@ class TrainConfig:
     """One training configuration. Build it with :meth:`from_profile` to get a profile's defaults.
 
     Attributes:
-        backbone: ``vgg16``, ``vgg19``, ``resnet50`` or ``mobilenetv2``.
+        backbone: One of :data:`lumbar.backbones.BACKBONES`.
         weights: ``imagenet``, ``none``, or a path / URI of a backbone saved by lumbar.
         mode: ``frozen`` (train the head) or ``finetune`` (also the top blocks).
         roi: Train on the ROI crops instead of the full images.
@@ -138,7 +139,7 @@ class TrainConfig:
             raise InputError(f"precision must be one of {PRECISIONS} and jit one of {SWITCHES}")
         try:
             parse_unfreeze(self.unfreeze)
-        except ValueError:
+        except InputError:
             raise InputError(f"--unfreeze must be blocks:N or layers:N with N >= 1, got {self.unfreeze!r}") from None
         if self.monitor not in MONITORS:
             raise InputError(f"unknown monitor {self.monitor!r}; choose one of {', '.join(MONITORS)}")
@@ -175,8 +176,6 @@ class TrainConfig:
     @property
     def run_name(self) -> str:
         """``<backbone>-<mode>-<roi|full>``, the name of the configuration's run."""
-        from lumbar.compare import config_name
-
         return config_name(self.backbone, self.mode, self.roi)
 
     @property
@@ -251,6 +250,14 @@ def accelerator() -> str:
     import tensorflow as tf
 
     return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def deterministic(device: str) -> bool:
+    """Whether a run on ``device`` switches op determinism on: on the CPU (reproducible runs), not on a GPU.
+
+    Training and pretraining share this rule (:func:`lumbar.models.keras_session` applies it).
+    """
+    return device == "cpu"
 
 
 def _metrics(target: str) -> list:
@@ -396,10 +403,9 @@ def train_model(
         InputError: For a bad dataset, or a resume whose folder holds another configuration.
     """
     import keras
-    import tensorflow as tf
 
     from lumbar.distribute import data_parallel, requested_replicas
-    from lumbar.models import adapt_head_norm, build_model
+    from lumbar.models import adapt_head_norm, build_model, keras_session
     from lumbar.tracking import Tracker, standard_tags
     from lumbar.versions import fetch_dataset
 
@@ -430,16 +436,16 @@ def train_model(
         raise InputError(f"{out} already holds a trained model; choose a new --out (or --resume a killed run)")
     folder.mkdir(parents=True, exist_ok=True)
 
-    keras.utils.set_random_seed(config.seed)
     device = accelerator()
-    if device == "cpu":
-        tf.config.experimental.enable_op_determinism()
     mixed = config.precision == "mixed_float16" or (config.precision == "auto" and device == "gpu")
     jit = config.jit == "on" or (config.jit == "auto" and device == "gpu")
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    distribution = ExitStack()  # the data-parallel scope, left in `finally`
-    try:
-        parallel = distribution.enter_context(data_parallel(requested_replicas(replicas)))
+    with ExitStack() as session:  # Keras' global state and the data-parallel scope, restored on the way out
+        session.enter_context(
+            keras_session(
+                config.seed, deterministic=deterministic(device), precision="mixed_float16" if mixed else "float32"
+            )
+        )
+        parallel = session.enter_context(data_parallel(requested_replicas(replicas)))
         inputs = replace(config.input_config(), batch_size=parallel.global_batch(config.batch_size))
         train_records = split_records(local, "train", config.roi, config.target)
         train_ds = make_dataset(local, "train", inputs, training=True, records=train_records)
@@ -515,9 +521,6 @@ def train_model(
         result.fit_seconds = timing["fit"]
         result.images_per_second = trained_epochs * len(train_records.paths) / timing["fit"] if timing["fit"] else 0.0
         return result
-    finally:
-        distribution.close()
-        keras.mixed_precision.set_global_policy("float32")  # also when the run fails
 
 
 def _finish(
@@ -570,11 +573,3 @@ def _finish(
         state.get("best_val_error"),
         history,
     )
-
-
-def read_model_info(model_dir: str | Path) -> dict:
-    """The ``model.json`` of a trained model folder."""
-    path = Path(model_dir) / "model.json"
-    if not path.is_file():
-        raise LumbarError(f"{model_dir} is not a model trained by lumbar (model.json missing)")
-    return json.loads(path.read_text())
