@@ -23,6 +23,8 @@ from typing import Any
 
 from lumbar.errors import InputError
 
+#: The backbone a command trains when none is named.
+DEFAULT_BACKBONE = "vgg16"
 #: Training modes: ``frozen`` trains the head only; ``finetune`` also the backbone's top blocks.
 MODES: tuple[str, ...] = ("frozen", "finetune")
 #: How the comparison tables name each mode.

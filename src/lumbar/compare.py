@@ -40,6 +40,7 @@ from lumbar.metrics import (
     wilson_interval,
 )
 from lumbar.paper import PAPER_POSITIVE, audit, paper_metric, paper_rates, paper_test_set
+from lumbar.procedures import PROCEDURES, procedure_of_source
 
 SOURCE_NAMES = {
     "imagenet": "ImageNet",
@@ -50,8 +51,11 @@ SOURCE_NAMES = {
 #: The paper's metric table of each (roi, mode) of procedure 1.
 PROCEDURE1_TABLES = {(False, "frozen"): 6, (False, "finetune"): 7, (True, "frozen"): 8, (True, "finetune"): 9}
 #: Per pretraining procedure: the paper's metric table, its rate table, and the paper's source name.
-PRETRAINING_TABLES = {"procedure2": (11, 12, "dataset_a"), "procedure3": (13, 14, "dataset_b")}
-_PROCEDURE_OF_SOURCE = {"supervised": "procedure2", "ssl": "procedure3"}
+PRETRAINING_TABLES = {
+    p.name: (p.metric_tables[0], p.rate_table, p.paper_source)
+    for p in PROCEDURES.values()
+    if p.weights_source != "imagenet"
+}
 #: A 95 % interval on accuracy wider than this (half-width, as a fraction) is too wide to compare with.
 TOO_WIDE = 0.10
 _REQUIRED = ("backbone", "mode", "roi", *(view_key(PAPER_POSITIVE, m) for m in METRIC_NAMES))
@@ -367,7 +371,8 @@ def pretraining_tables(
     base_rows = [normalise_row(r, f"baseline row {i + 1}") for i, r in enumerate(baseline)]
     base = _index(base_rows)
     source = source or (rows[0]["weights_source"] if rows else "none")
-    procedure = procedure or _PROCEDURE_OF_SOURCE.get(source, "procedure2")
+    by_source = procedure_of_source(source)
+    procedure = procedure or (by_source.name if by_source else next(iter(PRETRAINING_TABLES)))
     if procedure not in PRETRAINING_TABLES:
         raise InputError(f"procedure must be one of {', '.join(PRETRAINING_TABLES)}, got {procedure!r}")
     metric_number, rate_number, paper_source = PRETRAINING_TABLES[procedure]
@@ -462,8 +467,8 @@ def procedure_tables(
     Raises:
         InputError: For an unknown procedure, no rows, or a row without a metric.
     """
-    if procedure not in ("procedure1", *PRETRAINING_TABLES):
-        raise InputError(f"unknown procedure {procedure!r}; choose procedure1, procedure2 or procedure3")
+    if procedure not in PROCEDURES:
+        raise InputError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}")
     if not rows:
         raise InputError(f"{procedure} has no evaluated runs to compare")
     if procedure == "procedure1":

@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from lumbar.backbones import BACKBONE_FORMAT, BACKBONE_META, BACKBONE_WEIGHTS, BACKBONES, MODES
+from lumbar.backbones import BACKBONE_FORMAT, BACKBONE_META, BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE, MODES
 from lumbar.errors import InputError, LumbarError
 
 PREPROCESS_LAYER = "preprocess"
@@ -137,7 +137,7 @@ class ModelConfig:
             scaling (a head that starts on a standardised scale, not one that stays standardised).
     """
 
-    backbone: str = "vgg16"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     mode: str = "frozen"
     image_size: int = 224

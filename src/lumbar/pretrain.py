@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lumbar.backbones import BACKBONE_WEIGHTS, BACKBONES
+from lumbar.backbones import BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE
 from lumbar.errors import InputError
 
 PRETRAIN_PROFILES: dict[str, dict[str, Any]] = {
@@ -51,7 +51,7 @@ class PretrainResult:
 def pretrain_supervised(
     dataset: str | Path,
     out: str | Path,
-    backbone: str = "vgg16",
+    backbone: str = DEFAULT_BACKBONE,
     profile: str = "quick",
     resume: bool = False,
     track: bool = True,
@@ -132,7 +132,7 @@ class SSLConfig:
         min_crop_area: Smallest fraction of the image area a random view crops.
     """
 
-    backbone: str = "vgg16"
+    backbone: str = DEFAULT_BACKBONE
     profile: str = "quick"
     image_size: int = 64
     batch_size: int = 32

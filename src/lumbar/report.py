@@ -35,8 +35,8 @@ from lumbar.compare import SOURCE_NAMES, Table, paper_view, procedure_tables, ro
 from lumbar.errors import InputError
 from lumbar.metrics import METRIC_NAMES, POSITIVES, confusion_matrix, view_key, views_from_confusion
 from lumbar.paper import PAPER_POSITIVE
+from lumbar.procedures import EXPERIMENT_PREFIX, PROCEDURES, experiment_name
 
-PROCEDURES = ("procedure1", "procedure2", "procedure3")
 ORIGINS = ("synthetic", "real", "unknown")
 PAPER_NOTE = (
     "Paper values are the published numbers of Al-kubaisi & Khamiss (Electronics 2022, 11(1), 85), "
@@ -104,7 +104,7 @@ class ReportConfig:
     """
 
     out: Path
-    experiment_prefix: str = "lumbar"
+    experiment_prefix: str = EXPERIMENT_PREFIX
     tracking_uri: str | None = None
     kfp_run_id: str | None = None
     mlflow_ui: str = "http://127.0.0.1:5000"
@@ -161,7 +161,7 @@ def collect_runs(config: ReportConfig) -> dict[str, list[RunRecord]]:
     client = MlflowClient(tracking_uri=config.tracking_uri or tracking_uri())
     found: dict[str, list[RunRecord]] = {}
     for procedure in PROCEDURES:
-        experiment = client.get_experiment_by_name(f"{config.experiment_prefix}-{procedure}")
+        experiment = client.get_experiment_by_name(experiment_name(procedure, config.experiment_prefix))
         if experiment is None:
             continue
         query = f"tags.`lumbar.procedure` = '{procedure}' and metrics.test_accuracy >= 0"

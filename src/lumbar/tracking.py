@@ -29,7 +29,6 @@ from lumbar import __version__
 from lumbar.errors import LumbarError
 from lumbar.paths import data_dir
 
-EXPERIMENT_PREFIX = "lumbar"
 _MAX_PARAM_LENGTH = 6000
 _BATCH = 100
 #: Environment variables that carry the Kubeflow run id into a component.
@@ -46,11 +45,6 @@ def tracking_uri(environ: Mapping[str, str] | None = None) -> str:
     if env.get("MLFLOW_TRACKING_URI"):
         return env["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{data_dir(env) / 'mlflow.db'}"
-
-
-def experiment_name(procedure: str, prefix: str = EXPERIMENT_PREFIX) -> str:
-    """The experiment of a procedure: ``<prefix>-<procedure>``."""
-    return f"{prefix}-{procedure}"
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

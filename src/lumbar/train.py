@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from lumbar.backbones import BACKBONES, MODES, config_name
+from lumbar.backbones import BACKBONES, DEFAULT_BACKBONE, MODES, config_name
 from lumbar.data import TARGETS, InputConfig, class_weights, make_dataset, split_records
 from lumbar.errors import InputError
 from lumbar.models import ModelConfig, head_description, parse_unfreeze
@@ -102,7 +102,7 @@ class TrainConfig:
             train under).
     """
 
-    backbone: str = "vgg16"
+    backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     mode: str = "frozen"
     roi: bool = False

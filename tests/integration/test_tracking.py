@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lumbar.procedures import experiment_name
 from lumbar.storage import open_store
-from lumbar.tracking import Tracker, experiment_name, flatten, fluent_tracking_uri, standard_tags, tracking_uri
+from lumbar.tracking import Tracker, flatten, fluent_tracking_uri, standard_tags, tracking_uri
 
 
 @pytest.fixture(scope="module")

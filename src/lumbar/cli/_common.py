@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from lumbar.backbones import backbone_names
 from lumbar.errors import LumbarError
 
 
@@ -62,4 +63,6 @@ AUGMENT = Annotated[bool, typer.Option("--augment/--no-augment", help="The paper
 SEED = Annotated[int, typer.Option(help="Seed.")]
 RESUME = Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
 TRACK = Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")]
-BACKBONE = Annotated[str, typer.Option(help="vgg16 | vgg19 | resnet50 | mobilenetv2")]
+
+#: The choices come from the registry (read when the CLI is built); the training configs check the value.
+BACKBONE = Annotated[str, typer.Option(help=" | ".join(backbone_names()))]
