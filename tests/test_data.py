@@ -57,5 +57,5 @@ def test_class_weights_and_errors(built_dataset):
     assert class_weights(np.array([0, 0]), 2)[1] == 1.0
     with pytest.raises(InputError, match="unknown split"):
         split_records(built_dataset, "holdout")
-    with pytest.raises(ValueError, match="brightness_range"):
+    with pytest.raises(InputError, match="brightness_range"):
         InputConfig(brightness_range=(0.0, 0.7))

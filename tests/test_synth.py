@@ -6,6 +6,7 @@ import pydicom
 import pytest
 from scipy.stats import chisquare
 
+from lumbar.errors import InputError
 from lumbar.paper import table5_counts
 from lumbar.synth import (
     SynthConfig,
@@ -156,7 +157,7 @@ def test_chi_square_rejects_a_wrong_table(wrong):
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="compression"):
+    with pytest.raises(InputError, match="compression"):
         SynthConfig(compression="zip")
-    with pytest.raises(ValueError, match="patients"):
+    with pytest.raises(InputError, match="patients"):
         SynthConfig(patients=0)

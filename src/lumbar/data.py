@@ -54,12 +54,12 @@ class InputConfig:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+            raise InputError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
         if self.image_size < 8 or self.batch_size < 1:
-            raise ValueError("image_size must be >= 8 and batch_size >= 1")
+            raise InputError("image_size must be >= 8 and batch_size >= 1")
         low, high = self.brightness_range
         if not 0 < low <= high:
-            raise ValueError("brightness_range must be 0 < low <= high")
+            raise InputError("brightness_range must be 0 < low <= high")
 
 
 @dataclass(frozen=True)

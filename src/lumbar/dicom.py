@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lumbar.errors import InputError
+
 #: Series kinds the builder knows.
 SERIES_KINDS: tuple[str, ...] = ("localizer", "sag_t1", "sag_t2", "ax_t1", "ax_t2", "myelo", "other")
 
@@ -65,17 +67,15 @@ class SeriesRules:
         for name in ("myelo", "localizer", "sagittal", "axial", "coronal", "t1", "t2"):
             words = getattr(self, name)
             if isinstance(words, str) or not all(isinstance(w, str) and w for w in words):
-                raise ValueError(f"series rule {name!r} must be a list of non-empty keywords")
+                raise InputError(f"series rule {name!r} must be a list of non-empty keywords")
             object.__setattr__(self, name, tuple(w.lower() for w in words))
         if not 0 < self.t2_echo_time_ms < self.myelo_echo_time_ms:
-            raise ValueError("series rules need 0 < t2_echo_time_ms < myelo_echo_time_ms")
+            raise InputError("series rules need 0 < t2_echo_time_ms < myelo_echo_time_ms")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SeriesRules:
         """Load rules from a YAML mapping whose keys are this class's fields (missing keys keep defaults)."""
         import yaml
-
-        from lumbar.errors import InputError
 
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -88,7 +88,7 @@ class SeriesRules:
             raise InputError(f"series mapping {path} has unknown key(s) {', '.join(unknown)}")
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, InputError) as exc:
             raise InputError(f"series mapping {path} is invalid: {exc}") from exc
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lumbar.errors import InputError
 from lumbar.labels import GRADE_NAMES
 from lumbar.paper import table5_counts
 from lumbar.selection import AXIAL_DISC_ORDER, DISCS
@@ -152,13 +153,13 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.patients < 1:
-            raise ValueError(f"patients must be at least 1, got {self.patients}")
+            raise InputError(f"patients must be at least 1, got {self.patients}")
         if not 64 <= self.size <= 1024:
-            raise ValueError(f"size must be between 64 and 1024 pixels, got {self.size}")
+            raise InputError(f"size must be between 64 and 1024 pixels, got {self.size}")
         if self.compression not in COMPRESSIONS:
-            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
         if self.first_id < 0 or self.workers < 1:
-            raise ValueError("first_id must be >= 0 and workers >= 1")
+            raise InputError("first_id must be >= 0 and workers >= 1")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from lumbar.dicom import FrameRecord, SeriesRules, classify_series, order_frames, plane_from_normal, window_to_uint8
+from lumbar.errors import InputError
 
 SAG, AX, COR = (1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, 1.0, 0.0)
 
@@ -74,7 +75,7 @@ def test_fallback_on_orientation_and_echo_time():
 def test_configurable_keywords():
     rules = SeriesRules(axial=("quer",), t2=("t2", "dp"))
     assert classify_series([frame("QUER DP", normal=SAG, echo=10)], rules) == "ax_t2"
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="t2_echo_time_ms"):
         SeriesRules(t2_echo_time_ms=500, myelo_echo_time_ms=400)
 
 

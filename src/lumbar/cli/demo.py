@@ -16,8 +16,10 @@ def demo(
     fractions: Annotated[
         str | None, typer.Option(help="Train,validation,test shares of the patients (default 0.5,0.15,0.35).")
     ] = None,
-    backbones: Annotated[str, typer.Option(help="Procedure 1's backbones.")] = "vgg16,vgg19,resnet50,mobilenetv2",
-    pretrain_backbones: Annotated[str, typer.Option(help="Procedures 2 and 3's backbones.")] = "vgg16,vgg19",
+    backbones: Annotated[str | None, typer.Option(help="Procedure 1's backbones (default: every registered).")] = None,
+    pretrain_backbones: Annotated[
+        str | None, typer.Option(help="Procedures 2 and 3's backbones (default: VGG16 and VGG19, as the paper).")
+    ] = None,
     image_size: Annotated[int, typer.Option(help="Model input size.")] = 64,
     epochs: Annotated[int | None, typer.Option(help="Transfer epochs (default: the quick profile's).")] = None,
     weights: Annotated[str, typer.Option(help="auto (ImageNet when its files are here) | imagenet | none.")] = "auto",
@@ -27,16 +29,17 @@ def demo(
 ) -> None:
     """Synthetic export -> the `paper` pipeline locally (all procedures, quick profile) -> the results report."""
     from launch.demo_runner import DemoConfig, run_demo
-    from lumbar.errors import InputError
 
-    with clear_errors():
-        if patients is not None and patients < 1:
-            raise InputError("--patients must be at least 1")
-        given = {"patients": patients, "fractions": fractions, "epochs": epochs}
+    with clear_errors():  # DemoConfig checks every value and raises the one-line InputError
+        given = {
+            "patients": patients,
+            "fractions": fractions,
+            "epochs": epochs,
+            "backbones": backbones,
+            "pretrain_backbones": pretrain_backbones,
+        }
         config = DemoConfig(
             out=out,
-            backbones=backbones,
-            pretrain_backbones=pretrain_backbones,
             image_size=image_size,
             weights=weights,
             services=services,

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from lumbar.cli._common import clear_errors, show_progress
-from lumbar.errors import LumbarError
 
 app = typer.Typer(help="Generate synthetic data (realistic PACS exports).", no_args_is_help=True)
 
@@ -36,18 +35,15 @@ def synth_pacs(
     from lumbar.synth import SynthConfig, write_pacs_export
 
     with clear_errors():
-        try:
-            config = SynthConfig(
-                patients=patients,
-                seed=seed,
-                size=size,
-                compression=compression,
-                first_id=first_id,
-                workers=workers,
-                phi_folders=phi_folders,
-            )
-        except ValueError as exc:
-            raise LumbarError(str(exc)) from exc
+        config = SynthConfig(  # its InputError is the one-line message
+            patients=patients,
+            seed=seed,
+            size=size,
+            compression=compression,
+            first_id=first_id,
+            workers=workers,
+            phi_folders=phi_folders,
+        )
         with rich_progress("patients", show_progress()) as progress:
             write_pacs_export(out, config, progress.task("writing patients", patients))
     typer.echo(f"wrote {patients} patients to {out} (labels: {out / 'labels.csv'}, ground truth: {out / 'truth.csv'})")
