@@ -1,5 +1,6 @@
 """One registry per kind of thing: a backbone or a procedure registered once shows everywhere, with no other edit."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -104,3 +105,30 @@ def test_the_launcher_lists_every_registered_procedure():
     for name, registered in PROCEDURES.items():
         module, _, function = registered.pipeline.partition(":")
         assert PIPELINES[name].__module__ == module and PIPELINES[name].__name__ == function
+
+
+_ADD_SPECIFICITY = """
+from lumbar import metrics
+metrics.METRICS += (metrics.Metric("specificity", "Specificity", lambda c: metrics._safe(c.tn, c.tn + c.fp)),)
+metrics.METRIC_NAMES = tuple(m.name for m in metrics.METRICS)
+import numpy as np
+from lumbar.compare import procedure1_tables
+row = {"backbone": "vgg16", "mode": "frozen", "roi": False}
+row.update(metrics.binary_metrics(np.array([1, 1, 0, 0, 0]), np.array([0.9, 0.2, 0.1, 0.6, 0.3]), positive="normal"))
+table = procedure1_tables([row])[0]
+print(table.columns)
+print([cell.text for cell in table.rows[0]])
+"""
+
+
+def test_a_metric_added_to_the_registry_gets_a_key_and_a_column():
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", _ADD_SPECIFICITY], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    columns, cells = (ast.literal_eval(line) for line in result.stdout.splitlines())
+    values = dict(zip(columns, cells, strict=True))
+    # normal positive: 2 of the 3 normal discs predicted normal (recall 66.67 %), 1 of the 2 abnormal ones predicted
+    # abnormal (specificity 50 %): the new column holds the new formula's value
+    assert values["Specificity %"] == "50.00" and values["Recall %"] == "66.67"

@@ -39,6 +39,7 @@ from lumbar.metrics import (
     view_key,
     wilson_interval,
 )
+from lumbar.paper import METRICS as PAPER_METRICS
 from lumbar.paper import PAPER_POSITIVE, audit, paper_metric, paper_rates, paper_test_set
 from lumbar.procedures import PROCEDURES, procedure_of_source
 
@@ -313,6 +314,8 @@ def procedure1_tables(rows: Sequence[Mapping[str, Any]], origin: str = "unknown"
 
 
 def _paper_text(source: str, backbone: str, roi: bool | None, mode: str, metric: str) -> str:
+    if metric not in PAPER_METRICS:  # a metric of ours the paper does not print: no paper value beside it
+        return ""
     cell = paper_metric(source, backbone, roi, mode == "finetune", metric)
     return "" if cell is None else cell.text
 
