@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lumbar.cli._common import clear_errors
+from lumbar.procedures import PROCEDURES
 
 
 def demo(
@@ -16,9 +17,13 @@ def demo(
     fractions: Annotated[
         str | None, typer.Option(help="Train,validation,test shares of the patients (default 0.5,0.15,0.35).")
     ] = None,
-    backbones: Annotated[str | None, typer.Option(help="Procedure 1's backbones (default: every registered).")] = None,
+    backbones: Annotated[
+        str | None,
+        typer.Option(help=f"Procedure 1's backbones (default {PROCEDURES['procedure1'].default_backbones()})."),
+    ] = None,
     pretrain_backbones: Annotated[
-        str | None, typer.Option(help="Procedures 2 and 3's backbones (default: VGG16 and VGG19, as the paper).")
+        str | None,
+        typer.Option(help=f"Procedures 2 and 3's backbones (default {PROCEDURES['procedure2'].default_backbones()})."),
     ] = None,
     image_size: Annotated[int, typer.Option(help="Model input size.")] = 64,
     epochs: Annotated[int | None, typer.Option(help="Transfer epochs (default: the quick profile's).")] = None,
