@@ -58,6 +58,8 @@ def test_multiclass_head():
 
 
 def test_imagenet_offline_names_the_file(tmp_path, monkeypatch):
+    from lumbar.weights import weight_file_names
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     for backbone in BACKBONES:
         name, url = imagenet_weights_file(backbone, 224)
@@ -66,6 +68,8 @@ def test_imagenet_offline_names_the_file(tmp_path, monkeypatch):
         message = str(excinfo.value)
         assert name in message and str(tmp_path / "keras" / "models") in message and "--weights" in message
         assert url.endswith(name)
+        # the file the model reads is among those `lumbar weights import` copies for an air-gapped cluster
+        assert name in weight_file_names() and imagenet_weights_file(backbone, 96)[0] in weight_file_names()
     assert imagenet_weights_file("vgg16")[0] == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     assert imagenet_weights_file("mobilenetv2", 128)[0].endswith("1.0_128_no_top.h5")
     assert imagenet_weights_file("mobilenetv2", 100)[0].endswith("1.0_224_no_top.h5")

@@ -37,7 +37,9 @@ BACKBONE_FORMAT = "lumbar-backbone/1"
 BACKBONE_WEIGHTS = "backbone.npz"
 BACKBONE_META = "backbone.json"
 
-_MOBILENET_ROWS = (96, 128, 160, 192, 224)
+#: MobileNetV2 input sizes Keras publishes ImageNet weights for.
+MOBILENET_ROWS = (96, 128, 160, 192, 224)
+_NOTOP = "weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class BackboneSpec:
         min_size: Smallest input size the architecture accepts.
         imagenet_file: ``image_size -> (file name, URL)`` of the ImageNet weights without top, as Keras
             names them in its cache; None when there are none.
+        imagenet_files: Every ImageNet weight file (without top) Keras publishes for it, by name: what
+            ``lumbar weights import`` copies for air-gapped clusters (read without importing Keras).
     """
 
     name: str
@@ -67,6 +71,7 @@ class BackboneSpec:
     block_pattern: str
     min_size: int = 32
     imagenet_file: Callable[[int], tuple[str, str]] | None = field(default=None, repr=False)
+    imagenet_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower() or "," in self.name:
@@ -126,7 +131,7 @@ def _resnet50_imagenet(image_size: int) -> tuple[str, str]:
 def _mobilenetv2_imagenet(image_size: int) -> tuple[str, str]:
     from keras.src.applications import mobilenet_v2
 
-    rows = image_size if image_size in _MOBILENET_ROWS else 224
+    rows = image_size if image_size in MOBILENET_ROWS else 224
     return _file(f"{mobilenet_v2.BASE_WEIGHT_PATH}mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5")
 
 
@@ -135,13 +140,16 @@ BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec("vgg16", "VGG16", _vgg16, "caffe", "block5_pool", "block5_conv3", r"^(block\d)_",
-                     imagenet_file=_vgg16_imagenet),
+                     imagenet_file=_vgg16_imagenet, imagenet_files=(f"vgg16_{_NOTOP}",)),
         BackboneSpec("vgg19", "VGG19", _vgg19, "caffe", "block5_pool", "block5_conv4", r"^(block\d)_",
-                     imagenet_file=_vgg19_imagenet),
+                     imagenet_file=_vgg19_imagenet, imagenet_files=(f"vgg19_{_NOTOP}",)),
         BackboneSpec("resnet50", "ResNet50", _resnet50, "caffe", "conv5_block3_out", "conv5_block3_out",
-                     r"^(conv\d_block\d+|conv1|pool1)_", imagenet_file=_resnet50_imagenet),
+                     r"^(conv\d_block\d+|conv1|pool1)_", imagenet_file=_resnet50_imagenet,
+                     imagenet_files=(f"resnet50_{_NOTOP}",)),
         BackboneSpec("mobilenetv2", "MobileNetV2", _mobilenetv2, "tf", "out_relu", "out_relu",
-                     r"^(?:bn_)?(block_\d+|expanded_conv|Conv1|Conv_1)(?:_|$)", imagenet_file=_mobilenetv2_imagenet),
+                     r"^(?:bn_)?(block_\d+|expanded_conv|Conv1|Conv_1)(?:_|$)", imagenet_file=_mobilenetv2_imagenet,
+                     imagenet_files=tuple(f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+                                          for rows in MOBILENET_ROWS)),
     )
 }  # fmt: skip
 

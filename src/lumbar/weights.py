@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from lumbar.backbones import BACKBONES
 from lumbar.errors import InputError, LumbarError
 
 #: The environment variable naming where imported weights live (``k8s`` sets it in the config map).
 WEIGHTS_URI_ENV = "LUMBAR_WEIGHTS_URI"
-#: MobileNetV2 input sizes Keras publishes weights for.
-MOBILENET_ROWS = (96, 128, 160, 192, 224)
 
 
 class WeightsImportError(LumbarError):
@@ -34,13 +33,8 @@ class WeightsImportError(LumbarError):
 
 
 def weight_file_names() -> tuple[str, ...]:
-    """The file names (no top) of the ImageNet weights of lumbar's four backbones, as Keras names them."""
-    return (
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        *(f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5" for rows in MOBILENET_ROWS),
-    )
+    """The file names (no top) of the registered backbones' ImageNet weights, as Keras names them."""
+    return tuple(name for spec in BACKBONES.values() for name in spec.imagenet_files)
 
 
 def _applications_dir() -> Path:
