@@ -3,7 +3,7 @@
 Writes a synthetic PACS export, then builds Dataset C from it ``--repeats`` times each way, alternating,
 in one process run:
 
-* baseline: ``lumbar.steps.build_dataset_c_step`` called in this process (what the component calls);
+* baseline: ``lumbar.steps.build_dataset_c.build_dataset_c_step`` called in this process (what the component calls);
 * pipeline: ``lumbar pipeline run dataset_c --local`` as a function (kfp.local, SubprocessRunner without a
   venv: the task is a fresh Python subprocess that imports lumbar, reads its executor input and writes
   its artifacts and metadata).
@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from launch.launcher import run_local
-    from lumbar.steps import build_dataset_c_step
+    from lumbar.steps.build_dataset_c import build_dataset_c_step
     from lumbar.synth import SynthConfig, write_pacs_export
 
     with tempfile.TemporaryDirectory(prefix="lumbar-bench-pipeline-") as scratch:
@@ -46,7 +46,7 @@ def main() -> None:
         direct, piped = [], []
         for i in range(args.repeats):
             started = time.perf_counter()
-            build_dataset_c_step(str(export), base / f"direct-{i}", workers=args.workers)
+            build_dataset_c_step(export_uri=str(export), out=base / f"direct-{i}", workers=args.workers)
             direct.append(time.perf_counter() - started)
             started = time.perf_counter()
             run_local("dataset_c", {"export_uri": str(export), "workers": args.workers}, base / "root")

@@ -1,1 +1,1 @@
-"""Kubeflow Pipelines components of lumbar: one thin typed wrapper per file around one ``lumbar.steps`` function."""
+"""Kubeflow Pipelines components of lumbar: one thin typed wrapper per file around its ``lumbar.steps.<name>`` step."""

@@ -16,6 +16,9 @@ def build_dataset_a(
     workers: int = 2,
 ):
     """``sources`` is ``NAME=URI,NAME=URI``: collections whose sub-folders are classes."""
-    from lumbar.steps import build_dataset_a_step
+    from lumbar.steps.build_dataset_a import build_dataset_a_step
 
-    dataset.metadata.update(build_dataset_a_step(sources, dataset.path, mapping_uri, seed, max_size, workers))
+    built = build_dataset_a_step(
+        sources=sources, out=dataset.path, mapping_uri=mapping_uri, seed=seed, max_size=max_size, workers=workers
+    )
+    dataset.metadata.update(built.metadata())

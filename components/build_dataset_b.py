@@ -17,7 +17,10 @@ def build_dataset_b(
 ):
     """``sources``: comma-separated folders or ``s3://`` prefixes of DICOM and images; ``fit``: pad or stretch."""
     from lumbar.deid import DEFAULT_SECRET_ENV, Pseudonymizer
-    from lumbar.steps import build_dataset_b_step
+    from lumbar.steps.build_dataset_b import build_dataset_b_step
 
     Pseudonymizer.from_env(DEFAULT_SECRET_ENV)  # required here: refuses a missing, placeholder or weak secret
-    shards.metadata.update(build_dataset_b_step(sources, shards.path, image_size, shard_mb, workers, fit))
+    built = build_dataset_b_step(
+        sources=sources, out=shards.path, image_size=image_size, shard_mb=shard_mb, workers=workers, fit=fit
+    )
+    shards.metadata.update(built.metadata())

@@ -23,10 +23,10 @@ def build_dataset_c(
     from pathlib import Path
 
     from lumbar.deid import DEFAULT_SECRET_ENV, Pseudonymizer
-    from lumbar.steps import build_dataset_c_step
+    from lumbar.steps.build_dataset_c import build_dataset_c_step
 
     Pseudonymizer.from_env(DEFAULT_SECRET_ENV)  # required here: refuses a missing, placeholder or weak secret
-    info = build_dataset_c_step(
+    built = build_dataset_c_step(
         export_uri=export_uri,
         out=dataset.path,
         labels_uri=labels_uri,
@@ -36,5 +36,5 @@ def build_dataset_c(
         workers=workers,
         fractions=fractions,
     )
-    dataset.metadata.update(info)
+    dataset.metadata.update(built.metadata())
     shutil.copyfile(Path(dataset.path) / "datacard.md", datacard.path)

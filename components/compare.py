@@ -22,7 +22,7 @@ def compare(
     """
     from pathlib import Path
 
-    from lumbar.steps import compare_step
+    from lumbar.steps.compare import compare_step
 
     rows = [m.metadata for m in [*metrics, *(more or [])]]
     text = compare_step(

@@ -24,7 +24,7 @@ def evaluate(
     ``*_positive`` artifact holds the confusion matrix, labelled with the class names, and that view's ROC
     curve; metrics.json and the plots go to ``files``.
     """
-    from lumbar.steps import evaluate_step
+    from lumbar.steps.evaluate import evaluate_step
 
     result = evaluate_step(model=model.path, dataset=dataset.path, out=files.path, split=split, positive=positive)
     for name, value in result.metrics.items():

@@ -13,10 +13,6 @@ def fetch_dataset(uri: str, dataset: Output[Dataset], version: str = ""):
     ``version`` (from ``resolve_dataset``) is the content hash the copy must have: it makes the step's
     cache key content-addressed, and a folder changed since it was pinned is refused.
     """
-    from lumbar.errors import InputError
-    from lumbar.steps import fetch_dataset_step
+    from lumbar.steps.fetch_dataset import fetch_dataset_step
 
-    info = fetch_dataset_step(uri, dataset.path)
-    if version and info["version"] != version:
-        raise InputError(f"{uri} holds dataset version {info['version']}, not the pinned {version}")
-    dataset.metadata.update(info)
+    dataset.metadata.update(fetch_dataset_step(uri=uri, out=dataset.path, version=version).metadata())

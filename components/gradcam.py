@@ -16,9 +16,14 @@ def gradcam(
     images: int = 8,
 ):
     """Picks the best evaluated configuration by ``metric`` and explains its test predictions."""
-    from lumbar.steps import gradcam_best_step
+    from lumbar.steps.gradcam import gradcam_best_step
 
-    info = gradcam_best_step(
-        [(m.path, m.metadata) for m in models], [m.metadata for m in metrics], dataset.path, page.path, metric, images
+    best = gradcam_best_step(
+        models=[(m.path, m.metadata) for m in models],
+        rows=[m.metadata for m in metrics],
+        dataset=dataset.path,
+        out_html=page.path,
+        metric=metric,
+        images=images,
     )
-    page.metadata.update(info)
+    page.metadata.update(best.metadata())

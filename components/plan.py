@@ -8,6 +8,6 @@ from components.images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def plan(backbones: str, modes: str = "frozen,finetune", images: str = "full,roi") -> list:
     """Comma-separated choices in, one ``{backbone, mode, roi}`` item per configuration out."""
-    from lumbar.steps import plan_step
+    from lumbar.steps.plan import plan_step
 
-    return plan_step(backbones, modes, images)
+    return [config.metadata() for config in plan_step(backbones=backbones, modes=modes, images=images)]

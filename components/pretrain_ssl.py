@@ -11,29 +11,29 @@ def pretrain_ssl(
     shards: Input[Dataset],
     backbone: str,
     pretrained: Output[Model],
+    procedure: str = "procedure3",
+    kfp_run_id: str = "",
     profile: str = "quick",
     epochs: int = 0,
     image_size: int = 0,
     batch_size: int = 0,
     steps_per_epoch: int = 0,
     seed: int = 0,
-    experiment: str = "lumbar-procedure3",
-    kfp_run_id: str = "",
 ):
     """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
-    from lumbar.steps import pretrain_ssl_step
+    from lumbar.steps.pretrain import pretrain_ssl_step
 
-    info = pretrain_ssl_step(
-        shards.path,
-        pretrained.path,
-        backbone,
-        profile,
-        epochs,
-        image_size,
-        batch_size,
-        steps_per_epoch,
-        seed,
-        experiment,
-        kfp_run_id,
+    done = pretrain_ssl_step(
+        shards=shards.path,
+        out=pretrained.path,
+        backbone=backbone,
+        procedure=procedure,
+        kfp_run_id=kfp_run_id,
+        profile=profile,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
     )
-    pretrained.metadata.update(info)
+    pretrained.metadata.update(done.metadata())

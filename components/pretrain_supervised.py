@@ -11,18 +11,27 @@ def pretrain_supervised(
     dataset: Input[Dataset],
     backbone: str,
     pretrained: Output[Model],
+    procedure: str = "procedure2",
+    kfp_run_id: str = "",
     profile: str = "quick",
     epochs: int = 0,
     image_size: int = 0,
     batch_size: int = 0,
     seed: int = 0,
-    experiment: str = "lumbar-procedure2",
-    kfp_run_id: str = "",
 ):
     """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
-    from lumbar.steps import pretrain_supervised_step
+    from lumbar.steps.pretrain import pretrain_supervised_step
 
-    info = pretrain_supervised_step(
-        dataset.path, pretrained.path, backbone, profile, epochs, image_size, batch_size, seed, experiment, kfp_run_id
+    done = pretrain_supervised_step(
+        dataset=dataset.path,
+        out=pretrained.path,
+        backbone=backbone,
+        procedure=procedure,
+        kfp_run_id=kfp_run_id,
+        profile=profile,
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
     )
-    pretrained.metadata.update(info)
+    pretrained.metadata.update(done.metadata())

@@ -20,9 +20,9 @@ def report(
 
     The tables stand beside the paper's numbers in its positive class (normal); ``data_origin`` labels ours.
     """
-    from lumbar.steps import report_step
+    from lumbar.steps.report import report_step
 
-    info = report_step(
+    written = report_step(
         page=page.path,
         summary=summary.path,
         experiment_prefix=experiment_prefix,
@@ -31,4 +31,4 @@ def report(
         mlflow_ui=mlflow_ui,
         dataset=dataset.path if dataset else "",
     )
-    page.metadata.update(info)
+    page.metadata.update(written.metadata())

@@ -31,9 +31,9 @@ def train(
     Numbers at 0 and empty strings take the profile's value (``unfreeze`` blocks:N | layers:N, ``monitor``
     val_error | val_loss, ``class_weights`` none | balanced).
     """
-    from lumbar.steps import train_step
+    from lumbar.steps.train import train_step
 
-    info = train_step(
+    trained = train_step(
         dataset=dataset.path,
         out=model.path,
         backbone=backbone,
@@ -51,4 +51,4 @@ def train(
         monitor=monitor,
         class_weights=class_weights,
     )
-    model.metadata.update(info)
+    model.metadata.update(trained.metadata())

@@ -217,14 +217,14 @@ def expected_tasks(pipeline_spec: Mapping[str, Any], params: Mapping[str, Any]) 
     """How many tasks a local run of a compiled pipeline executes, or None when that is not knowable.
 
     Every container task counts once; the body of a ``ParallelFor`` counts once per item, which is known
-    when the items come from a ``plan`` task (:func:`lumbar.steps.plan_step`) whose inputs are constants
+    when the items come from a ``plan`` task (:func:`lumbar.steps.plan.plan_step`) whose inputs are constants
     or pipeline parameters.
 
     Args:
         pipeline_spec: The pipeline's IR as a dict (``MessageToDict(pipeline.pipeline_spec)``).
         params: The run's parameters (the rest take their defaults).
     """
-    from lumbar.steps import plan_step
+    from lumbar.steps.plan import plan_step
 
     components = pipeline_spec["components"]
     root = pipeline_spec["root"]

@@ -4,6 +4,7 @@ from kfp import dsl
 
 from components.build_dataset_c import build_dataset_c
 from components.report import report
+from lumbar.procedures import PROCEDURES
 from pipelines import procedure1, procedure2, procedure3
 from pipelines.settings import ClusterSettings
 from pipelines.wiring import Training
@@ -23,8 +24,8 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         labels_uri: str = "",
         publish_to: str = "",
         mapping_uri: str = "",
-        backbones: str = procedure1.ALL_BACKBONES,
-        pretrain_backbones: str = "vgg16,vgg19",
+        backbones: str = PROCEDURES["procedure1"].default_backbones(),
+        pretrain_backbones: str = PROCEDURES["procedure2"].default_backbones(),
         pretrain_images: str = "roi",
         weights: str = "imagenet",
         profile: str = "quick",
@@ -45,33 +46,30 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         )
         settings.data_task(built, pseudonyms=True)
         dataset = built.outputs["dataset"]
-        training = Training(profile, epochs, image_size, batch_size, seed)
-        every = ("frozen,finetune", "full,roi")
-        imagenet, table1 = procedure1.wire(settings, dataset, backbones, *every, weights, training)
-        table2 = procedure2.wire(
+        training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
+        imagenet, table1 = procedure1.wire(
             settings,
-            dataset,
-            labelled_sources,
-            mapping_uri,
-            pretrain_backbones,
-            pretrain_images,
-            pretrain_epochs,
-            training,
-            baseline=imagenet,
+            dataset=dataset,
+            backbones=backbones,
+            modes=procedure1.ALL_MODES,
+            images=procedure1.ALL_IMAGES,
+            weights=weights,
+            training=training,
         )
-        table3 = procedure3.wire(
-            settings,
-            dataset,
-            unlabelled_sources,
-            pretrain_backbones,
-            pretrain_images,
-            shard_image_size,
-            pretrain_epochs,
-            pretrain_steps,
-            training,
-            baseline=imagenet,
+        # procedures 2 and 3: the same backbones and image types, each compared with procedure 1's runs
+        pretrained = {"backbones": pretrain_backbones, "images": pretrain_images, "training": training}
+        supervised = procedure2.SupervisedPretraining(
+            labelled_sources=labelled_sources, mapping_uri=mapping_uri, epochs=pretrain_epochs
+        )
+        table2 = procedure2.wire(settings, dataset=dataset, pretraining=supervised, baseline=imagenet, **pretrained)
+        ssl = procedure3.SSLPretraining(
+            unlabelled_sources=unlabelled_sources,
+            shard_image_size=shard_image_size,
             shard_fit=shard_fit,
+            epochs=pretrain_epochs,
+            steps=pretrain_steps,
         )
+        table3 = procedure3.wire(settings, dataset=dataset, pretraining=ssl, baseline=imagenet, **pretrained)
         summary = report(
             experiment_prefix="lumbar",
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

@@ -5,24 +5,28 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.compare import compare
 from components.evaluate import evaluate
-from components.fetch_dataset import fetch_dataset
 from components.gradcam import gradcam
 from components.plan import plan
-from components.resolve_dataset import resolve_dataset
 from components.train import train
+from lumbar.backbones import IMAGES, MODES
+from lumbar.procedures import PROCEDURES
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Training
+from pipelines.wiring import Text, Training, pinned_dataset
 
-ALL_BACKBONES = "vgg16,vgg19,resnet50,mobilenetv2"
+PROCEDURE = "procedure1"
+#: Every mode and every image type.
+ALL_MODES = ",".join(MODES)
+ALL_IMAGES = ",".join(IMAGES)
 
 
 def wire(
     settings: ClusterSettings,
+    *,
     dataset: PipelineChannel,
-    backbones: str,
-    modes: str,
-    images: str,
-    weights: str,
+    backbones: Text,
+    modes: Text,
+    images: Text,
+    weights: Text,
     training: Training,
 ) -> tuple[PipelineChannel, dsl.PipelineTask]:
     """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics and the compare task."""
@@ -35,7 +39,7 @@ def wire(
             mode=item.mode,
             roi=item.roi,
             weights=weights,
-            procedure="procedure1",
+            procedure=PROCEDURE,
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             **training.args(),
         )
@@ -48,7 +52,7 @@ def wire(
         dataset=dataset,
     )
     settings.light_task(explained, kind="gradcam")
-    table = compare(procedure="procedure1", metrics=dsl.Collected(scored.outputs["metrics"]))
+    table = compare(procedure=PROCEDURE, metrics=dsl.Collected(scored.outputs["metrics"]))
     settings.light_task(table, kind="compare")
     return scored.outputs["metrics"], table
 
@@ -59,9 +63,9 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     @dsl.pipeline(name="lumbar-procedure1", description="Dataset C -> transfer from ImageNet -> evaluate -> compare.")
     def procedure1(
         dataset_uri: str,
-        backbones: str = ALL_BACKBONES,
-        modes: str = "frozen,finetune",
-        images: str = "full,roi",
+        backbones: str = PROCEDURES["procedure1"].default_backbones(),
+        modes: str = ALL_MODES,
+        images: str = ALL_IMAGES,
         weights: str = "imagenet",
         profile: str = "quick",
         epochs: int = 0,
@@ -69,11 +73,16 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         batch_size: int = 0,
         seed: int = 0,
     ):
-        pinned = resolve_dataset(uri=dataset_uri)  # `latest` -> its version, uncached: the cache sees only versions
-        settings.resolve_task(pinned)
-        data = fetch_dataset(uri=pinned.outputs["uri"], version=pinned.outputs["version"])
-        settings.fetch_task(data)
-        training = Training(profile, epochs, image_size, batch_size, seed)
-        wire(settings, data.outputs["dataset"], backbones, modes, images, weights, training)
+        training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
+        dataset = pinned_dataset(settings, dataset_uri)
+        wire(
+            settings,
+            dataset=dataset,
+            backbones=backbones,
+            modes=modes,
+            images=images,
+            weights=weights,
+            training=training,
+        )
 
     return procedure1

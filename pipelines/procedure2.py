@@ -1,49 +1,62 @@
 """Pipeline ``procedure2``: Dataset A -> supervised pretraining from scratch -> transfer to Dataset C (Tables 11-12)."""
 
+from dataclasses import dataclass
+
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.build_dataset_a import build_dataset_a
-from components.fetch_dataset import fetch_dataset
-from components.plan import plan
 from components.pretrain_supervised import pretrain_supervised
-from components.resolve_dataset import resolve_dataset
+from lumbar.procedures import PROCEDURES
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Training, compare_both_modes, transfer_both_modes
+from pipelines.wiring import Number, Text, Training, pinned_dataset, transfer_from_pretrained
+
+PROCEDURE = "procedure2"
+
+
+@dataclass(frozen=True)
+class SupervisedPretraining:
+    """Procedure 2's own parameters: Dataset A's collections and class mapping, the epochs (0: the profile's)."""
+
+    labelled_sources: Text
+    mapping_uri: Text
+    epochs: Number
 
 
 def wire(
     settings: ClusterSettings,
+    *,
     dataset: PipelineChannel,
-    labelled_sources: str,
-    mapping_uri: str,
-    backbones: str,
-    images: str,
-    pretrain_epochs: int,
+    pretraining: SupervisedPretraining,
+    backbones: Text,
+    images: Text,
     training: Training,
     baseline: PipelineChannel | None = None,
 ) -> dsl.PipelineTask:
     """Add procedure 2's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
-    labelled = build_dataset_a(sources=labelled_sources, mapping_uri=mapping_uri, seed=training.seed)
+    labelled = build_dataset_a(
+        sources=pretraining.labelled_sources, mapping_uri=pretraining.mapping_uri, seed=training.seed
+    )
     settings.data_task(labelled)
-    # one item per backbone and image type: the pretrained backbone is shared by both modes below
-    configs = plan(backbones=backbones, modes="frozen", images=images)
-    settings.light_task(configs, kind="small", cache=True)
-    with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
-        pretrained = pretrain_supervised(
+
+    def pretrain(item: PipelineChannel) -> dsl.PipelineTask:
+        return pretrain_supervised(
             dataset=labelled.outputs["dataset"],
             backbone=item.backbone,
-            profile=training.profile,
-            epochs=pretrain_epochs,
-            image_size=training.image_size,
             batch_size=training.batch_size,
-            seed=training.seed,
-            experiment="lumbar-procedure2",
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
         )
-        settings.gpu_task(pretrained)
-        scored = transfer_both_modes(settings, dataset, item, pretrained.outputs["pretrained"], "procedure2", training)
-    return compare_both_modes(settings, "procedure2", scored, baseline)
+
+    return transfer_from_pretrained(
+        settings,
+        procedure=PROCEDURE,
+        dataset=dataset,
+        backbones=backbones,
+        images=images,
+        training=training,
+        pretrain=pretrain,
+        baseline=baseline,
+    )
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
@@ -57,7 +70,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         dataset_uri: str,
         labelled_sources: str,
         mapping_uri: str = "",
-        backbones: str = "vgg16,vgg19",
+        backbones: str = PROCEDURES["procedure2"].default_backbones(),
         images: str = "roi",
         profile: str = "quick",
         pretrain_epochs: int = 0,
@@ -66,12 +79,11 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         batch_size: int = 0,
         seed: int = 0,
     ):
-        pinned = resolve_dataset(uri=dataset_uri)  # `latest` -> its version, uncached: the cache sees only versions
-        settings.resolve_task(pinned)
-        data = fetch_dataset(uri=pinned.outputs["uri"], version=pinned.outputs["version"])
-        settings.fetch_task(data)
-        training = Training(profile, epochs, image_size, batch_size, seed)
-        sources = (labelled_sources, mapping_uri)
-        wire(settings, data.outputs["dataset"], *sources, backbones, images, pretrain_epochs, training)
+        training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
+        pretraining = SupervisedPretraining(
+            labelled_sources=labelled_sources, mapping_uri=mapping_uri, epochs=pretrain_epochs
+        )
+        dataset = pinned_dataset(settings, dataset_uri)
+        wire(settings, dataset=dataset, pretraining=pretraining, backbones=backbones, images=images, training=training)
 
     return procedure2

@@ -1,39 +1,67 @@
-"""Wiring the procedures share: their training settings, and the transfer of a pretrained backbone in both modes.
+"""Wiring the procedures share: their training settings, the pinned input dataset, and transfer learning.
 
-Procedures 2 and 3 train frozen and fine-tuned from each pretrained backbone, evaluate, and compare.
+Procedures 2 and 3 differ only in their pretraining data and step; :func:`transfer_from_pretrained` is the
+rest of both: pretrain each backbone, train from it frozen and fine-tuned, evaluate, compare.
 """
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.compare import compare
 from components.evaluate import evaluate
+from components.fetch_dataset import fetch_dataset
+from components.plan import plan
+from components.resolve_dataset import resolve_dataset
 from components.train import train
+from lumbar.backbones import MODES
 from pipelines.settings import ClusterSettings
 
-MODES = ("frozen", "finetune")
+#: A pipeline parameter as wiring sees it: a constant, or the channel of a pipeline input.
+Text = str | PipelineChannel
+Number = int | PipelineChannel
 
 
 @dataclass(frozen=True)
 class Training:
-    """The pipeline parameters every training step takes, passed along together (values or channels)."""
+    """The pipeline parameters every training step takes, passed along together (0: the profile's value)."""
 
-    profile: Any
-    epochs: Any
-    image_size: Any
-    batch_size: Any
-    seed: Any
+    profile: Text
+    epochs: Number
+    image_size: Number
+    batch_size: Number
+    seed: Number
 
-    def args(self) -> dict[str, Any]:
+    def args(self) -> dict[str, Text | Number]:
         """Keyword arguments of the train component."""
         return asdict(self)
 
+    def pretrain_args(self, *, procedure: str, epochs: Number) -> dict[str, Text | Number]:
+        """Keyword arguments both pretraining components take: this training's profile, image size and seed."""
+        return {
+            "procedure": procedure,
+            "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "profile": self.profile,
+            "epochs": epochs,
+            "image_size": self.image_size,
+            "seed": self.seed,
+        }
 
-def transfer_both_modes(
+
+def pinned_dataset(settings: ClusterSettings, dataset_uri: Text) -> PipelineChannel:
+    """Dataset C at ``dataset_uri`` (``latest`` resolved to its version first, uncached), fetched into the run."""
+    pinned = resolve_dataset(uri=dataset_uri)  # the cache sees only versions, never a moving pointer
+    settings.resolve_task(pinned)
+    data = fetch_dataset(uri=pinned.outputs["uri"], version=pinned.outputs["version"])
+    settings.fetch_task(data)
+    return data.outputs["dataset"]
+
+
+def _transfer_both_modes(
     settings: ClusterSettings,
+    *,
     dataset: PipelineChannel,
     item: PipelineChannel,
     pretrained: PipelineChannel,
@@ -59,13 +87,46 @@ def transfer_both_modes(
     return scored
 
 
-def compare_both_modes(
+def transfer_from_pretrained(
     settings: ClusterSettings,
+    *,
     procedure: str,
-    scored: dict[str, dsl.PipelineTask],
+    dataset: PipelineChannel,
+    backbones: Text,
+    images: Text,
+    training: Training,
+    pretrain: Callable[[PipelineChannel], dsl.PipelineTask],
     baseline: PipelineChannel | None,
 ) -> dsl.PipelineTask:
-    """After the fan-out: one table of both modes' runs, beside procedure 1's ImageNet runs when given."""
+    """Procedures 2 and 3 after their pretraining data: pretrain, transfer in both modes, evaluate, compare.
+
+    Args:
+        settings: Cluster settings.
+        procedure: ``procedure2`` or ``procedure3``.
+        dataset: Dataset C.
+        backbones: The backbones to pretrain (comma-separated).
+        images: The image types (comma-separated).
+        training: The transfer's training parameters.
+        pretrain: Adds the pretraining task of one ``{backbone, roi}`` item; its output ``pretrained`` is the
+            backbone both modes transfer from (so one pretraining serves both).
+        baseline: Procedure 1's fanned-out metrics, compared with (None: not compared).
+
+    Returns:
+        The compare task.
+    """
+    configs = plan(backbones=backbones, modes=MODES[0], images=images)  # one item per backbone and image type
+    settings.light_task(configs, kind="small", cache=True)
+    with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
+        pretrained = pretrain(item)
+        settings.gpu_task(pretrained)
+        scored = _transfer_both_modes(
+            settings,
+            dataset=dataset,
+            item=item,
+            pretrained=pretrained.outputs["pretrained"],
+            procedure=procedure,
+            training=training,
+        )
     inputs = {
         "metrics": dsl.Collected(scored["frozen"].outputs["metrics"]),
         "more": dsl.Collected(scored["finetune"].outputs["metrics"]),

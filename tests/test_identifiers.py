@@ -76,11 +76,11 @@ def test_no_identifier_in_any_output(phi_export, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "3 patients" in run.stdout
-    from lumbar.steps import build_dataset_c_step
+    from lumbar.steps.build_dataset_c import build_dataset_c_step
 
     os.environ["LUMBAR_PSEUDONYM_SECRET"] = TEST_SECRET
     try:  # the pipeline step: its metadata (KFP artifact metadata) and its dataset
-        info = build_dataset_c_step(str(phi_export), tmp_path / "step")
+        info = build_dataset_c_step(export_uri=str(phi_export), out=tmp_path / "step", workers=1).metadata()
     finally:
         del os.environ["LUMBAR_PSEUDONYM_SECRET"]
     outputs = {p: p.read_bytes() for base in (out, tmp_path / "step") for p in base.rglob("*") if p.is_file()}

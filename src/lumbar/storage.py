@@ -38,7 +38,8 @@ from urllib.parse import urlparse
 
 from typing_extensions import override
 
-from lumbar.errors import LumbarError
+from lumbar.errors import InputError, LumbarError
+from lumbar.paths import data_dir
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 20
@@ -683,3 +684,39 @@ def open_store(uri: str | Path, create_bucket: bool = False, environ: Mapping[st
 def is_remote(uri: str | Path) -> bool:
     """True for ``s3://`` URIs."""
     return str(uri).startswith("s3://")
+
+
+def _stage(uri: str, folder: bool) -> Path:
+    kind = "folder" if folder else "file"
+    if not is_remote(uri):
+        path = Path(uri.removeprefix("file://"))
+        if not (path.is_dir() if folder else path.is_file()):
+            raise InputError(f"{uri} is not a {kind}")
+        return path
+    target = data_dir() / "cache" / "staging" / hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+    if folder:
+        open_store(uri).get_tree("", target)  # unchanged files are skipped on a second run
+        return target
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    return open_store(parent).get_file(name, target / name)
+
+
+def stage_folder(uri: str) -> Path:
+    """A local folder holding the tree at ``uri`` (a folder, ``file://`` or ``s3://bucket/prefix``).
+
+    A local folder is returned as is; a remote tree is downloaded once into ``<data dir>/cache/staging``
+    (unchanged files are skipped on a later call).
+
+    Raises:
+        InputError: When a local folder does not exist.
+    """
+    return _stage(uri, folder=True)
+
+
+def stage_file(uri: str) -> Path:
+    """A local copy of the file at ``uri`` (returned as is when it is already local).
+
+    Raises:
+        InputError: When a local file does not exist.
+    """
+    return _stage(uri, folder=False)

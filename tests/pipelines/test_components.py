@@ -10,7 +10,9 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics,
 from components.compare import compare
 from components.evaluate import evaluate
 from lumbar.errors import InputError
-from lumbar.steps import plan_step, roc_points, train_step
+from lumbar.metrics import roc_points
+from lumbar.steps.plan import PlannedConfig, plan_step
+from lumbar.steps.train import train_step
 
 
 def _row(backbone, mode, roi, f1, run_id=""):
@@ -53,17 +55,13 @@ def test_compare_component_writes_paper_tables(tmp_path):
 
 
 def test_plan_is_the_cross_product_and_checks_names():
-    from lumbar.compare import BACKBONE_ORDER, MODE_NAMES
-    from lumbar.models import BACKBONES, MODES
-
-    assert tuple(BACKBONES) == BACKBONE_ORDER and tuple(MODE_NAMES) == tuple(MODES)
-    items = plan_step("vgg16,mobilenetv2")
+    items = plan_step(backbones="vgg16,mobilenetv2", modes="frozen,finetune", images="full,roi")
     assert len(items) == 8
-    assert {"backbone": "mobilenetv2", "mode": "finetune", "roi": True} in items
+    assert PlannedConfig(backbone="mobilenetv2", mode="finetune", roi=True) in items
     with pytest.raises(InputError, match="unknown backbone 'vgg17'"):
-        plan_step("vgg16,vgg17")
-    with pytest.raises(InputError, match="images must be among"):
-        plan_step("vgg16", images="full,crop")
+        plan_step(backbones="vgg16,vgg17", modes="frozen", images="full")
+    with pytest.raises(InputError, match="images must be among full, roi"):
+        plan_step(backbones="vgg16", modes="frozen", images="full,crop")
 
 
 def test_roc_points_are_thinned_and_monotone():
@@ -82,8 +80,19 @@ def test_roc_points_are_thinned_and_monotone():
 def test_evaluate_component_with_real_artifacts(built_dataset, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # not tracked: the component must work without MLflow
     model_dir = tmp_path / "model"
-    info = train_step(built_dataset, model_dir, "mobilenetv2", "frozen", True, weights="none", epochs=1, image_size=32)
-    assert info["name"] == "mobilenetv2-frozen-roi" and info["run_id"] == ""
+    trained = train_step(
+        dataset=built_dataset,
+        out=model_dir,
+        backbone="mobilenetv2",
+        mode="frozen",
+        roi=True,
+        procedure="procedure1",
+        weights="none",
+        epochs=1,
+        image_size=32,
+    )
+    assert trained.name == "mobilenetv2-frozen-roi" and trained.run_id == ""
+    info = trained.metadata()
 
     model = Model(name="model", uri=str(model_dir))
     model.metadata.update(info)

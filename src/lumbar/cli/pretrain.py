@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lumbar.backbones import DEFAULT_BACKBONE
 from lumbar.cli._common import (
     AUGMENT,
     BACKBONE,
@@ -32,7 +33,7 @@ _PROFILE = Annotated[str, typer.Option(help="paper | quick")]
 def supervised(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset A folder or published version URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (classifier/ and backbone/).")],
-    backbone: BACKBONE = "vgg16",
+    backbone: BACKBONE = DEFAULT_BACKBONE,
     profile: _PROFILE = "quick",
     epochs: EPOCHS = None,
     batch_size: BATCH_SIZE = None,
@@ -46,22 +47,12 @@ def supervised(
     """Train a backbone from scratch on Dataset A (paper: lr 1e-5, batch 64, 100 epochs) and save it."""
     load_tensorflow()
     from lumbar.pretrain import pretrain_supervised
+    from lumbar.steps.options import profile_options
+    from lumbar.train import TrainConfig
 
     with clear_errors():
-        result = pretrain_supervised(
-            dataset,
-            out,
-            backbone,
-            profile,
-            resume=resume,
-            track=track,
-            epochs=epochs,
-            batch_size=batch_size,
-            image_size=image_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            augment=augment,
-        )
+        overrides = profile_options(TrainConfig, locals())  # backbone and the options given
+        result = pretrain_supervised(dataset, out, profile=profile, resume=resume, track=track, **overrides)
     typer.echo(
         f"pretrained {backbone} (supervised, {result.epochs} epochs); backbone in {result.backbone_dir} "
         f"(use: lumbar train --weights {result.backbone_dir})"
@@ -72,7 +63,7 @@ def supervised(
 def ssl(
     shards: Annotated[str, typer.Option("--shards", help="Dataset B folder or s3:// URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (checkpoints/ and backbone/).")],
-    backbone: BACKBONE = "vgg16",
+    backbone: BACKBONE = DEFAULT_BACKBONE,
     profile: _PROFILE = "quick",
     epochs: EPOCHS = None,
     steps_per_epoch: Annotated[int | None, typer.Option(help="Batches per epoch (default: all images).")] = None,
@@ -98,21 +89,10 @@ def ssl(
     """SimCLR self-supervised pretraining on Dataset B shards; saves the backbone."""
     load_tensorflow()
     from lumbar.pretrain import SSLConfig, pretrain_ssl
+    from lumbar.steps.options import config_from_profile
 
     with clear_errors():
-        config = SSLConfig.from_profile(
-            profile,
-            backbone=backbone,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            batch_size=batch_size,
-            image_size=image_size,
-            learning_rate=learning_rate,
-            temperature=temperature,
-            seed=seed,
-            freeze_batchnorm=freeze_batchnorm,
-            min_crop_area=min_crop_area,
-        )
+        config = config_from_profile(SSLConfig, profile, locals())  # the options named like its fields
         result = pretrain_ssl(shards, out, config, resume=resume, track=track)
     typer.echo(
         f"pretrained {backbone} (SimCLR, {result.epochs} epochs, final loss {result.history[-1]['loss']:.4f}); "

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lumbar.backbones import DEFAULT_BACKBONE
 from lumbar.cli._common import (
     BACKBONE,
     BATCH_SIZE,
@@ -19,12 +20,13 @@ from lumbar.cli._common import (
     clear_errors,
     load_tensorflow,
 )
+from lumbar.procedures import TRAIN_EXPERIMENT
 
 
 def train(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset folder or published version URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder of the model.")],
-    backbone: BACKBONE = "vgg16",
+    backbone: BACKBONE = DEFAULT_BACKBONE,
     weights: Annotated[
         str, typer.Option(help="imagenet | none | PATH or s3:// URI of a backbone saved by lumbar.")
     ] = "imagenet",
@@ -64,36 +66,18 @@ def train(
         ),
     ] = None,
     resume: RESUME = False,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "lumbar-train",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = TRAIN_EXPERIMENT,
     register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
     track: TRACK = True,
     verbose: Annotated[int, typer.Option(help="Keras fit verbosity (0, 1, 2).")] = 2,
 ) -> None:
     """Train one configuration (backbone x mode x ROI) and keep the best epoch (--monitor)."""
     load_tensorflow()
+    from lumbar.steps.options import config_from_profile
     from lumbar.train import TrainConfig, train_model
 
     with clear_errors():
-        config = TrainConfig.from_profile(
-            profile,
-            backbone=backbone,
-            weights=weights,
-            mode=mode,
-            roi=roi,
-            epochs=epochs,
-            batch_size=batch_size,
-            image_size=image_size,
-            learning_rate=learning_rate,
-            unfreeze=unfreeze,
-            monitor=monitor,
-            class_weights=class_weights,
-            target=target,
-            augment=augment,
-            seed=seed,
-            precision=precision,
-            jit=jit,
-            standardize=standardize,
-        )
+        config = config_from_profile(TrainConfig, profile, locals())  # the options named like its fields
         result = train_model(
             config,
             dataset,
@@ -131,7 +115,8 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from lumbar.evaluate import METRICS, POSITIVES, confusion_matrix, evaluate_model, majority_f1, view_key
+    from lumbar.evaluate import evaluate_model
+    from lumbar.metrics import METRICS, POSITIVES, confusion_matrix, majority_f1, view_key
 
     with clear_errors():
         result = evaluate_model(model, dataset, split, out, track=track, positive=positive)
@@ -176,8 +161,7 @@ def predict(
     from PIL import Image, UnidentifiedImageError
 
     from lumbar.errors import InputError
-    from lumbar.models import load_model
-    from lumbar.train import read_model_info
+    from lumbar.models import load_model, read_model_info
 
     with clear_errors():
         info = read_model_info(model)
