@@ -286,11 +286,17 @@ def test_gpu_defaults_mixed_precision_and_xla_run_when_forced_on_the_cpu(learnab
     assert model.predict(np.zeros((1, 32, 32, 1), "float32"), verbose=0).dtype == np.float32
 
 
-def test_a_failed_mixed_precision_run_leaves_the_policy_at_float32(learnable_dataset, tmp_path):
+def test_a_failed_mixed_precision_run_restores_the_keras_state_it_found(learnable_dataset, tmp_path):
     import csv
     import shutil
 
     import keras
+    from tensorflow.python.framework import config as tf_config
+
+    def keras_state():
+        return keras.mixed_precision.global_policy().name, tf_config.is_op_determinism_enabled()
+
+    found = keras_state()
 
     broken = tmp_path / "no-train"
     shutil.copytree(learnable_dataset, broken)
@@ -307,7 +313,7 @@ def test_a_failed_mixed_precision_run_leaves_the_policy_at_float32(learnable_dat
     )
     with pytest.raises(InputError, match="no labelled images in split 'train'"):
         train_model(config, broken, tmp_path / "out", track=False)
-    assert keras.mixed_precision.global_policy().name == "float32"
+    assert keras_state() == found  # the policy and op determinism (switched on for the CPU run) are restored
 
 
 def test_a_standardized_probe_keeps_the_training_feature_statistics(learnable_dataset, tmp_path):

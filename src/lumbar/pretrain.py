@@ -25,6 +25,7 @@ from typing import Any
 
 from lumbar.backbones import BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE
 from lumbar.errors import InputError
+from lumbar.procedures import PRETRAIN_SSL_EXPERIMENT, PRETRAIN_SUPERVISED_EXPERIMENT
 
 PRETRAIN_PROFILES: dict[str, dict[str, Any]] = {
     "paper": {"image_size": 224, "batch_size": 64, "epochs": 100, "learning_rate": 1e-5},
@@ -55,7 +56,7 @@ def pretrain_supervised(
     profile: str = "quick",
     resume: bool = False,
     track: bool = True,
-    experiment: str = "lumbar-pretrain-supervised",
+    experiment: str = PRETRAIN_SUPERVISED_EXPERIMENT,
     tags: dict[str, str] | None = None,
     **overrides: Any,
 ) -> PretrainResult:
@@ -220,7 +221,7 @@ def pretrain_ssl(
     config: SSLConfig,
     resume: bool = False,
     track: bool = True,
-    experiment: str = "lumbar-pretrain-ssl",
+    experiment: str = PRETRAIN_SSL_EXPERIMENT,
     replicas: int | None = None,
     tags: dict[str, str] | None = None,
 ) -> PretrainResult:

@@ -22,6 +22,12 @@ def experiment_name(procedure: str, prefix: str = EXPERIMENT_PREFIX) -> str:
     return f"{prefix}-{procedure}"
 
 
+#: The experiments of runs outside a procedure (``lumbar train``, ``lumbar pretrain supervised|ssl``).
+TRAIN_EXPERIMENT = experiment_name("train")
+PRETRAIN_SUPERVISED_EXPERIMENT = experiment_name("pretrain-supervised")
+PRETRAIN_SSL_EXPERIMENT = experiment_name("pretrain-ssl")
+
+
 @dataclass(frozen=True)
 class Procedure:
     """One of the paper's procedures.

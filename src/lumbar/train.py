@@ -31,6 +31,7 @@ from lumbar.backbones import BACKBONES, DEFAULT_BACKBONE, MODES, config_name
 from lumbar.data import TARGETS, InputConfig, class_weights, make_dataset, split_records
 from lumbar.errors import InputError
 from lumbar.models import ModelConfig, head_description, parse_unfreeze
+from lumbar.procedures import TRAIN_EXPERIMENT
 
 #: The defaults of each profile. ``paper`` follows the paper (Sections 3.5 and 3.6.2; the choices where it is
 #: vague are written in docs/training.md); ``quick`` is sized for two CPU cores and random-initialised backbones
@@ -374,7 +375,7 @@ def train_model(
     dataset: str | Path,
     out_dir: str | Path,
     resume: bool = False,
-    experiment: str = "lumbar-train",
+    experiment: str = TRAIN_EXPERIMENT,
     parent_run_id: str | None = None,
     track: bool = True,
     verbose: int = 0,
