@@ -46,7 +46,16 @@ def main() -> None:
         direct, piped = [], []
         for i in range(args.repeats):
             started = time.perf_counter()
-            build_dataset_c_step(export_uri=str(export), out=base / f"direct-{i}", workers=args.workers)
+            build_dataset_c_step(
+                export_uri=str(export),
+                out=base / f"direct-{i}",
+                workers=args.workers,
+                labels_uri="",
+                publish_to="",
+                split_by="patient",
+                seed=0,
+                fractions="",
+            )
             direct.append(time.perf_counter() - started)
             started = time.perf_counter()
             run_local("dataset_c", {"export_uri": str(export), "workers": args.workers}, base / "root")

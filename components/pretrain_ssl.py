@@ -21,10 +21,11 @@ def pretrain_ssl(
     seed: int = 0,
 ):
     """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
-    from lumbar.steps.pretrain import pretrain_ssl_step
+    from lumbar.steps.pretrain import pretrain_step
 
-    done = pretrain_ssl_step(
-        shards=shards.path,
+    done = pretrain_step(
+        method="ssl",
+        data=shards.path,
         out=pretrained.path,
         backbone=backbone,
         procedure=procedure,

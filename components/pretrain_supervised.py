@@ -20,10 +20,11 @@ def pretrain_supervised(
     seed: int = 0,
 ):
     """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
-    from lumbar.steps.pretrain import pretrain_supervised_step
+    from lumbar.steps.pretrain import pretrain_step
 
-    done = pretrain_supervised_step(
-        dataset=dataset.path,
+    done = pretrain_step(
+        method="supervised",
+        data=dataset.path,
         out=pretrained.path,
         backbone=backbone,
         procedure=procedure,
@@ -32,6 +33,7 @@ def pretrain_supervised(
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,
+        steps_per_epoch=0,
         seed=seed,
     )
     pretrained.metadata.update(done.metadata())

@@ -7,7 +7,7 @@ from components.report import report
 from lumbar.procedures import PROCEDURES
 from pipelines import procedure1, procedure2, procedure3
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Training
+from pipelines.wiring import Training, Transfer
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
@@ -57,11 +57,13 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             training=training,
         )
         # procedures 2 and 3: the same backbones and image types, each compared with procedure 1's runs
-        pretrained = {"backbones": pretrain_backbones, "images": pretrain_images, "training": training}
+        transfer = Transfer(
+            dataset=dataset, backbones=pretrain_backbones, images=pretrain_images, training=training, baseline=imagenet
+        )
         supervised = procedure2.SupervisedPretraining(
             labelled_sources=labelled_sources, mapping_uri=mapping_uri, epochs=pretrain_epochs
         )
-        table2 = procedure2.wire(settings, dataset=dataset, pretraining=supervised, baseline=imagenet, **pretrained)
+        table2 = procedure2.wire(settings, pretraining=supervised, transfer=transfer)
         ssl = procedure3.SSLPretraining(
             unlabelled_sources=unlabelled_sources,
             shard_image_size=shard_image_size,
@@ -69,7 +71,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             epochs=pretrain_epochs,
             steps=pretrain_steps,
         )
-        table3 = procedure3.wire(settings, dataset=dataset, pretraining=ssl, baseline=imagenet, **pretrained)
+        table3 = procedure3.wire(settings, pretraining=ssl, transfer=transfer)
         summary = report(
             experiment_prefix="lumbar",
             kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

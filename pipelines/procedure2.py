@@ -9,7 +9,7 @@ from components.build_dataset_a import build_dataset_a
 from components.pretrain_supervised import pretrain_supervised
 from lumbar.procedures import PROCEDURES
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Number, Text, Training, pinned_dataset, transfer_from_pretrained
+from pipelines.wiring import Number, Text, Training, Transfer, pinned_dataset, transfer_from_pretrained
 
 PROCEDURE = "procedure2"
 
@@ -26,16 +26,12 @@ class SupervisedPretraining:
 def wire(
     settings: ClusterSettings,
     *,
-    dataset: PipelineChannel,
     pretraining: SupervisedPretraining,
-    backbones: Text,
-    images: Text,
-    training: Training,
-    baseline: PipelineChannel | None = None,
+    transfer: Transfer,
 ) -> dsl.PipelineTask:
-    """Add procedure 2's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
+    """Add procedure 2's tasks: its pretraining data, then :func:`~pipelines.wiring.transfer_from_pretrained`."""
     labelled = build_dataset_a(
-        sources=pretraining.labelled_sources, mapping_uri=pretraining.mapping_uri, seed=training.seed
+        sources=pretraining.labelled_sources, mapping_uri=pretraining.mapping_uri, seed=transfer.training.seed
     )
     settings.data_task(labelled)
 
@@ -43,20 +39,11 @@ def wire(
         return pretrain_supervised(
             dataset=labelled.outputs["dataset"],
             backbone=item.backbone,
-            batch_size=training.batch_size,
-            **training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
+            batch_size=transfer.training.batch_size,
+            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
         )
 
-    return transfer_from_pretrained(
-        settings,
-        procedure=PROCEDURE,
-        dataset=dataset,
-        backbones=backbones,
-        images=images,
-        training=training,
-        pretrain=pretrain,
-        baseline=baseline,
-    )
+    return transfer_from_pretrained(settings, procedure=PROCEDURE, transfer=transfer, pretrain=pretrain)
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
@@ -84,6 +71,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             labelled_sources=labelled_sources, mapping_uri=mapping_uri, epochs=pretrain_epochs
         )
         dataset = pinned_dataset(settings, dataset_uri)
-        wire(settings, dataset=dataset, pretraining=pretraining, backbones=backbones, images=images, training=training)
+        transfer = Transfer(dataset=dataset, backbones=backbones, images=images, training=training)
+        wire(settings, pretraining=pretraining, transfer=transfer)
 
     return procedure2

@@ -9,7 +9,7 @@ from components.build_dataset_b import build_dataset_b
 from components.pretrain_ssl import pretrain_ssl
 from lumbar.procedures import PROCEDURES
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Number, Text, Training, pinned_dataset, transfer_from_pretrained
+from pipelines.wiring import Number, Text, Training, Transfer, pinned_dataset, transfer_from_pretrained
 
 PROCEDURE = "procedure3"
 
@@ -28,14 +28,10 @@ class SSLPretraining:
 def wire(
     settings: ClusterSettings,
     *,
-    dataset: PipelineChannel,
     pretraining: SSLPretraining,
-    backbones: Text,
-    images: Text,
-    training: Training,
-    baseline: PipelineChannel | None = None,
+    transfer: Transfer,
 ) -> dsl.PipelineTask:
-    """Add procedure 3's tasks; ``baseline`` is procedure 1's fanned-out metrics; returns the compare task."""
+    """Add procedure 3's tasks: its pretraining data, then :func:`~pipelines.wiring.transfer_from_pretrained`."""
     shards = build_dataset_b(
         sources=pretraining.unlabelled_sources, image_size=pretraining.shard_image_size, fit=pretraining.shard_fit
     )
@@ -46,19 +42,10 @@ def wire(
             shards=shards.outputs["shards"],
             backbone=item.backbone,
             steps_per_epoch=pretraining.steps,
-            **training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
+            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
         )
 
-    return transfer_from_pretrained(
-        settings,
-        procedure=PROCEDURE,
-        dataset=dataset,
-        backbones=backbones,
-        images=images,
-        training=training,
-        pretrain=pretrain,
-        baseline=baseline,
-    )
+    return transfer_from_pretrained(settings, procedure=PROCEDURE, transfer=transfer, pretrain=pretrain)
 
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
@@ -92,6 +79,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             steps=pretrain_steps,
         )
         dataset = pinned_dataset(settings, dataset_uri)
-        wire(settings, dataset=dataset, pretraining=pretraining, backbones=backbones, images=images, training=training)
+        transfer = Transfer(dataset=dataset, backbones=backbones, images=images, training=training)
+        wire(settings, pretraining=pretraining, transfer=transfer)
 
     return procedure3

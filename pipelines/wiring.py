@@ -50,6 +50,25 @@ class Training:
         }
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """Where procedures 2 and 3 transfer their pretrained backbones to, and what they compare with.
+
+    Attributes:
+        dataset: Dataset C.
+        backbones: The backbones to pretrain (comma-separated).
+        images: The image types (comma-separated).
+        training: The transfer's training parameters.
+        baseline: Procedure 1's fanned-out metrics, compared with (None: not compared).
+    """
+
+    dataset: PipelineChannel
+    backbones: Text
+    images: Text
+    training: Training
+    baseline: PipelineChannel | None = None
+
+
 def pinned_dataset(settings: ClusterSettings, dataset_uri: Text) -> PipelineChannel:
     """Dataset C at ``dataset_uri`` (``latest`` resolved to its version first, uncached), fetched into the run."""
     pinned = resolve_dataset(uri=dataset_uri)  # the cache sees only versions, never a moving pointer
@@ -91,48 +110,42 @@ def transfer_from_pretrained(
     settings: ClusterSettings,
     *,
     procedure: str,
-    dataset: PipelineChannel,
-    backbones: Text,
-    images: Text,
-    training: Training,
+    transfer: Transfer,
     pretrain: Callable[[PipelineChannel], dsl.PipelineTask],
-    baseline: PipelineChannel | None,
 ) -> dsl.PipelineTask:
     """Procedures 2 and 3 after their pretraining data: pretrain, transfer in both modes, evaluate, compare.
 
     Args:
         settings: Cluster settings.
         procedure: ``procedure2`` or ``procedure3``.
-        dataset: Dataset C.
-        backbones: The backbones to pretrain (comma-separated).
-        images: The image types (comma-separated).
-        training: The transfer's training parameters.
+        transfer: Dataset C, the backbones and image types, the training, the baseline.
         pretrain: Adds the pretraining task of one ``{backbone, roi}`` item; its output ``pretrained`` is the
             backbone both modes transfer from (so one pretraining serves both).
-        baseline: Procedure 1's fanned-out metrics, compared with (None: not compared).
 
     Returns:
         The compare task.
     """
-    configs = plan(backbones=backbones, modes=MODES[0], images=images)  # one item per backbone and image type
+    configs = plan(
+        backbones=transfer.backbones, modes=MODES[0], images=transfer.images
+    )  # one item per backbone and image type
     settings.light_task(configs, kind="small", cache=True)
     with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
         pretrained = pretrain(item)
         settings.gpu_task(pretrained)
         scored = _transfer_both_modes(
             settings,
-            dataset=dataset,
+            dataset=transfer.dataset,
             item=item,
             pretrained=pretrained.outputs["pretrained"],
             procedure=procedure,
-            training=training,
+            training=transfer.training,
         )
     inputs = {
         "metrics": dsl.Collected(scored["frozen"].outputs["metrics"]),
         "more": dsl.Collected(scored["finetune"].outputs["metrics"]),
     }
-    if baseline is not None:
-        inputs["baseline"] = dsl.Collected(baseline)
+    if transfer.baseline is not None:
+        inputs["baseline"] = dsl.Collected(transfer.baseline)
     table = compare(procedure=procedure, **inputs)
     settings.light_task(table, kind="compare")
     return table

@@ -80,7 +80,17 @@ def test_no_identifier_in_any_output(phi_export, tmp_path):
 
     os.environ["LUMBAR_PSEUDONYM_SECRET"] = TEST_SECRET
     try:  # the pipeline step: its metadata (KFP artifact metadata) and its dataset
-        info = build_dataset_c_step(export_uri=str(phi_export), out=tmp_path / "step", workers=1).metadata()
+        built = build_dataset_c_step(
+            export_uri=str(phi_export),
+            out=tmp_path / "step",
+            workers=1,
+            labels_uri="",
+            publish_to="",
+            split_by="patient",
+            seed=0,
+            fractions="",
+        )
+        info = built.metadata()
     finally:
         del os.environ["LUMBAR_PSEUDONYM_SECRET"]
     outputs = {p: p.read_bytes() for base in (out, tmp_path / "step") for p in base.rglob("*") if p.is_file()}

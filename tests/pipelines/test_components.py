@@ -9,10 +9,10 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics,
 
 from components.compare import compare
 from components.evaluate import evaluate
+from components.train import train
 from lumbar.errors import InputError
 from lumbar.metrics import roc_points
 from lumbar.steps.plan import PlannedConfig, plan_step
-from lumbar.steps.train import train_step
 
 
 def _row(backbone, mode, roi, f1, run_id=""):
@@ -79,29 +79,25 @@ def test_roc_points_are_thinned_and_monotone():
 
 def test_evaluate_component_with_real_artifacts(built_dataset, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # not tracked: the component must work without MLflow
-    model_dir = tmp_path / "model"
-    trained = train_step(
-        dataset=built_dataset,
-        out=model_dir,
-        backbone="mobilenetv2",
-        mode="frozen",
-        roi=True,
-        procedure="procedure1",
-        weights="none",
-        epochs=1,
-        image_size=32,
-    )
-    assert trained.name == "mobilenetv2-frozen-roi" and trained.run_id == ""
-    info = trained.metadata()
-
-    model = Model(name="model", uri=str(model_dir))
-    model.metadata.update(info)
+    model = Model(name="model", uri=str(tmp_path / "model"))
+    data = Dataset(name="dataset", uri=str(built_dataset))
+    config = {
+        "backbone": "mobilenetv2",
+        "mode": "frozen",
+        "roi": True,
+        "weights": "none",
+        "epochs": 1,
+        "image_size": 32,
+    }
+    train.python_func(dataset=data, model=model, **config)
+    assert model.metadata["name"] == "mobilenetv2-frozen-roi" and model.metadata["run_id"] == ""
+    assert model.metadata["weights_source"] == "none" and model.metadata["roi"] is True
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     views = {v: ClassificationMetrics(name=v, uri=str(tmp_path / v)) for v in ("abnormal", "normal")}
     files = Artifact(name="files", uri=str(tmp_path / "files"))
     evaluate.python_func(
         model=model,
-        dataset=Dataset(name="dataset", uri=str(built_dataset)),
+        dataset=data,
         metrics=metrics,
         abnormal_positive=views["abnormal"],
         normal_positive=views["normal"],

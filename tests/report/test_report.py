@@ -10,10 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from kfp.dsl import Dataset, Model
 
-from lumbar.evaluate import improvement_rate, majority_f1
+from components.train import train
+from lumbar.metrics import improvement_rate, majority_f1
 from lumbar.report import CHOICES, ReportConfig, RunRecord, _fill_views, build_report, choices
-from lumbar.steps import evaluate_step, train_step
+from lumbar.steps.evaluate import evaluate_step
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -39,8 +41,16 @@ def tracked_runs(built_dataset, local_services, tmp_path_factory):
         }.items():
             for backbone, mode, roi in configs:
                 out = base / f"{procedure}-{backbone}-{mode}-{roi}"
-                train_step(built_dataset, out, backbone, mode, roi, procedure=procedure, kfp_run_id="kfp-run-1", **TINY)
-                evaluate_step(out, built_dataset, out / "eval")  # the default view (abnormal): the tables use normal
+                model = Model(name="model", uri=str(out))
+                config = {"backbone": backbone, "mode": mode, "roi": roi, "procedure": procedure, **TINY}
+                train.python_func(
+                    dataset=Dataset(name="dataset", uri=str(built_dataset)),
+                    model=model,
+                    kfp_run_id="kfp-run-1",
+                    **config,
+                )
+                # the default view (abnormal): the tables use normal
+                evaluate_step(model=out, dataset=built_dataset, out=out / "eval", split="test", positive="abnormal")
     finally:
         patch.undo()
     return env["MLFLOW_TRACKING_URI"], base

@@ -1,8 +1,9 @@
 """One adapter per Kubeflow component: what a component calls, in plain Python (this package never imports kfp).
 
 Each module holds the step of one component (``components/<name>.py`` calls ``lumbar.steps.<name>``; the two
-pretraining components share :mod:`lumbar.steps.pretrain`). A step takes keyword-only arguments, the
-component's parameters with its artifacts as paths, and returns a frozen dataclass whose
+pretraining components share :mod:`lumbar.steps.pretrain`). A step takes keyword-only arguments without defaults,
+the component's parameters with its artifacts as paths (so the component's signature is the one place
+that sets a default), and returns a frozen dataclass whose
 :meth:`~lumbar.steps.options.StepResult.metadata` is what the component writes into its output artifact.
 The conventions every step shares are in :mod:`lumbar.steps.options`:
 

@@ -22,7 +22,7 @@ class DatasetABuilt(StepResult):
 
 
 def build_dataset_a_step(
-    *, sources: str, out: str | Path, workers: int, mapping_uri: str = "", seed: int = 0, max_size: int = 512
+    *, sources: str, out: str | Path, workers: int, mapping_uri: str, seed: int, max_size: int
 ) -> DatasetABuilt:
     """Build Dataset A from ``NAME=URI,NAME=URI`` collections (class sub-folders) into ``out``.
 

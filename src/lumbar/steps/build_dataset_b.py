@@ -24,7 +24,7 @@ class DatasetBBuilt(StepResult):
 
 
 def build_dataset_b_step(
-    *, sources: str, out: str | Path, workers: int, image_size: int = 224, shard_mb: float = 100.0, fit: str = "pad"
+    *, sources: str, out: str | Path, workers: int, image_size: int, shard_mb: float, fit: str
 ) -> DatasetBBuilt:
     """Build Dataset B shards from comma-separated folders or ``s3://`` prefixes into ``out``.
 

@@ -44,11 +44,11 @@ def build_dataset_c_step(
     export_uri: str,
     out: str | Path,
     workers: int,
-    labels_uri: str = "",
-    publish_to: str = "",
-    split_by: str = "patient",
-    seed: int = 0,
-    fractions: str = "",
+    labels_uri: str,
+    publish_to: str,
+    split_by: str,
+    seed: int,
+    fractions: str,
 ) -> DatasetCBuilt:
     """Build Dataset C from a DICOM export into ``out``, and publish it as a version when a store is given.
 

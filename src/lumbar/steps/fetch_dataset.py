@@ -18,7 +18,7 @@ class DatasetFetched(StepResult):
     version: str
 
 
-def fetch_dataset_step(*, uri: str, out: str | Path, version: str = "") -> DatasetFetched:
+def fetch_dataset_step(*, uri: str, out: str | Path, version: str) -> DatasetFetched:
     """Copy the dataset at ``uri`` (folder or published version) into ``out``.
 
     Args:

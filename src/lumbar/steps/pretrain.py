@@ -1,7 +1,9 @@
-"""The ``pretrain_supervised`` and ``pretrain_ssl`` steps: a backbone pretrained for procedures 2 and 3.
+"""The step of the ``pretrain_supervised`` and ``pretrain_ssl`` components: a backbone for procedures 2 and 3.
 
-Both save the backbone in the folder format ``train`` reads (:func:`lumbar.backbones.pretrained_backbone`) and
-log to the procedure's experiment, tagged with the Kubeflow run id.
+One adapter serves both: the components differ only in their data (Dataset A, Dataset B's shards) and in
+``method``. Either way the backbone is saved in the folder format ``train`` reads
+(:func:`lumbar.backbones.pretrained_backbone`), and the run logs to the procedure's experiment, tagged with the
+Kubeflow run id.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lumbar.errors import InputError
 from lumbar.steps.options import PIPELINE_UNSET, StepResult, config_from_profile, profile_options, tracking_options
+
+#: Pretraining methods: ``supervised`` from scratch on Dataset A (procedure 2), ``ssl`` SimCLR on Dataset B
+#: (procedure 3).
+METHODS = ("supervised", "ssl")
 
 
 @dataclass(frozen=True)
@@ -22,51 +29,50 @@ class Pretrained(StepResult):
     run_id: str
 
 
-def pretrain_supervised_step(
+def pretrain_step(
     *,
-    dataset: str | Path,
+    method: str,
+    data: str | Path,
     out: str | Path,
     backbone: str,
     procedure: str,
-    kfp_run_id: str = "",
-    profile: str = "quick",
-    epochs: int = 0,
-    image_size: int = 0,
-    batch_size: int = 0,
-    seed: int = 0,
+    kfp_run_id: str,
+    profile: str,
+    epochs: int,
+    image_size: int,
+    batch_size: int,
+    steps_per_epoch: int,
+    seed: int,
 ) -> Pretrained:
-    """Pretrain ``backbone`` from scratch on Dataset A; the backbone lands in ``<out>/backbone``.
+    """Pretrain ``backbone`` on ``data``; the backbone lands in ``<out>/backbone``.
 
-    Numbers at 0 take the profile's value (:data:`lumbar.pretrain.PRETRAIN_PROFILES`).
+    Args:
+        method: ``supervised`` (``data`` is Dataset A) or ``ssl`` (``data`` is Dataset B's shards).
+        data: The dataset folder.
+        out: The folder to write (a ``Model`` artifact's path).
+        backbone: Backbone name.
+        procedure: The procedure (the MLflow experiment is ``lumbar-<procedure>``).
+        kfp_run_id: The Kubeflow run id to tag the MLflow run with (empty: none).
+        profile: ``paper`` or ``quick``.
+        epochs: Epochs (0: the profile's).
+        image_size: Input size (0: the profile's).
+        batch_size: Batch size (0: the profile's).
+        steps_per_epoch: SimCLR batches per epoch (0: the profile's; ``supervised`` takes every image).
+        seed: Seed.
+
+    Raises:
+        InputError: For an unknown method.
     """
-    from lumbar.pretrain import pretrain_supervised
+    from lumbar.pretrain import SSLConfig, pretrain_ssl, pretrain_supervised
     from lumbar.train import TrainConfig
 
-    overrides = profile_options(TrainConfig, locals(), PIPELINE_UNSET)  # backbone and the numbers not left at 0
-    result = pretrain_supervised(dataset, out, profile=profile, **overrides, **tracking_options(procedure, kfp_run_id))
-    return Pretrained(backbone=backbone, source="supervised", epochs=result.epochs, run_id=result.run_id or "")
-
-
-def pretrain_ssl_step(
-    *,
-    shards: str | Path,
-    out: str | Path,
-    backbone: str,
-    procedure: str,
-    kfp_run_id: str = "",
-    profile: str = "quick",
-    epochs: int = 0,
-    image_size: int = 0,
-    batch_size: int = 0,
-    steps_per_epoch: int = 0,
-    seed: int = 0,
-) -> Pretrained:
-    """SimCLR-pretrain ``backbone`` on Dataset B shards; the backbone lands in ``<out>/backbone``.
-
-    Numbers at 0 take the profile's value (:data:`lumbar.pretrain.SSL_PROFILES`).
-    """
-    from lumbar.pretrain import SSLConfig, pretrain_ssl
-
-    config = config_from_profile(SSLConfig, profile, locals(), PIPELINE_UNSET)
-    result = pretrain_ssl(shards, out, config, **tracking_options(procedure, kfp_run_id))
-    return Pretrained(backbone=backbone, source="ssl", epochs=result.epochs, run_id=result.run_id or "")
+    options = locals()  # the options named like a config field set it (0: the profile's)
+    tracking = tracking_options(procedure, kfp_run_id)
+    if method == "supervised":
+        overrides = profile_options(TrainConfig, options, PIPELINE_UNSET)
+        result = pretrain_supervised(data, out, profile=profile, **overrides, **tracking)
+    elif method == "ssl":
+        result = pretrain_ssl(data, out, config_from_profile(SSLConfig, profile, options, PIPELINE_UNSET), **tracking)
+    else:
+        raise InputError(f"unknown pretraining method {method!r}; choose one of {', '.join(METHODS)}")
+    return Pretrained(backbone=backbone, source=method, epochs=result.epochs, run_id=result.run_id or "")

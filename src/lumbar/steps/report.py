@@ -30,7 +30,7 @@ def report_step(
     kfp_run_id: str,
     data_origin: str,
     mlflow_ui: str,
-    dataset: str | Path = "",
+    dataset: str | Path,
 ) -> ReportWritten:
     """Build the results report and write its HTML page and Markdown summary to the given files.
 
