@@ -269,7 +269,12 @@ def adapt_head_norm(model: keras.Model, images: Any) -> None:
         images: A ``tf.data`` dataset of ``(image, label)`` batches (the training split, not augmented).
     """
     pooled = keras.Model(model.input, model.get_layer("head_pool").output)
-    features = pooled.predict(images, verbose=0).astype(np.float64)
+    set_head_norm(model, pooled.predict(images, verbose=0))
+
+
+def set_head_norm(model: keras.Model, features: np.ndarray) -> None:
+    """Set the ``head_norm`` layer's mean and inverse spread from pooled training features ``(n, d)``."""
+    features = np.asarray(features, dtype=np.float64)
     mean, variance = features.mean(axis=0), features.var(axis=0)
     # a feature constant on the training images (a ReLU that never fires there) is centred, not scaled:
     # dividing by its near-zero spread would blow up whatever it shows on other images
@@ -443,8 +448,14 @@ def precision_policy(mixed: bool) -> Iterator[str]:
     Yields:
         The policy's name (``float32``, ``mixed_bfloat16`` or ``mixed_float16``).
     """
+    with _global_policy(mixed_policy() if mixed else "float32") as name:
+        yield name
+
+
+@contextmanager
+def _global_policy(name: str) -> Iterator[str]:
+    """Keras' global dtype policy set to ``name`` inside the block, and back to what it was after."""
     previous = keras.mixed_precision.global_policy()
-    name = mixed_policy() if mixed else "float32"
     keras.mixed_precision.set_global_policy(name)
     try:
         yield name
@@ -485,17 +496,15 @@ def keras_session(seed: int, deterministic: bool, precision: str = "float32") ->
     Yields:
         The policy's name.
     """
-    policy = keras.mixed_precision.global_policy()
     python_state, numpy_state = random.getstate(), np.random.get_state()
     tf_config = _determinism()
     was_deterministic = bool(tf_config.is_op_determinism_enabled())
     try:
-        keras.mixed_precision.set_global_policy(precision)
-        keras.utils.set_random_seed(seed)
-        _set_determinism(tf_config, deterministic)
-        yield precision
+        with _global_policy(precision):
+            keras.utils.set_random_seed(seed)
+            _set_determinism(tf_config, deterministic)
+            yield precision
     finally:
-        keras.mixed_precision.set_global_policy(policy)
         _set_determinism(tf_config, was_deterministic)
         random.setstate(python_state)
         np.random.set_state(numpy_state)
