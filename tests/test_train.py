@@ -365,3 +365,17 @@ def quick_export(tmp_path_factory):
         )
     )
     return out
+
+
+def test_a_frozen_probe_fits_its_head_on_cached_features_and_keeps_the_best_epoch(learnable_dataset, tmp_path):
+    """The head fit on the features computed once is the head of the saved model, at its best epoch."""
+    from lumbar.evaluate import evaluate_model
+
+    config = TrainConfig.from_profile("quick", backbone="mobilenetv2", weights="none", epochs=3, image_size=32)
+    result = train_model(config, learnable_dataset, tmp_path / "probe", track=False)
+    info = json.loads((tmp_path / "probe" / "model.json").read_text())
+    assert info["cached_features"] is True
+    best = result.history[info["best_epoch"] - 1]
+    evaluation = evaluate_model(tmp_path / "probe", learnable_dataset, "val", track=False)
+    # the whole saved model (backbone + the head trained on cached features) reproduces the kept epoch's val
+    assert evaluation.metrics["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)

@@ -27,8 +27,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lumbar.backbones import BACKBONES, DEFAULT_BACKBONE, MODES, config_name
-from lumbar.data import TARGETS, InputConfig, class_weights, make_dataset, split_records
+from lumbar.data import TARGETS, InputConfig, SplitRecords, class_weights, make_dataset, split_records
 from lumbar.errors import InputError
 from lumbar.models import ModelConfig, head_description, parse_unfreeze
 from lumbar.procedures import TRAIN_EXPERIMENT
@@ -305,9 +307,10 @@ class _EpochCheckpoint:
         import keras
 
         class Checkpoint(keras.callbacks.Callback):
-            def __init__(self, folder: Path, state: dict, run: Any) -> None:
+            def __init__(self, folder: Path, state: dict, run: Any, saved: Any = None) -> None:
                 super().__init__()
                 self.folder, self.state, self.run = folder, state, run
+                self.saved = saved  # the model checkpointed (the one being fit when None)
                 self.epoch_start = 0.0
 
             def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -327,10 +330,10 @@ class _EpochCheckpoint:
                         best_val_error=logs.get("val_error"),
                         best_epoch=epoch + 1,
                     )
-                    self.model.save_weights(self.folder / "best.weights.h5")
+                    (self.saved or self.model).save_weights(self.folder / "best.weights.h5")
                 self.state["epoch"] = epoch + 1
                 self.state["history"].append({"epoch": epoch + 1, **logs})
-                self.model.save(self.folder / "last.keras.tmp.keras")
+                (self.saved or self.model).save(self.folder / "last.keras.tmp.keras")
                 os.replace(self.folder / "last.keras.tmp.keras", self.folder / "last.keras")
                 tmp = self.folder / "state.json.tmp"
                 tmp.write_text(json.dumps(self.state, indent=1))
@@ -339,6 +342,36 @@ class _EpochCheckpoint:
                     self.run.log_metrics(logs, step=epoch + 1)
 
         return Checkpoint(*args, **kwargs)
+
+
+def _head_on_features(  # type: ignore[no-untyped-def]
+    model, dataset: Path, inputs: InputConfig, train: SplitRecords, val: SplitRecords
+):
+    """The head of ``model`` as a model of its own, and the pooled features of the train and val splits.
+
+    The head's layers are ``model``'s own (shared weights): fitting the head trains ``model``.
+
+    Returns:
+        ``(head, (train_features, train_labels), (val_features, val_labels))``.
+    """
+    import keras
+
+    plain = replace(inputs, augment=False)
+    pooled = keras.Model(model.input, model.get_layer("head_pool").output)
+    names = [layer.name for layer in model.layers]
+    after = model.layers[names.index("head_pool") + 1 :]
+    features_in = keras.Input(pooled.output.shape[1:], name="features")
+    x = features_in
+    for layer in after:
+        x = layer(x)
+    head = keras.Model(features_in, x, name=f"{model.name}_head")
+
+    def split(name: str, records: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
+        features = pooled.predict(make_dataset(dataset, name, plain, records=records), verbose=0)
+        labels = records.labels.astype("float32" if inputs.target == "binary" else "int32")
+        return features, labels
+
+    return head, split("train", train), split("val", val)
 
 
 def _write_curves(history: list[dict], path: Path) -> None:
@@ -406,7 +439,7 @@ def train_model(
     import keras
 
     from lumbar.distribute import data_parallel, requested_replicas
-    from lumbar.models import adapt_head_norm, build_model, keras_session
+    from lumbar.models import adapt_head_norm, build_model, keras_session, set_head_norm
     from lumbar.tracking import Tracker, standard_tags
     from lumbar.versions import fetch_dataset
 
@@ -457,14 +490,21 @@ def train_model(
             class_weights(train_records.labels, TARGETS[config.target]) if config.class_weights == "balanced" else None
         )
 
-        if resuming:
-            model = keras.models.load_model(folder / "last.keras")
-        else:
-            model = build_model(config.model_config())
-            if config.standardize:
+        model = keras.models.load_model(folder / "last.keras") if resuming else build_model(config.model_config())
+        # a frozen backbone seen without augmentation gives the same features every epoch (its BatchNorm
+        # runs in inference mode): compute them once and fit only the head on them
+        cached = None
+        if config.mode == "frozen" and not config.augment and parallel.count == 1:
+            cached = _head_on_features(model, local, inputs, train_records, val_records)
+        if not resuming:
+            if config.standardize and cached is not None:
+                set_head_norm(model, cached[1][0])
+            elif config.standardize:
                 plain = replace(inputs, augment=False)
                 adapt_head_norm(model, make_dataset(local, "train", plain, records=train_records))
             _compile(model, config, jit, learning_rate=parallel.learning_rate(config.learning_rate))
+        if cached is not None:
+            _compile(cached[0], config, jit, learning_rate=parallel.learning_rate(config.learning_rate))
 
         tracker = Tracker(experiment) if track else None
         # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
@@ -475,6 +515,7 @@ def train_model(
             "xla": bool(model.jit_compile),
             "replicas": parallel.count,
             "global_batch_size": inputs.batch_size,
+            "cached_features": cached is not None,
             "scaled_learning_rate": parallel.learning_rate(config.learning_rate),
         }
         params = {
@@ -498,16 +539,30 @@ def train_model(
                 run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
             if state["epoch"] < config.epochs:
                 fit_started = time.perf_counter()
-                model.fit(
-                    train_ds,
-                    validation_data=val_ds,
-                    epochs=config.epochs,
-                    initial_epoch=state["epoch"],
-                    class_weight=weights,
-                    callbacks=[_EpochCheckpoint(folder, state, run)],
-                    verbose=verbose,
-                    shuffle=False,
-                )
+                if cached is not None:  # a frozen backbone without augmentation: fit the head on its features
+                    head, train_xy, val_xy = cached
+                    head.fit(
+                        *train_xy,
+                        batch_size=inputs.batch_size,
+                        validation_data=val_xy,
+                        epochs=config.epochs,
+                        initial_epoch=state["epoch"],
+                        class_weight=weights,
+                        callbacks=[_EpochCheckpoint(folder, state, run, saved=model)],
+                        verbose=verbose,
+                        shuffle=True,
+                    )
+                else:
+                    model.fit(
+                        train_ds,
+                        validation_data=val_ds,
+                        epochs=config.epochs,
+                        initial_epoch=state["epoch"],
+                        class_weight=weights,
+                        callbacks=[_EpochCheckpoint(folder, state, run)],
+                        verbose=verbose,
+                        shuffle=False,
+                    )
                 timing["fit"] = time.perf_counter() - fit_started
 
         if tracker is not None:
