@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from kfp import dsl, kubernetes
 
 from lumbar.distribute import REPLICAS_ENV
+from lumbar.errors import InputError
 
 #: Config map keys (``k8s/base``) read by every task.
 CONFIG_KEYS = ("MLFLOW_TRACKING_URI", "LUMBAR_S3_ENDPOINT", "LUMBAR_STORE_URI", "AWS_REGION", "LUMBAR_WEIGHTS_URI")
@@ -59,11 +60,11 @@ class ClusterSettings:
 
     def __post_init__(self) -> None:
         if self.parallelism < 1:
-            raise ValueError("parallelism must be at least 1")
+            raise InputError("--parallelism must be at least 1")
         if self.gpus < 1:
-            raise ValueError("gpus (per training task) must be at least 1")
+            raise InputError("--gpus (per training task) must be at least 1")
         if not all(self.node_selector) or not all(self.toleration):
-            raise ValueError("node selector and toleration need a key and a value")
+            raise InputError("node selector and toleration need a key and a value")
 
     def _common(self, task: dsl.PipelineTask, s3_secret: str) -> None:
         # each task gets its own role's S3 identity only (least privilege; k8s/README.md, "Secrets")

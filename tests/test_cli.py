@@ -82,6 +82,7 @@ def test_clear_errors_without_traceback(export, tmp_path):
         (("synth", "pacs", tmp_path / "s", "--patients", 0), "patients must be at least 1"),  # SynthConfig's message
         # the CLI does not re-validate: the demo's config refuses what it cannot run, in its own words
         (("demo", "--out", tmp_path / "demo", "--patients", 1), "the demo needs at least 6 patients"),
+        (("pipeline", "compile", "procedure1", "-o", tmp_path / "p.yaml", "--gpus", 0), "--gpus"),  # ClusterSettings'
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.5"), "--fractions"),
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,x,0.1"), "--fractions"),
         (("dataset", "build", "--source", export, "--out", tmp_path / "o", "--fractions", "0.5,0.6,0.1"), "sum"),

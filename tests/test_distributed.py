@@ -123,5 +123,5 @@ def test_the_gpu_count_reaches_the_accelerator_limit_and_the_replicas(tmp_path):
         assert executor["container"]["resources"]["accelerator"]["resourceCount"] == "4"
         env = {item["name"]: item["value"] for item in executor["container"].get("env", [])}
         assert env[REPLICAS_ENV] == "4"
-    with pytest.raises(ValueError, match="gpus"):
+    with pytest.raises(InputError, match="gpus"):
         ClusterSettings(gpus=0)

@@ -29,8 +29,6 @@ def _settings(
     from lumbar.errors import InputError
     from pipelines.settings import ClusterSettings
 
-    if gpus < 1:
-        raise InputError("--gpus must be at least 1")
     values: dict = {"gpu": gpu, "cache_training": cache_training, "gpus": gpus}
     if node_selector:
         key, sep, value = node_selector.partition("=")
@@ -42,9 +40,7 @@ def _settings(
         if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
             raise InputError(f"--gpu-toleration {toleration!r} must be KEY:NoSchedule|PreferNoSchedule|NoExecute")
         values["toleration"] = (key, effect)
-    if parallelism is not None:
-        if parallelism < 1:
-            raise InputError("--parallelism must be at least 1")
+    if parallelism is not None:  # ClusterSettings checks the numbers
         values["parallelism"] = parallelism
     elif not gpu:
         from pipelines.settings import NO_GPU_PARALLELISM
