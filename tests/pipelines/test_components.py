@@ -149,3 +149,29 @@ def test_build_dataset_c_component_from_an_s3_export(synthetic_export, bucket, t
     assert "Dataset C" in Path(datacard.path).read_text()
     with pytest.raises(InputError, match="is not a folder"):
         build_dataset_c.python_func(export_uri=str(tmp_path / "missing"), dataset=dataset, datacard=datacard)
+
+
+def test_dataset_a_and_b_components_write_their_steps_counts(tmp_path, monkeypatch):
+    """The procedure 2 and 3 data steps through their components: typed results flattened into the metadata."""
+    import numpy as np
+    from PIL import Image
+
+    from components.build_dataset_a import build_dataset_a
+    from components.build_dataset_b import build_dataset_b
+
+    rng = np.random.default_rng(0)
+    for label in ("yes", "no"):
+        (tmp_path / "brain" / label).mkdir(parents=True)
+        for i in range(4):
+            pixels = rng.integers(0, 255, (40, 40), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "brain" / label / f"{i}.png")
+    labelled = Dataset(name="dataset", uri=str(tmp_path / "a"))
+    build_dataset_a.python_func(sources=f"brain={tmp_path / 'brain'}", dataset=labelled)
+    counts = {"files": 8, "used": 8, "duplicates": 0, "unmapped": 0, "quarantined": 0, "extension_mismatches": 0}
+    assert labelled.metadata == counts
+    with pytest.raises(InputError, match="must be NAME=URI"):
+        build_dataset_a.python_func(sources=str(tmp_path / "brain"), dataset=labelled)
+    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "component-Jd5rW8xN3qK7vT2m")  # Dataset B's component requires it
+    shards = Dataset(name="shards", uri=str(tmp_path / "b"))
+    build_dataset_b.python_func(sources=str(tmp_path / "brain"), shards=shards, image_size=32)
+    assert shards.metadata["images"] == shards.metadata["files"] == 8 and shards.metadata["shards"] >= 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from lumbar.errors import InputError
@@ -47,4 +47,4 @@ def build_dataset_a_step(
         workers=workers,
     )
     summary = build_dataset_a(config)
-    return DatasetABuilt(**{f: int(summary[f]) for f in DatasetABuilt.__dataclass_fields__})
+    return DatasetABuilt(**{f.name: int(summary[f.name]) for f in fields(DatasetABuilt)})
