@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,19 @@ SHARED = Path(os.environ.get("LUMBAR_SHARED_DIR") or Path(__file__).resolve().pa
 BRAIN_MRI_SAMPLE = SHARED / "data" / "brain-mri-sample"
 TEST_SECRET_ENV = "LUMBAR_TEST_PSEUDONYM_SECRET"
 TEST_SECRET = "tq7-Kx2mVw9pLz4Rb8Nc"
+
+_SUITE_STARTED = pytest.StashKey[float]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_SUITE_STARTED] = time.monotonic()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The suite's wall time, as the last line (issue 18: `make test` in 10 minutes on two cores)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and _SUITE_STARTED in config.stash:
+        reporter.write_line(f"suite: {time.monotonic() - config.stash[_SUITE_STARTED]:.0f} s")
 
 
 @pytest.fixture(scope="session", autouse=True)
