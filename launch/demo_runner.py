@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lumbar.errors import InputError
+from lumbar.procedures import PROCEDURES
 
 #: Where the shared data lies beside a checkout (``LUMBAR_SHARED_DIR`` overrides).
 SHARED_ENV = "LUMBAR_SHARED_DIR"
@@ -37,8 +38,8 @@ class DemoConfig:
         fractions: Dataset C's train, validation and test shares of the patients. The demo's default
             (32 patients at 0.5/0.15/0.35: about 55 test discs) gives a test split big enough to tell a model
             from the majority class, at about the training cost of the paper's 75/15/10 on 24 patients.
-        backbones: Procedure 1's backbones (comma-separated).
-        pretrain_backbones: Procedures 2 and 3's backbones.
+        backbones: Procedure 1's backbones (comma-separated; default: the procedure registry's).
+        pretrain_backbones: Procedures 2 and 3's backbones (default: the procedure registry's).
         image_size: Model input size.
         epochs: Transfer epochs (0: the ``quick`` profile's).
         pretrain_epochs: Pretraining epochs.
@@ -51,8 +52,8 @@ class DemoConfig:
     out: Path
     patients: int = 32
     fractions: str = "0.5,0.15,0.35"
-    backbones: str = "vgg16,vgg19,resnet50,mobilenetv2"
-    pretrain_backbones: str = "vgg16,vgg19"
+    backbones: str = field(default_factory=lambda: PROCEDURES["procedure1"].default_backbones())
+    pretrain_backbones: str = field(default_factory=lambda: PROCEDURES["procedure2"].default_backbones())
     image_size: int = 64
     epochs: int = 0
     pretrain_epochs: int = 2

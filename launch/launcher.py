@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import time
@@ -24,14 +25,21 @@ from typing import Any
 
 from lumbar.errors import InputError, LumbarError
 from lumbar.paths import DATA_DIR_ENV, data_dir
-from pipelines import dataset_c, paper, procedure1, procedure2, procedure3
+from lumbar.procedures import PROCEDURES
+from pipelines import dataset_c, paper
 from pipelines.settings import ClusterSettings
 
+
+def _builder(dotted: str) -> Callable[[ClusterSettings], Any]:
+    """The pipeline builder a procedure names as ``module:function`` (the library never imports kfp)."""
+    module, _, function = dotted.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+#: The pipelines by name: Dataset C, each registered procedure (:data:`lumbar.procedures.PROCEDURES`), the paper.
 PIPELINES: dict[str, Callable[[ClusterSettings], Any]] = {
     "dataset_c": dataset_c.build,
-    "procedure1": procedure1.build,
-    "procedure2": procedure2.build,
-    "procedure3": procedure3.build,
+    **{name: _builder(p.pipeline) for name, p in PROCEDURES.items()},
     "paper": paper.build,
 }
 
@@ -132,6 +140,12 @@ def _environment(defaults: Mapping[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+#: Iterations of a loop (training runs) a local run executes at once. kfp.local runs a ``ParallelFor``'s
+#: iterations in at most two worker threads, each task a Python subprocess: with two, one task's start-up
+#: (Python, TensorFlow, MLflow imports, single-threaded) overlaps the other's training.
+LOCAL_PARALLELISM = 2
+
+
 @dataclass
 class LocalRun:
     """Where a local run left its artifacts."""
@@ -164,7 +178,7 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     # the task subprocesses inherit the environment: one data directory and one MLflow store for all
     env = {DATA_DIR_ENV: str(data_dir()), "MLFLOW_TRACKING_URI": tracking_uri(), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=1))
+    pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     before = set(root.iterdir())
     started = time.perf_counter()
