@@ -55,10 +55,16 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             images=procedure1.ALL_IMAGES,
             weights=weights,
             training=training,
+            data_origin=data_origin,
         )
         # procedures 2 and 3: the same backbones and image types, each compared with procedure 1's runs
         transfer = Transfer(
-            dataset=dataset, backbones=pretrain_backbones, images=pretrain_images, training=training, baseline=imagenet
+            dataset=dataset,
+            backbones=pretrain_backbones,
+            images=pretrain_images,
+            training=training,
+            baseline=imagenet,
+            data_origin=data_origin,
         )
         supervised = procedure2.SupervisedPretraining(
             labelled_sources=labelled_sources, mapping_uri=mapping_uri, epochs=pretrain_epochs

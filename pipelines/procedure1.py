@@ -28,6 +28,7 @@ def wire(
     images: Text,
     weights: Text,
     training: Training,
+    data_origin: Text = "unknown",
 ) -> tuple[PipelineChannel, dsl.PipelineTask]:
     """Add procedure 1's tasks on ``dataset``; returns the fanned-out evaluate steps' metrics and the compare task."""
     configs = plan(backbones=backbones, modes=modes, images=images)
@@ -52,7 +53,7 @@ def wire(
         dataset=dataset,
     )
     settings.light_task(explained, kind="gradcam")
-    table = compare(procedure=PROCEDURE, metrics=dsl.Collected(scored.outputs["metrics"]))
+    table = compare(procedure=PROCEDURE, metrics=dsl.Collected(scored.outputs["metrics"]), data_origin=data_origin)
     settings.light_task(table, kind="compare")
     return scored.outputs["metrics"], table
 
@@ -72,6 +73,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         image_size: int = 0,
         batch_size: int = 0,
         seed: int = 0,
+        data_origin: str = "unknown",
     ):
         training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
         dataset = pinned_dataset(settings, dataset_uri)
@@ -83,6 +85,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             images=images,
             weights=weights,
             training=training,
+            data_origin=data_origin,
         )
 
     return procedure1

@@ -69,6 +69,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         image_size: int = 0,
         batch_size: int = 0,
         seed: int = 0,
+        data_origin: str = "unknown",
     ):
         training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
         pretraining = SSLPretraining(
@@ -79,7 +80,9 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
             steps=pretrain_steps,
         )
         dataset = pinned_dataset(settings, dataset_uri)
-        transfer = Transfer(dataset=dataset, backbones=backbones, images=images, training=training)
+        transfer = Transfer(
+            dataset=dataset, backbones=backbones, images=images, training=training, data_origin=data_origin
+        )
         wire(settings, pretraining=pretraining, transfer=transfer)
 
     return procedure3

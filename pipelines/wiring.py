@@ -60,6 +60,7 @@ class Transfer:
         images: The image types (comma-separated).
         training: The transfer's training parameters.
         baseline: Procedure 1's fanned-out metrics, compared with (None: not compared).
+        data_origin: ``synthetic``, ``real`` or ``unknown``: said in the comparison tables' titles.
     """
 
     dataset: PipelineChannel
@@ -67,6 +68,7 @@ class Transfer:
     images: Text
     training: Training
     baseline: PipelineChannel | None = None
+    data_origin: Text = "unknown"
 
 
 def pinned_dataset(settings: ClusterSettings, dataset_uri: Text) -> PipelineChannel:
@@ -146,6 +148,6 @@ def transfer_from_pretrained(
     }
     if transfer.baseline is not None:
         inputs["baseline"] = dsl.Collected(transfer.baseline)
-    table = compare(procedure=procedure, **inputs)
+    table = compare(procedure=procedure, data_origin=transfer.data_origin, **inputs)
     settings.light_task(table, kind="compare")
     return table

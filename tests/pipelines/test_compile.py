@@ -110,6 +110,18 @@ def test_pseudonym_secret_reaches_only_dataset_builds(compiled):
         assert ("lumbar-pseudonym" in names) == executor.startswith(("exec-build-dataset-c", "exec-build-dataset-b"))
 
 
+@pytest.mark.parametrize("name", ["procedure1", "procedure2", "procedure3", "paper"])
+def test_every_comparison_table_says_where_the_data_came_from(compiled, name):
+    """``data_origin=synthetic`` labels our numbers "ours on synthetic data" in each compare task's tables."""
+    spec, _ = _load(compiled[name])
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_origin"]["defaultValue"] == "unknown"
+    compares = [t for task_name, t in _tasks(spec) if task_name.startswith("compare")]
+    assert len(compares) == (3 if name == "paper" else 1)
+    for task in compares:
+        origin = task["inputs"]["parameters"]["data_origin"]
+        assert origin.get("componentInputParameter", "").endswith("data_origin"), origin
+
+
 @pytest.mark.parametrize("name", ["procedure3", "paper"])
 def test_shard_fit_reaches_the_dataset_b_build(compiled, name):
     """``shard_fit=stretch`` (Dataset B of ROI crops) is a pipeline parameter passed to the build."""
