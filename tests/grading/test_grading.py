@@ -27,14 +27,6 @@ def _rows(path: Path) -> list[list[str]]:
         return list(csv.reader(handle))
 
 
-@pytest.fixture
-def server(built_dataset, tmp_path, monkeypatch):
-    monkeypatch.delenv("LUMBAR_LABEL_PASSWORD", raising=False)
-    running = GradingServer(built_dataset, tmp_path / "grades.csv", port=0).start()
-    yield running
-    running.stop()
-
-
 def _call(server, method, path, body=None, headers=None):
     host, port = server.url.removeprefix("http://").rstrip("/").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)

@@ -21,14 +21,6 @@ from lumbar.label_server import AuthThrottle, GradingServer, HostPolicy, split_h
 PASSWORD = "correct-horse-battery"
 
 
-@pytest.fixture
-def server(built_dataset, tmp_path, monkeypatch):
-    monkeypatch.delenv("LUMBAR_LABEL_PASSWORD", raising=False)
-    running = GradingServer(built_dataset, tmp_path / "grades.csv", port=0).start()
-    yield running
-    running.stop()
-
-
 def _address(server) -> tuple[str, int]:
     host, port = server.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
     return host, int(port)
