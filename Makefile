@@ -14,7 +14,7 @@ WORKERS ?= 2
 
 
 .PHONY: images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services
-.PHONY: help venv install demo test test-fast test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl services-up services-down clean
+.PHONY: help venv install demo test test-fast test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl bench-input-deps services-up services-down clean
 
 help:
 	@echo "make demo      create .venv, install, and run the main job on synthetic data"
@@ -128,31 +128,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines launch
 	$(BIN)/ruff format --check src tests bench components pipelines launch
 
-bench: bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl
+BENCHES := bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl
+bench: $(BENCHES)
 
-bench-ingest: $(STAMP)
-	$(BIN)/python bench/ingest.py
-
-bench-pipeline: $(STAMP)
-	$(BIN)/python bench/pipeline.py
-
-bench-store: $(STAMP)
-	$(BIN)/python bench/store.py
+# bench-NAME runs bench/NAME.py; bench-ssl: SimCLR on disc crops vs random weights in a few-label frozen probe
+# (about 25 minutes on 2 cores)
+$(BENCHES): bench-%: $(STAMP)
+	$(BIN)/python bench/$*.py
 
 # the baseline's ImageDataGenerator lives in tf-keras; --no-deps keeps it from pulling a second TensorFlow
-bench-input: $(STAMP)
+bench-input: bench-input-deps
+bench-input-deps: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps 'tf-keras==2.21.*'
-	$(BIN)/python bench/input.py
-
-bench-train: $(STAMP)
-	$(BIN)/python bench/train.py
-
-bench-shards: $(STAMP)
-	$(BIN)/python bench/shards.py
-
-# SimCLR on disc crops vs random weights in a few-label frozen probe (about 25 minutes on 2 cores)
-bench-ssl: $(STAMP)
-	$(BIN)/python bench/ssl.py
 
 services-up: $(STAMP)
 	$(BIN)/lumbar services up
