@@ -244,14 +244,9 @@ class Store(ABC):
         files = sorted(p for p in root.rglob("*") if p.is_file())
 
         def one(path: Path) -> bool:
-            done = self.put_file(path, _join(prefix, path.relative_to(root).as_posix()))
-            if progress:
-                progress(1)
-            return done
+            return self.put_file(path, _join(prefix, path.relative_to(root).as_posix()))
 
-        results = _run_parallel(one, files, workers)
-        uploaded = sum(results)
-        return TreeResult(uploaded, len(results) - uploaded)
+        return _transfer_all(one, files, workers, progress)
 
     def get_tree(
         self, prefix: str, local_dir: str | Path, workers: int = 8, progress: Callable[[int], None] | None = None
@@ -266,17 +261,11 @@ class Store(ABC):
             target = root / relative
             expected = self.sha256(key)
             if target.is_file() and expected and sha256_file(target) == expected:
-                done = False
-            else:
-                self.get_file(key, target)
-                done = True
-            if progress:
-                progress(1)
-            return done
+                return False
+            self.get_file(key, target)
+            return True
 
-        results = _run_parallel(one, keys, workers)
-        fetched = sum(results)
-        return TreeResult(fetched, len(results) - fetched)
+        return _transfer_all(one, keys, workers, progress)
 
     @abstractmethod
     def sha256(self, key: str) -> str | None:
@@ -287,11 +276,32 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
-def _run_parallel(fn: Callable[[_T], bool], items: list[_T], workers: int) -> list[bool]:
+def _transfer_all(
+    fn: Callable[[_T], bool], items: list[_T], workers: int, progress: Callable[[int], None] | None
+) -> TreeResult:
+    """Run ``fn`` (True: transferred, False: skipped) on each item, ``workers`` at a time, ticking ``progress``."""
+
+    def one(item: _T) -> bool:
+        done = fn(item)
+        if progress:
+            progress(1)
+        return done
+
     if workers <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items))
+        results = [one(item) for item in items]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, items))
+    transferred = sum(results)
+    return TreeResult(transferred, len(results) - transferred)
+
+
+def _write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``target``, then rename it: readers never see a half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    write(tmp)
+    tmp.replace(target)
 
 
 class _VerifyingReader:
@@ -347,6 +357,13 @@ class LocalStore(Store):
             raise StoreError(f"key {key!r} points outside {self.root}")
         return path
 
+    def _existing(self, key: str) -> Path:
+        """The file of ``key``; :class:`ObjectNotFoundError` when there is none."""
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{path} does not exist")
+        return path
+
     @override
     def _raw(self, key: str) -> BinaryIO:
         return self.open(key)
@@ -356,38 +373,23 @@ class LocalStore(Store):
         target = self._path(key)
         if not force and target.is_file() and sha256_file(target) == sha256_file(local):
             return False
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.copyfile(local, tmp)
-        tmp.replace(target)
+        _write_atomically(target, lambda tmp: shutil.copyfile(local, tmp))
         return True
 
     @override
     def get_file(self, key: str, local: str | Path) -> Path:
-        source = self._path(key)
-        if not source.is_file():
-            raise ObjectNotFoundError(f"{source} does not exist")
+        source = self._existing(key)
         local = Path(local)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
-        shutil.copyfile(source, tmp)
-        tmp.replace(local)
+        _write_atomically(local, lambda tmp: shutil.copyfile(source, tmp))
         return local
 
     @override
     def put_bytes(self, data: bytes, key: str) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        _write_atomically(self._path(key), lambda tmp: tmp.write_bytes(data))
 
     @override
     def open(self, key: str) -> BinaryIO:
-        path = self._path(key)
-        if not path.is_file():
-            raise ObjectNotFoundError(f"{path} does not exist")
-        return path.open("rb")
+        return self._existing(key).open("rb")
 
     @override
     def exists(self, key: str) -> bool:
@@ -551,16 +553,16 @@ class S3Store(Store):
         stat = self._stat(key)
         return None if stat is None else self._recorded(stat)
 
+    def _reader(self, key: str, expected: str | None) -> BinaryIO:
+        """A stream of the object ``key`` that checks its SHA-256 against ``expected`` (None: no check)."""
+        client, name = self._client, self._key(key)
+        response = self._call(f"read {self.uri}/{key}", lambda: client.get_object(self.bucket, name))  # type: ignore[attr-defined]
+        return _VerifyingReader(response, expected, f"{self.uri}/{key}", response.release_conn)  # type: ignore[return-value]
+
     @override
     def _raw(self, key: str) -> BinaryIO:
         self._existing(key)
-        client, name = self._client, self._key(key)
-        response = self._call(f"read {self.uri}/{key}", lambda: client.get_object(self.bucket, name))  # type: ignore[attr-defined]
-
-        def release() -> None:
-            response.release_conn()
-
-        return _VerifyingReader(response, None, f"{self.uri}/{key}", release)  # type: ignore[return-value]
+        return self._reader(key, None)
 
     @override
     def put_file(self, local: str | Path, key: str, force: bool = False) -> bool:
@@ -622,14 +624,7 @@ class S3Store(Store):
 
     @override
     def open(self, key: str) -> BinaryIO:
-        expected = self._recorded(self._existing(key))
-        client, name = self._client, self._key(key)
-        response = self._call(f"read {self.uri}/{key}", lambda: client.get_object(self.bucket, name))  # type: ignore[attr-defined]
-
-        def release() -> None:
-            response.release_conn()
-
-        return _VerifyingReader(response, expected, f"{self.uri}/{key}", release)  # type: ignore[return-value]
+        return self._reader(key, self._recorded(self._existing(key)))
 
     @override
     def exists(self, key: str) -> bool:
