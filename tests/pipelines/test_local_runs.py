@@ -33,7 +33,62 @@ def pipeline_env(local_tracking, monkeypatch, tmp_path):
     return {"tracking": local_tracking, "store": (tmp_path / "store").as_uri(), "root": tmp_path / "root"}
 
 
-def test_dataset_c_then_procedure1_two_backbones(synthetic_export, pipeline_env):
+def check_procedure1(run_folder: Path, tracking_uri: str, backbones: tuple[str, ...], modes: tuple[str, ...]) -> None:
+    """Procedure 1's tasks in a finished run: a trained model and an evaluation per configuration, the compare
+    table holding the evaluations' numbers in the paper's Tables 6-9, Grad-CAM of the best configuration, and
+    one MLflow run per configuration tagged with the Kubeflow run id.
+
+    Procedure 1's tasks carry the unsuffixed names (``train``, ``evaluate``, ``compare``, ``gradcam``) both in
+    its own pipeline and in ``paper``, where its tasks are added first.
+    """
+    iterations = sorted(f for f in run_folder.glob("for-loop-*-iteration-*") if (f / "train").is_dir())
+    assert len(iterations) == len(backbones) * len(modes) * 2  # x {full, ROI}
+    rows = []
+    for folder in iterations:
+        model = _outputs(folder / "train")["model"]
+        assert (Path(model["uri"]) / "model.keras").is_file()
+        rows.append(_outputs(folder / "evaluate")["metrics"]["metadata"])
+    assert {r["name"] for r in rows} == {f"{b}-{m}-{i}" for b in backbones for m in modes for i in ("full", "roi")}
+
+    # the compare table: one line per configuration, numbers equal to the evaluate steps' metrics
+    table = Path(_outputs(run_folder / "compare")["table"]["uri"]).read_text()
+    assert len(re.findall(r"^- `", table, flags=re.M)) == len(rows)
+    # (the paper's Tables 6-9, in its positive class: normal)
+    for row in rows:
+        number = {(False, "frozen"): 6, (False, "finetune"): 7, (True, "frozen"): 8, (True, "finetune"): 9}
+        section = table.split(f"### Table {number[(row['roi'], row['mode'])]}:")[1].split("###")[0]
+        line = next(x for x in section.splitlines() if x.startswith(f"| {row['backbone']} |"))
+        cells = [c.strip() for c in line.strip("| ").split(" | ")]
+        assert cells[1].startswith(f"{int(row['support'])} / {int(row['normal_positives'])} (paper ")
+        for k, cell in zip(("accuracy", "precision", "recall", "f1"), cells[2:6], strict=True):
+            assert cell.startswith(f"{100 * row[f'normal_{k}']:.2f}"), (k, cell)
+
+    # Grad-CAM of the best configuration, as one self-contained page
+    page = _outputs(run_folder / "gradcam")["page"]
+    best = max(rows, key=lambda r: r["f1"])
+    assert page["metadata"]["f1"] == pytest.approx(best["f1"])
+    assert Path(page["uri"]).read_text().count("data:image/png;base64,") >= 4
+
+    # every configuration is an MLflow run tagged with the Kubeflow run id, holding the same metrics
+    runs = {r.info.run_name: r for r in _mlflow_runs(tracking_uri, "lumbar-procedure1")}
+    assert set(runs) == {r["name"] for r in rows}
+    kfp_ids = {r.data.tags.get("kfp.run_id") for r in runs.values()}
+    assert len(kfp_ids) == 1 and kfp_ids != {None}
+    for row in rows:
+        tracked = runs[row["name"]]
+        assert tracked.info.run_id == row["run_id"]
+        assert tracked.data.metrics["test_accuracy"] == pytest.approx(row["accuracy"])
+        assert tracked.data.metrics["test_f1"] == pytest.approx(row["f1"])
+        assert tracked.data.tags["lumbar.procedure"] == "procedure1"
+
+
+def test_dataset_c_then_procedure1_reads_the_published_version(synthetic_export, pipeline_env):
+    """The two stand-alone pipelines: Dataset C published, then procedure 1 on its `latest` version.
+
+    One backbone and mode (two configurations, full and ROI) keep the kfp.local run short; the eight
+    configurations of two backbones x both modes x both image types are checked on the demo's `paper`
+    run by the same :func:`check_procedure1` (tests/report/test_demo.py).
+    """
     built = run_local(
         "dataset_c",
         {"export_uri": str(synthetic_export), "publish_to": pipeline_env["store"], "workers": 2},
@@ -47,51 +102,14 @@ def test_dataset_c_then_procedure1_two_backbones(synthetic_export, pipeline_env)
     assert "Dataset C" in Path(outputs["datacard"]["uri"]).read_text()
 
     # procedure 1 reads the published version (through the store's 'latest' pointer), not the folder
-    params = {"dataset_uri": f"{pipeline_env['store']}/datasets/dataset-c/latest", "backbones": "vgg16,mobilenetv2"}
+    params = {
+        "dataset_uri": f"{pipeline_env['store']}/datasets/dataset-c/latest",
+        "backbones": "mobilenetv2",
+        "modes": "frozen",
+    }
     run = run_local("procedure1", {**params, **TINY}, pipeline_env["root"])
     assert _outputs(run.folder / "fetch-dataset")["dataset"]["metadata"]["version"] == meta["version"]
-
-    iterations = sorted(run.folder.glob("for-loop-*-iteration-*"))
-    assert len(iterations) == 8  # 2 backbones x {frozen, finetune} x {full, ROI}
-    rows = []
-    for folder in iterations:
-        model = _outputs(folder / "train")["model"]
-        assert (Path(model["uri"]) / "model.keras").is_file()
-        rows.append(_outputs(folder / "evaluate")["metrics"]["metadata"])
-    assert {r["name"] for r in rows} == {
-        f"{b}-{m}-{i}" for b in ("vgg16", "mobilenetv2") for m in ("frozen", "finetune") for i in ("full", "roi")
-    }
-
-    # the compare table: one line per configuration, numbers equal to the evaluate steps' metrics
-    table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
-    assert len(re.findall(r"^- `", table, flags=re.M)) == 8
-    # (the paper's Tables 6-9, in its positive class: normal)
-    for row in rows:
-        number = {(False, "frozen"): 6, (False, "finetune"): 7, (True, "frozen"): 8, (True, "finetune"): 9}
-        section = table.split(f"### Table {number[(row['roi'], row['mode'])]}:")[1].split("###")[0]
-        line = next(x for x in section.splitlines() if x.startswith(f"| {row['backbone']} |"))
-        cells = [c.strip() for c in line.strip("| ").split(" | ")]
-        assert cells[1].startswith(f"{int(row['support'])} / {int(row['normal_positives'])} (paper ")
-        for k, cell in zip(("accuracy", "precision", "recall", "f1"), cells[2:6], strict=True):
-            assert cell.startswith(f"{100 * row[f'normal_{k}']:.2f}"), (k, cell)
-
-    # Grad-CAM of the best configuration, as one self-contained page
-    page = _outputs(run.folder / "gradcam")["page"]
-    best = max(rows, key=lambda r: r["f1"])
-    assert page["metadata"]["f1"] == pytest.approx(best["f1"])
-    assert Path(page["uri"]).read_text().count("data:image/png;base64,") >= 4
-
-    # every configuration is an MLflow run tagged with the Kubeflow run id, holding the same metrics
-    runs = {r.info.run_name: r for r in _mlflow_runs(pipeline_env["tracking"], "lumbar-procedure1")}
-    assert set(runs) == {r["name"] for r in rows}
-    kfp_ids = {r.data.tags.get("kfp.run_id") for r in runs.values()}
-    assert len(kfp_ids) == 1 and kfp_ids != {None}
-    for row in rows:
-        tracked = runs[row["name"]]
-        assert tracked.info.run_id == row["run_id"]
-        assert tracked.data.metrics["test_accuracy"] == pytest.approx(row["accuracy"])
-        assert tracked.data.metrics["test_f1"] == pytest.approx(row["f1"])
-        assert tracked.data.tags["lumbar.procedure"] == "procedure1"
+    check_procedure1(run.folder, pipeline_env["tracking"], ("mobilenetv2",), ("frozen",))
 
 
 def test_procedure2_on_dataset_a_from_the_brain_sample(built_dataset, pipeline_env):
