@@ -178,6 +178,12 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     # the task subprocesses inherit the environment: one data directory and one MLflow store for all
     env = {DATA_DIR_ENV: str(data_dir()), "MLFLOW_TRACKING_URI": tracking_uri(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if env["MLFLOW_TRACKING_URI"].startswith("sqlite:"):
+        # create the store's schema here, once: tasks running side by side each migrated a new SQLite
+        # store and failed ("Online migration expected to match one row ... 0 found")
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).search_experiments(max_results=1)
     pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     before = set(root.iterdir())
