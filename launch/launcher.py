@@ -183,6 +183,7 @@ def run_local(
         # store and failed ("Online migration expected to match one row ... 0 found")
         from mlflow import MlflowClient
 
+        Path(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).search_experiments(max_results=1)
     pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
