@@ -18,7 +18,7 @@ from lumbar.train import PROFILES, TrainConfig, selection_key, train_model
 from .conftest import run_and_kill_when
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
-EPOCHS = PROFILES["quick"]["epochs"]
+EPOCHS = PROFILES["quick"]["epochs_frozen"]  # the trained fixture is a frozen probe
 
 
 def test_profiles_and_overrides():
