@@ -5,11 +5,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
 
 import typer
 
-from lumbar.backbones import backbone_names
 from lumbar.errors import LumbarError
 
 
@@ -52,17 +50,3 @@ def load_tensorflow() -> None:
     with native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
-
-
-# options shared by the training and pretraining commands (None keeps the profile's value)
-EPOCHS = Annotated[int | None, typer.Option(help="Override the profile's epochs.")]
-BATCH_SIZE = Annotated[int | None, typer.Option(help="Override the profile's batch size.")]
-IMAGE_SIZE = Annotated[int | None, typer.Option(help="Override the profile's image size.")]
-LEARNING_RATE = Annotated[float | None, typer.Option("--lr", help="Override the profile's learning rate.")]
-AUGMENT = Annotated[bool, typer.Option("--augment/--no-augment", help="The paper's augmentation.")]
-SEED = Annotated[int, typer.Option(help="Seed.")]
-RESUME = Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
-TRACK = Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")]
-
-#: The choices come from the registry (read when the CLI is built); the training configs check the value.
-BACKBONE = Annotated[str, typer.Option(help=" | ".join(backbone_names()))]

@@ -8,19 +8,8 @@ from typing import Annotated
 import typer
 
 from lumbar.backbones import DEFAULT_BACKBONE
-from lumbar.cli._common import (
-    AUGMENT,
-    BACKBONE,
-    BATCH_SIZE,
-    EPOCHS,
-    IMAGE_SIZE,
-    LEARNING_RATE,
-    RESUME,
-    SEED,
-    TRACK,
-    clear_errors,
-    load_tensorflow,
-)
+from lumbar.cli._common import clear_errors, load_tensorflow
+from lumbar.cli.options import AUGMENT, BACKBONE, BATCH_SIZE, EPOCHS, IMAGE_SIZE, LEARNING_RATE, RESUME, SEED, TRACK
 
 app = typer.Typer(
     help="Pretrain backbones on Dataset A (supervised) or Dataset B (self-supervised).", no_args_is_help=True

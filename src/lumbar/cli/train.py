@@ -8,18 +8,8 @@ from typing import Annotated
 import typer
 
 from lumbar.backbones import DEFAULT_BACKBONE
-from lumbar.cli._common import (
-    BACKBONE,
-    BATCH_SIZE,
-    EPOCHS,
-    IMAGE_SIZE,
-    LEARNING_RATE,
-    RESUME,
-    SEED,
-    TRACK,
-    clear_errors,
-    load_tensorflow,
-)
+from lumbar.cli._common import clear_errors, load_tensorflow
+from lumbar.cli.options import BACKBONE, BATCH_SIZE, EPOCHS, IMAGE_SIZE, LEARNING_RATE, RESUME, SEED, TRACK
 from lumbar.procedures import TRAIN_EXPERIMENT
 
 

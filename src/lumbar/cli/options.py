@@ -1,0 +1,24 @@
+"""Typer option declarations shared by the training and pretraining commands, written once.
+
+A value of None keeps the profile's setting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lumbar.backbones import backbone_names
+
+EPOCHS = Annotated[int | None, typer.Option(help="Override the profile's epochs.")]
+BATCH_SIZE = Annotated[int | None, typer.Option(help="Override the profile's batch size.")]
+IMAGE_SIZE = Annotated[int | None, typer.Option(help="Override the profile's image size.")]
+LEARNING_RATE = Annotated[float | None, typer.Option("--lr", help="Override the profile's learning rate.")]
+AUGMENT = Annotated[bool, typer.Option("--augment/--no-augment", help="The paper's augmentation.")]
+SEED = Annotated[int, typer.Option(help="Seed.")]
+RESUME = Annotated[bool, typer.Option("--resume", help="Continue a killed run from its last checkpoint.")]
+TRACK = Annotated[bool, typer.Option("--track/--no-track", help="Log to MLflow.")]
+
+#: The choices come from the registry (read when the CLI is built); the training configs check the value.
+BACKBONE = Annotated[str, typer.Option(help=" | ".join(backbone_names()))]
