@@ -4,14 +4,12 @@ from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.compare import compare
-from components.evaluate import evaluate
 from components.gradcam import gradcam
 from components.plan import plan
-from components.train import train
 from lumbar.backbones import IMAGES, MODES
 from lumbar.procedures import PROCEDURES
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Text, Training, pinned_dataset
+from pipelines.wiring import Text, Training, pinned_dataset, train_and_evaluate
 
 PROCEDURE = "procedure1"
 #: Every mode and every image type.
@@ -34,19 +32,15 @@ def wire(
     configs = plan(backbones=backbones, modes=modes, images=images)
     settings.light_task(configs, kind="small", cache=True)
     with dsl.ParallelFor(configs.output, parallelism=settings.parallelism) as item:
-        trained = train(
+        trained, scored = train_and_evaluate(
+            settings,
             dataset=dataset,
-            backbone=item.backbone,
+            item=item,
             mode=item.mode,
-            roi=item.roi,
-            weights=weights,
             procedure=PROCEDURE,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            **training.args(),
+            training=training,
+            weights=weights,
         )
-        settings.gpu_task(trained)
-        scored = evaluate(model=trained.outputs["model"], dataset=dataset)
-        settings.light_task(scored)
     explained = gradcam(
         models=dsl.Collected(trained.outputs["model"]),
         metrics=dsl.Collected(scored.outputs["metrics"]),

@@ -80,6 +80,49 @@ def pinned_dataset(settings: ClusterSettings, dataset_uri: Text) -> PipelineChan
     return data.outputs["dataset"]
 
 
+def train_and_evaluate(
+    settings: ClusterSettings,
+    *,
+    dataset: PipelineChannel,
+    item: PipelineChannel,
+    mode: Text,
+    procedure: str,
+    training: Training,
+    weights: Text | None = None,
+    pretrained: PipelineChannel | None = None,
+) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+    """Inside a fan-out: train ``item``'s backbone and image type in ``mode``, then evaluate it on ``dataset``.
+
+    Args:
+        settings: Cluster settings (training on the GPU nodes).
+        dataset: Dataset C.
+        item: The fan-out's item (``backbone``, ``roi``).
+        mode: ``frozen`` or ``finetune`` (a constant, or the item's ``mode``).
+        procedure: The procedure the runs are logged under.
+        training: The training parameters.
+        weights: The backbone's initial weights (``imagenet``, ...), when ``pretrained`` is None.
+        pretrained: A pretraining task's output backbone, which replaces ``weights``.
+
+    Returns:
+        The train task and the evaluate task.
+    """
+    source = {"weights": weights} if pretrained is None else {"pretrained": pretrained}
+    trained = train(
+        dataset=dataset,
+        backbone=item.backbone,
+        mode=mode,
+        roi=item.roi,
+        procedure=procedure,
+        kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        **source,
+        **training.args(),
+    )
+    settings.gpu_task(trained)
+    scored = evaluate(model=trained.outputs["model"], dataset=dataset)
+    settings.light_task(scored)
+    return trained, scored
+
+
 def _transfer_both_modes(
     settings: ClusterSettings,
     *,
@@ -92,19 +135,17 @@ def _transfer_both_modes(
     """Inside a fan-out over ``{backbone, roi}`` items: train frozen and fine-tuned from ``pretrained``, evaluate."""
     scored = {}
     for mode in MODES:
-        trained = train(
+        trained, scored[mode] = train_and_evaluate(
+            settings,
             dataset=dataset,
-            backbone=item.backbone,
+            item=item,
             mode=mode,
-            roi=item.roi,
-            pretrained=pretrained,
             procedure=procedure,
-            kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            **training.args(),
-        ).set_display_name(f"train-{mode}")
-        settings.gpu_task(trained)
-        scored[mode] = evaluate(model=trained.outputs["model"], dataset=dataset).set_display_name(f"evaluate-{mode}")
-        settings.light_task(scored[mode])
+            training=training,
+            pretrained=pretrained,
+        )
+        trained.set_display_name(f"train-{mode}")
+        scored[mode].set_display_name(f"evaluate-{mode}")
     return scored
 
 
