@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lumbar.errors import InputError
+from lumbar.errors import InputError, check_choice
 
 #: The backbone a command trains when none is named.
 DEFAULT_BACKBONE = "vgg16"
@@ -177,8 +177,7 @@ def backbone_spec(name: str) -> BackboneSpec:
     Raises:
         InputError: Naming the choices, for an unknown backbone.
     """
-    if name not in BACKBONES:
-        raise InputError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    check_choice("backbone", name, BACKBONES)
     return BACKBONES[name]
 
 

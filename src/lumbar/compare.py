@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lumbar.backbones import MODE_TITLES, backbone_rank, backbone_title, config_name, weights_source
-from lumbar.errors import InputError
+from lumbar.errors import InputError, check_choice
 from lumbar.metrics import (
     METRIC_NAMES,
     METRICS,
@@ -470,8 +470,7 @@ def procedure_tables(
     Raises:
         InputError: For an unknown procedure, no rows, or a row without a metric.
     """
-    if procedure not in PROCEDURES:
-        raise InputError(f"unknown procedure {procedure!r}; choose one of {', '.join(PROCEDURES)}")
+    check_choice("procedure", procedure, PROCEDURES)
     if not rows:
         raise InputError(f"{procedure} has no evaluated runs to compare")
     if procedure == "procedure1":

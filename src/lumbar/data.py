@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lumbar.dataset_c import read_manifest
-from lumbar.errors import InputError
+from lumbar.errors import InputError, check_choice
 
 TARGETS: dict[str, int] = {"binary": 2, "disc_state": 4}
 #: Manifest columns training needs (Dataset C and Dataset A manifests both have them).
@@ -53,8 +53,7 @@ class InputConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise InputError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
+        check_choice("target", self.target, TARGETS)
         if self.image_size < 8 or self.batch_size < 1:
             raise InputError("image_size must be >= 8 and batch_size >= 1")
         low, high = self.brightness_range
@@ -77,8 +76,7 @@ def split_records(dataset: str | Path, split: str, roi: bool = False, target: st
     Raises:
         InputError: If the split has no labelled image, or ROI images are asked for and missing.
     """
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS)
     root = Path(dataset)
     rows = [r for r in read_manifest(root, TRAINING_COLUMNS) if r["label"] != "" and r["split"] == split]
     if not rows:

@@ -36,7 +36,7 @@ import numpy as np
 
 from lumbar import __version__
 from lumbar.deid import Pseudonymizer
-from lumbar.errors import InputError
+from lumbar.errors import InputError, check_choice
 from lumbar.progress import NullProgress, Progress
 
 INDEX = "index.json"
@@ -72,8 +72,7 @@ class UnlabelledBuildConfig:
     fit: str = "pad"
 
     def __post_init__(self) -> None:
-        if self.fit not in FITS:
-            raise InputError(f"unknown fit {self.fit!r}; choose one of {', '.join(FITS)}")
+        check_choice("fit", self.fit, FITS)
         if not self.sources:
             raise InputError("give at least one --source folder")
         for folder in self.sources:

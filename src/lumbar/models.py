@@ -37,7 +37,7 @@ import keras
 import numpy as np
 
 from lumbar.backbones import BACKBONE_FORMAT, BACKBONE_META, BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE, MODES
-from lumbar.errors import InputError, LumbarError
+from lumbar.errors import InputError, LumbarError, check_choice
 
 PREPROCESS_LAYER = "preprocess"
 HEAD_NORM_LAYER = "head_norm"
@@ -148,10 +148,8 @@ class ModelConfig:
     standardize: bool = False
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        check_choice("backbone", self.backbone, BACKBONES)
+        check_choice("mode", self.mode, MODES)
         if self.image_size < BACKBONES[self.backbone].min_size:
             raise InputError(f"{self.backbone} needs images of at least {BACKBONES[self.backbone].min_size} px")
         if self.num_classes < 2:

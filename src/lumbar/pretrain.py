@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lumbar.backbones import BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE
-from lumbar.errors import InputError
+from lumbar.errors import InputError, check_choice
 from lumbar.procedures import PRETRAIN_SSL_EXPERIMENT, PRETRAIN_SUPERVISED_EXPERIMENT
 
 PRETRAIN_PROFILES: dict[str, dict[str, Any]] = {
@@ -77,8 +77,7 @@ def pretrain_supervised(
     from lumbar.models import load_model, save_backbone
     from lumbar.train import TrainConfig, train_model
 
-    if profile not in PRETRAIN_PROFILES:
-        raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PRETRAIN_PROFILES)}")
+    check_choice("profile", profile, PRETRAIN_PROFILES)
     settings = {**PRETRAIN_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
     config = TrainConfig.from_profile(
         profile,
@@ -147,8 +146,7 @@ class SSLConfig:
     min_crop_area: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        check_choice("backbone", self.backbone, BACKBONES)
         if self.batch_size < 2 or self.epochs < 1 or self.temperature <= 0 or self.learning_rate <= 0:
             raise InputError("SSL needs batch_size >= 2, epochs >= 1 and a positive temperature and learning rate")
         if not 0 < self.min_crop_area <= 1:
@@ -157,8 +155,7 @@ class SSLConfig:
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides: Any) -> SSLConfig:
         """A configuration with the profile's defaults; ``None`` overrides are ignored."""
-        if profile not in SSL_PROFILES:
-            raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(SSL_PROFILES)}")
+        check_choice("profile", profile, SSL_PROFILES)
         return cls(
             profile=profile, **{**SSL_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lumbar.backbones import backbone_names
-from lumbar.errors import InputError
+from lumbar.errors import check_choice
 
 #: The MLflow experiments of the procedures are ``<prefix>-<procedure>``.
 EXPERIMENT_PREFIX = "lumbar"
@@ -84,8 +84,7 @@ def procedure(name: str) -> Procedure:
     Raises:
         InputError: Naming the choices, for an unknown procedure.
     """
-    if name not in PROCEDURES:
-        raise InputError(f"unknown procedure {name!r}; choose one of {', '.join(PROCEDURES)}")
+    check_choice("procedure", name, PROCEDURES)
     return PROCEDURES[name]
 
 

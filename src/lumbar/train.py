@@ -33,7 +33,7 @@ import numpy as np
 
 from lumbar.backbones import BACKBONES, DEFAULT_BACKBONE, MODES, config_name
 from lumbar.data import TARGETS, InputConfig, SplitRecords, class_weights, make_dataset, split_records
-from lumbar.errors import InputError
+from lumbar.errors import InputError, check_choice
 from lumbar.models import ModelConfig, head_description, parse_unfreeze
 from lumbar.procedures import TRAIN_EXPERIMENT
 
@@ -132,14 +132,10 @@ class TrainConfig:
     standardize: bool = False
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise InputError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.target not in TARGETS:
-            raise InputError(f"unknown target {self.target!r}; choose one of {', '.join(TARGETS)}")
-        if self.profile not in PROFILES:
-            raise InputError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        check_choice("backbone", self.backbone, BACKBONES)
+        check_choice("mode", self.mode, MODES)
+        check_choice("target", self.target, TARGETS)
+        check_choice("profile", self.profile, PROFILES)
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
         if self.image_size < BACKBONES[self.backbone].min_size:
@@ -150,10 +146,8 @@ class TrainConfig:
             parse_unfreeze(self.unfreeze)
         except InputError:
             raise InputError(f"--unfreeze must be blocks:N or layers:N with N >= 1, got {self.unfreeze!r}") from None
-        if self.monitor not in MONITORS:
-            raise InputError(f"unknown monitor {self.monitor!r}; choose one of {', '.join(MONITORS)}")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise InputError(f"unknown class weights {self.class_weights!r}; choose one of {', '.join(CLASS_WEIGHTS)}")
+        check_choice("monitor", self.monitor, MONITORS)
+        check_choice("class weights", self.class_weights, CLASS_WEIGHTS)
 
     @classmethod
     def from_profile(cls, profile: str = "quick", **overrides: Any) -> TrainConfig:
@@ -161,8 +155,7 @@ class TrainConfig:
 
         The learning rate and the number of epochs follow the mode (frozen or fine-tune).
         """
-        if profile not in PROFILES:
-            raise InputError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        check_choice("profile", profile, PROFILES)
         values = {k: v for k, v in overrides.items() if v is not None}
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
