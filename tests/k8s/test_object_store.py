@@ -52,28 +52,38 @@ def seaweedfs(tmp_path_factory) -> str:
     with open(work / "weed.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{ports['s3']}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"weed exited: {(work / 'weed.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("weed did not answer /healthz within 120 s")
-            time.sleep(0.3)
+        _wait_until_healthy("weed", process, f"{url}/healthz", work / "weed.log", seconds=120)
         yield url
     finally:
-        process.terminate()
+        _stop(process, seconds=15)
+
+
+def _wait_until_healthy(name: str, process: subprocess.Popen, url: str, log: Path, seconds: float) -> None:
+    """Poll ``url`` until it answers 200; fail with the log's tail if ``process`` exits first, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited: {log.read_text()[-2000:]}")
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} did not answer {url} within {seconds:.0f} s")
+        time.sleep(0.3)
+
+
+def _stop(process: subprocess.Popen, seconds: float) -> None:
+    """Terminate ``process``; kill it if it has not exited within ``seconds``."""
+    process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _keys(role: str) -> dict[str, str]:
@@ -238,17 +248,7 @@ def test_mlflow_keeps_artifacts_under_its_own_identity(bucket, tmp_path):
     with open(tmp_path / "mlflow.log", "wb") as log:
         server = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, (tmp_path / "mlflow.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "MLflow did not answer /health within 180 s"
-            time.sleep(0.5)
+        _wait_until_healthy("MLflow", server, f"http://127.0.0.1:{port}/health", tmp_path / "mlflow.log", seconds=180)
         artifact = tmp_path / "metrics.json"
         artifact.write_text('{"accuracy": 0.5}')
         client_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "LUMBAR_S3"))}
@@ -265,12 +265,7 @@ def test_mlflow_keeps_artifacts_under_its_own_identity(bucket, tmp_path):
         assert logged.returncode == 0, logged.stderr[-2000:]
         run_id = logged.stdout.strip().splitlines()[-1]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server, seconds=20)
     stored = [k for k in _store(bucket, "admin").list("mlflow/") if k.endswith("metrics.json")]
     assert len(stored) == 1 and run_id in stored[0], stored
     with pytest.raises(AccessDeniedError):  # and that identity can touch nothing else
