@@ -92,25 +92,25 @@ def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_p
         "--batch-size",
         "16",
         "--steps-per-epoch",
-        "6",
+        "3",
         "--epochs",
-        "4",
+        "3",
         "--min-crop-area",
         "0.5",
     ]
     state = out / "checkpoints" / "state.json"
     run_and_kill_when(args, env, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1)
     killed_at = json.loads(state.read_text())["epoch"]
-    assert 1 <= killed_at < 4
+    assert 1 <= killed_at < 3
     again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-1500:]
     final = json.loads(state.read_text())
-    assert [h["epoch"] for h in final["history"]] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in final["history"]] == [1, 2, 3]
     assert final["config"]["min_crop_area"] == 0.5 and final["config"]["freeze_batchnorm"] is True
     from mlflow import MlflowClient
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert sorted(m.step for m in client.get_metric_history(final["run_id"], "loss")) == [1, 2, 3, 4]
+    assert sorted(m.step for m in client.get_metric_history(final["run_id"], "loss")) == [1, 2, 3]
     info = json.loads((out / "backbone" / "backbone.json").read_text())
     assert info["source"] == "ssl-simclr"
     # lumbar train loads the SSL backbone
@@ -131,7 +131,7 @@ def test_ssl_saves_the_batchnorm_statistics_it_trained_with(small_shards, tmp_pa
             image_size=32,
             batch_size=16,
             epochs=1,
-            steps_per_epoch=3,
+            steps_per_epoch=1,  # one step in training mode moves the moving statistics
             learning_rate=1e-4,
             freeze_batchnorm=freeze,
         )
