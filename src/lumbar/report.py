@@ -429,6 +429,7 @@ def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]
     import mlflow
     from PIL import Image
 
+    import lumbar.models  # noqa: F401 (registers lumbar's Keras layers, which the logged models use)
     from lumbar.data import split_records
     from lumbar.gradcam import gradcam, overlay
     from lumbar.tracking import fluent_tracking_uri, tracking_uri
