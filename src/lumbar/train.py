@@ -27,7 +27,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -353,19 +353,20 @@ class _EpochCheckpoint:
         return Checkpoint(*args, **kwargs)
 
 
+class _CachedHead(NamedTuple):
+    """A model's head as a model of its own (the same layers: fitting it trains the model), and its inputs."""
+
+    head: Any
+    train: tuple[np.ndarray, np.ndarray]  # pooled features and labels of the training split
+    val: tuple[np.ndarray, np.ndarray]
+
+
 def _head_on_features(  # type: ignore[no-untyped-def]
     model, dataset: Path, inputs: InputConfig, train: SplitRecords, val: SplitRecords
-):
-    """The head of ``model`` as a model of its own, and the pooled features of the train and val splits.
-
-    The head's layers are ``model``'s own (shared weights): fitting the head trains ``model``.
-
-    Returns:
-        ``(head, (train_features, train_labels), (val_features, val_labels))``.
-    """
+) -> _CachedHead:
+    """The head of ``model`` and the pooled features of the train and val splits (computed once, not augmented)."""
     import keras
 
-    plain = replace(inputs, augment=False)
     pooled = keras.Model(model.input, model.get_layer("head_pool").output)
     names = [layer.name for layer in model.layers]
     after = model.layers[names.index("head_pool") + 1 :]
@@ -376,11 +377,11 @@ def _head_on_features(  # type: ignore[no-untyped-def]
     head = keras.Model(features_in, x, name=f"{model.name}_head")
 
     def split(name: str, records: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
-        features = pooled.predict(make_dataset(dataset, name, plain, records=records), verbose=0)
+        features = pooled.predict(make_dataset(dataset, name, inputs, records=records), verbose=0)
         labels = records.labels.astype("float32" if inputs.target == "binary" else "int32")
         return features, labels
 
-    return head, split("train", train), split("val", val)
+    return _CachedHead(head, split("train", train), split("val", val))
 
 
 def _write_curves(history: list[dict], path: Path) -> None:
@@ -507,17 +508,17 @@ def train_model(
             cached = _head_on_features(model, local, inputs, train_records, val_records)
         if not resuming:
             if config.standardize and cached is not None:
-                set_head_norm(model, cached[1][0])
+                set_head_norm(model, cached.train[0])
             elif config.standardize:
                 plain = replace(inputs, augment=False)
                 adapt_head_norm(model, make_dataset(local, "train", plain, records=train_records))
             _compile(model, config, jit, learning_rate=parallel.learning_rate(config.learning_rate))
         if cached is not None:
-            _compile(cached[0], config, jit, learning_rate=parallel.learning_rate(config.learning_rate))
+            _compile(cached.head, config, jit, learning_rate=parallel.learning_rate(config.learning_rate))
             if not resuming:
                 model.save(folder / "last.keras")  # the frozen part, once; the head's epochs go to LAST_HEAD
             elif (folder / LAST_HEAD).is_file():
-                cached[0].load_weights(folder / LAST_HEAD)
+                cached.head.load_weights(folder / LAST_HEAD)
 
         tracker = Tracker(experiment) if track else None
         # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
@@ -553,11 +554,10 @@ def train_model(
             if state["epoch"] < config.epochs:
                 fit_started = time.perf_counter()
                 if cached is not None:  # a frozen backbone without augmentation: fit the head on its features
-                    head, train_xy, val_xy = cached
-                    head.fit(
-                        *train_xy,
+                    cached.head.fit(
+                        *cached.train,
                         batch_size=inputs.batch_size,
-                        validation_data=val_xy,
+                        validation_data=cached.val,
                         epochs=config.epochs,
                         initial_epoch=state["epoch"],
                         class_weight=weights,
@@ -601,12 +601,12 @@ def _finish(
     run: Any,  # type: ignore[no-untyped-def]
     register_as: str | None,
     runtime: dict[str, Any],
-    cached: Any = None,
+    cached: _CachedHead | None = None,
 ) -> TrainResult:
     """Restore the best epoch, save the model and its description, log the final artifacts."""
     folder = out / "checkpoints"
     if cached is not None and (folder / BEST_HEAD).is_file():
-        cached[0].load_weights(folder / BEST_HEAD)  # the head's layers are the model's own
+        cached.head.load_weights(folder / BEST_HEAD)  # the head's layers are the model's own
     elif (folder / "best.weights.h5").is_file():
         model.load_weights(folder / "best.weights.h5")
     model.save(out / "model.keras")
