@@ -6,7 +6,9 @@
   this Python (no Docker, no per-task pip install), the pipeline root is ``<data dir>/pipelines``
   (kfp.local takes only a local root), and the tasks log to MLflow at ``MLFLOW_TRACKING_URI``, or at
   the project's local SQLite store when it is unset. Platform settings (GPUs, node selectors,
-  secrets) do not apply locally; the tasks read credentials from this process's environment.
+  secrets) do not apply locally; the tasks read credentials from this process's environment. Tasks
+  fork from a process that has imported TensorFlow once (:mod:`launch.warm`; ``LUMBAR_WARM_TASKS=0``:
+  a fresh Python per task, as kfp.local does by itself).
 * Submission uploads the compiled pipeline to a Kubeflow Pipelines API server with ``kfp.Client``.
 """
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launch.warm import warm_tasks
 from lumbar.errors import InputError, LumbarError
 from lumbar.paths import DATA_DIR_ENV, data_dir
 from lumbar.procedures import PROCEDURES
@@ -222,7 +225,7 @@ def run_local(
     before = set(root.iterdir())
     started = time.perf_counter()
     try:
-        with _environment(env), one_logger_for_all_tasks(), warnings.catch_warnings():
+        with _environment(env), warm_tasks(), one_logger_for_all_tasks(), warnings.catch_warnings():
             # resources and GPUs are cluster settings; locally they are expected no-ops
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             pipeline(**params)
