@@ -1,20 +1,18 @@
 """Pipeline ``procedure1``: transfer from ImageNet, 4 backbones x {frozen, fine-tune} x {full, ROI} (Tables 6-10)."""
 
+from types import SimpleNamespace
+
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.compare import compare
 from components.gradcam import gradcam
 from components.plan import plan
-from lumbar.backbones import IMAGES, MODES
-from lumbar.procedures import PROCEDURES
+from pipelines.parameters import parameters, take
 from pipelines.settings import ClusterSettings
 from pipelines.wiring import Text, Training, pinned_dataset, train_and_evaluate
 
 PROCEDURE = "procedure1"
-#: Every mode and every image type.
-ALL_MODES = ",".join(MODES)
-ALL_IMAGES = ",".join(IMAGES)
 
 
 def wire(
@@ -56,30 +54,17 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     """The pipeline, compiled against ``settings``."""
 
     @dsl.pipeline(name="lumbar-procedure1", description="Dataset C -> transfer from ImageNet -> evaluate -> compare.")
-    def procedure1(
-        dataset_uri: str,
-        backbones: str = PROCEDURES["procedure1"].default_backbones(),
-        modes: str = ALL_MODES,
-        images: str = ALL_IMAGES,
-        weights: str = "imagenet",
-        profile: str = "quick",
-        epochs: int = 0,
-        image_size: int = 0,
-        batch_size: int = 0,
-        seed: int = 0,
-        data_origin: str = "unknown",
-    ):
-        training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
-        dataset = pinned_dataset(settings, dataset_uri)
+    @parameters("dataset_uri backbones modes images weights profile epochs image_size batch_size seed data_origin")
+    def procedure1(values: SimpleNamespace) -> None:
         wire(
             settings,
-            dataset=dataset,
-            backbones=backbones,
-            modes=modes,
-            images=images,
-            weights=weights,
-            training=training,
-            data_origin=data_origin,
+            dataset=pinned_dataset(settings, values.dataset_uri),
+            backbones=values.backbones,
+            modes=values.modes,
+            images=values.images,
+            weights=values.weights,
+            training=take(Training, values),
+            data_origin=values.data_origin,
         )
 
     return procedure1

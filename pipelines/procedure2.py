@@ -1,6 +1,7 @@
 """Pipeline ``procedure2``: Dataset A -> supervised pretraining from scratch -> transfer to Dataset C (Tables 11-12)."""
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
@@ -8,8 +9,9 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 from components.build_dataset_a import build_dataset_a
 from components.pretrain_supervised import pretrain_supervised
 from lumbar.procedures import PROCEDURES
+from pipelines.parameters import parameters, take
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Number, Text, Training, Transfer, pinned_dataset, transfer_from_pretrained
+from pipelines.wiring import Number, Text, Transfer, pinned_transfer, transfer_from_pretrained
 
 PROCEDURE = "procedure2"
 
@@ -20,7 +22,7 @@ class SupervisedPretraining:
 
     labelled_sources: Text
     mapping_uri: Text
-    epochs: Number
+    pretrain_epochs: Number
 
 
 def wire(
@@ -40,7 +42,7 @@ def wire(
             dataset=labelled.outputs["dataset"],
             backbone=item.backbone,
             batch_size=transfer.training.batch_size,
-            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
+            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.pretrain_epochs),
         )
 
     return transfer_from_pretrained(settings, procedure=PROCEDURE, transfer=transfer, pretrain=pretrain)
@@ -53,28 +55,13 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         name="lumbar-procedure2",
         description="Dataset A -> supervised pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
     )
-    def procedure2(
-        dataset_uri: str,
-        labelled_sources: str,
-        mapping_uri: str = "",
-        backbones: str = PROCEDURES["procedure2"].default_backbones(),
-        images: str = "roi",
-        profile: str = "quick",
-        pretrain_epochs: int = 0,
-        epochs: int = 0,
-        image_size: int = 0,
-        batch_size: int = 0,
-        seed: int = 0,
-        data_origin: str = "unknown",
-    ):
-        training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
-        pretraining = SupervisedPretraining(
-            labelled_sources=labelled_sources, mapping_uri=mapping_uri, epochs=pretrain_epochs
-        )
-        dataset = pinned_dataset(settings, dataset_uri)
-        transfer = Transfer(
-            dataset=dataset, backbones=backbones, images=images, training=training, data_origin=data_origin
-        )
-        wire(settings, pretraining=pretraining, transfer=transfer)
+    @parameters(
+        "dataset_uri labelled_sources mapping_uri backbones images profile pretrain_epochs epochs image_size"
+        " batch_size seed data_origin",
+        backbones=PROCEDURES[PROCEDURE].default_backbones(),
+        images="roi",
+    )
+    def procedure2(values: SimpleNamespace) -> None:
+        wire(settings, pretraining=take(SupervisedPretraining, values), transfer=pinned_transfer(settings, values))
 
     return procedure2

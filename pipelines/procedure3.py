@@ -1,6 +1,7 @@
 """Pipeline ``procedure3``: Dataset B -> self-supervised pretraining -> transfer to Dataset C (Tables 13-14)."""
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
@@ -8,8 +9,9 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 from components.build_dataset_b import build_dataset_b
 from components.pretrain_ssl import pretrain_ssl
 from lumbar.procedures import PROCEDURES
+from pipelines.parameters import parameters, take
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Number, Text, Training, Transfer, pinned_dataset, transfer_from_pretrained
+from pipelines.wiring import Number, Text, Transfer, pinned_transfer, transfer_from_pretrained
 
 PROCEDURE = "procedure3"
 
@@ -21,8 +23,8 @@ class SSLPretraining:
     unlabelled_sources: Text
     shard_image_size: Number
     shard_fit: Text
-    epochs: Number
-    steps: Number
+    pretrain_epochs: Number
+    pretrain_steps: Number
 
 
 def wire(
@@ -41,8 +43,8 @@ def wire(
         return pretrain_ssl(
             shards=shards.outputs["shards"],
             backbone=item.backbone,
-            steps_per_epoch=pretraining.steps,
-            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.epochs),
+            steps_per_epoch=pretraining.pretrain_steps,
+            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.pretrain_epochs),
         )
 
     return transfer_from_pretrained(settings, procedure=PROCEDURE, transfer=transfer, pretrain=pretrain)
@@ -55,34 +57,13 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         name="lumbar-procedure3",
         description="Dataset B -> SimCLR pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
     )
-    def procedure3(
-        dataset_uri: str,
-        unlabelled_sources: str,
-        backbones: str = PROCEDURES["procedure3"].default_backbones(),
-        images: str = "roi",
-        profile: str = "quick",
-        shard_image_size: int = 224,
-        shard_fit: str = "pad",
-        pretrain_epochs: int = 0,
-        pretrain_steps: int = 0,
-        epochs: int = 0,
-        image_size: int = 0,
-        batch_size: int = 0,
-        seed: int = 0,
-        data_origin: str = "unknown",
-    ):
-        training = Training(profile=profile, epochs=epochs, image_size=image_size, batch_size=batch_size, seed=seed)
-        pretraining = SSLPretraining(
-            unlabelled_sources=unlabelled_sources,
-            shard_image_size=shard_image_size,
-            shard_fit=shard_fit,
-            epochs=pretrain_epochs,
-            steps=pretrain_steps,
-        )
-        dataset = pinned_dataset(settings, dataset_uri)
-        transfer = Transfer(
-            dataset=dataset, backbones=backbones, images=images, training=training, data_origin=data_origin
-        )
-        wire(settings, pretraining=pretraining, transfer=transfer)
+    @parameters(
+        "dataset_uri unlabelled_sources backbones images profile shard_image_size shard_fit pretrain_epochs"
+        " pretrain_steps epochs image_size batch_size seed data_origin",
+        backbones=PROCEDURES[PROCEDURE].default_backbones(),
+        images="roi",
+    )
+    def procedure3(values: SimpleNamespace) -> None:
+        wire(settings, pretraining=take(SSLPretraining, values), transfer=pinned_transfer(settings, values))
 
     return procedure3

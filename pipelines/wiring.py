@@ -6,6 +6,7 @@ rest of both: pretrain each backbone, train from it frozen and fine-tuned, evalu
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
@@ -17,6 +18,7 @@ from components.plan import plan
 from components.resolve_dataset import resolve_dataset
 from components.train import train
 from lumbar.backbones import MODES
+from pipelines.parameters import take
 from pipelines.settings import ClusterSettings
 
 #: A pipeline parameter as wiring sees it: a constant, or the channel of a pipeline input.
@@ -78,6 +80,26 @@ def pinned_dataset(settings: ClusterSettings, dataset_uri: Text) -> PipelineChan
     data = fetch_dataset(uri=pinned.outputs["uri"], version=pinned.outputs["version"])
     settings.fetch_task(data)
     return data.outputs["dataset"]
+
+
+def pinned_transfer(settings: ClusterSettings, values: SimpleNamespace) -> Transfer:
+    """Procedure 2 or 3 on its own: Dataset C at ``dataset_uri`` (pinned), its ``backbones`` and ``images``.
+
+    Args:
+        settings: Cluster settings.
+        values: The pipeline's parameters (``dataset_uri``, ``backbones``, ``images``, the training's,
+            ``data_origin``).
+
+    Returns:
+        The transfer, without a baseline.
+    """
+    return Transfer(
+        dataset=pinned_dataset(settings, values.dataset_uri),
+        backbones=values.backbones,
+        images=values.images,
+        training=take(Training, values),
+        data_origin=values.data_origin,
+    )
 
 
 def train_and_evaluate(

@@ -194,6 +194,23 @@ def test_parse_params_types_and_errors():
         parse_params("procedure1", [])
 
 
+def test_pipeline_parameters_come_from_the_one_registry():
+    """Every pipeline's parameters are declared once in pipelines.parameters; a name not there is refused."""
+    from pipelines.parameters import PARAMETERS, parameters
+
+    used = set()
+    for name in PIPELINES:
+        for param, spec in describe(name)["parameters"].items():
+            assert spec["type"] == PARAMETERS[param].type.__name__, (name, param)
+            used.add(param)
+    assert used == set(PARAMETERS)  # none declared that no pipeline takes
+    assert describe("procedure2")["parameters"]["backbones"]["default"] == "vgg16,vgg19"  # its own default
+    with pytest.raises(ValueError, match="no pipeline parameter epoch"):
+        parameters("dataset_uri epoch")
+    with pytest.raises(ValueError, match="no pipeline parameter seed"):
+        parameters("dataset_uri", seed=1)  # a default of a parameter it does not take
+
+
 def test_submit_to_an_unreachable_host_says_so():
     result = subprocess.run(
         [LUMBAR, "pipeline", "submit", "dataset_c", "--host", "http://127.0.0.1:9", "export_uri=s3://pacs/export"],
