@@ -18,6 +18,7 @@ from lumbar.models import (
     imagenet_weights_file,
     load_backbone_weights,
     parse_unfreeze,
+    pooled_features,
     save_backbone,
 )
 
@@ -139,9 +140,7 @@ def _image_batches(images):
 
 
 def _pooled(model, images):
-    import keras
-
-    return keras.Model(model.input, model.get_layer("head_pool").output).predict(images, verbose=0)
+    return pooled_features(model).predict(images, verbose=0)
 
 
 def test_standardized_head_centres_and_scales_the_training_features():

@@ -40,6 +40,8 @@ from lumbar.backbones import BACKBONE_FORMAT, BACKBONE_META, BACKBONE_WEIGHTS, B
 from lumbar.errors import InputError, LumbarError, check_choice
 
 PREPROCESS_LAYER = "preprocess"
+#: The head's first layer: the backbone's features, pooled; the head's other layers read its output.
+HEAD_POOL_LAYER = "head_pool"
 HEAD_NORM_LAYER = "head_norm"
 
 
@@ -241,7 +243,7 @@ def build_model(config: ModelConfig) -> keras.Model:
     x = BackbonePreprocess(spec.preprocess, name=PREPROCESS_LAYER)(inputs)
     base = spec.build(include_top=False, weights=weights, input_tensor=x)
     features = base.get_layer(spec.output_layer).output
-    h = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    h = keras.layers.GlobalAveragePooling2D(name=HEAD_POOL_LAYER)(features)
     if config.standardize:
         h = FeatureStandardize(int(h.shape[-1]), name=HEAD_NORM_LAYER)(h)
     h = keras.layers.Dropout(config.dropout, name="head_dropout")(h)
@@ -266,8 +268,12 @@ def adapt_head_norm(model: keras.Model, images: Any) -> None:
         model: A model built with ``standardize=True``.
         images: A ``tf.data`` dataset of ``(image, label)`` batches (the training split, not augmented).
     """
-    pooled = keras.Model(model.input, model.get_layer("head_pool").output)
-    set_head_norm(model, pooled.predict(images, verbose=0))
+    set_head_norm(model, pooled_features(model).predict(images, verbose=0))
+
+
+def pooled_features(model: keras.Model) -> keras.Model:
+    """``model`` up to its pooled backbone features (:data:`HEAD_POOL_LAYER`), the input of its head."""
+    return keras.Model(model.input, model.get_layer(HEAD_POOL_LAYER).output)
 
 
 def set_head_norm(model: keras.Model, features: np.ndarray) -> None:

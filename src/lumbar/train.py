@@ -367,9 +367,11 @@ def _head_on_features(  # type: ignore[no-untyped-def]
     """The head of ``model`` and the pooled features of the train and val splits (computed once, not augmented)."""
     import keras
 
-    pooled = keras.Model(model.input, model.get_layer("head_pool").output)
+    from lumbar.models import HEAD_POOL_LAYER, pooled_features
+
+    pooled = pooled_features(model)
     names = [layer.name for layer in model.layers]
-    after = model.layers[names.index("head_pool") + 1 :]
+    after = model.layers[names.index(HEAD_POOL_LAYER) + 1 :]
     features_in = keras.Input(pooled.output.shape[1:], name="features")
     x = features_in
     for layer in after:
