@@ -33,7 +33,6 @@ def pretrain_supervised(
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,
-        steps_per_epoch=0,
         seed=seed,
     )
     pretrained.metadata.update(done.metadata())

@@ -41,8 +41,8 @@ def pretrain_step(
     epochs: int,
     image_size: int,
     batch_size: int,
-    steps_per_epoch: int,
     seed: int,
+    steps_per_epoch: int = 0,
 ) -> Pretrained:
     """Pretrain ``backbone`` on ``data``; the backbone lands in ``<out>/backbone``.
 
@@ -57,8 +57,9 @@ def pretrain_step(
         epochs: Epochs (0: the profile's).
         image_size: Input size (0: the profile's).
         batch_size: Batch size (0: the profile's).
-        steps_per_epoch: SimCLR batches per epoch (0: the profile's; ``supervised`` takes every image).
         seed: Seed.
+        steps_per_epoch: SimCLR batches per epoch (0: the profile's); ``ssl`` only, ``supervised`` takes
+            every image.
 
     Raises:
         InputError: For an unknown method.
