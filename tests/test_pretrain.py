@@ -1,10 +1,6 @@
 """Pretraining: supervised on Dataset A (the real brain sample) and SimCLR on Dataset B, loaded by training."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +12,8 @@ from lumbar.models import ModelConfig, build_model
 from lumbar.pretrain import SSLConfig, nt_xent, pretrain_ssl, pretrain_supervised
 from lumbar.train import TrainConfig, train_model
 
-from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV, run_and_kill_when
-
-LUMBAR = str(Path(sys.executable).with_name("lumbar"))
+from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV
+from .killed_runs import KilledRun
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +73,11 @@ def test_nt_xent_prefers_matching_views():
 
 def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_path):
     out = tmp_path / "ssl"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
-    args = [
-        LUMBAR,
+    command = [
         "pretrain",
         "ssl",
         "--shards",
         str(small_shards),
-        "--out",
-        str(out),
         "--image-size",
         "32",
         "--batch-size",
@@ -98,19 +89,12 @@ def test_ssl_pretraining_resumes_after_a_kill(small_shards, built_dataset, tmp_p
         "--min-crop-area",
         "0.5",
     ]
-    state = out / "checkpoints" / "state.json"
-    run_and_kill_when(args, env, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 1)
-    killed_at = json.loads(state.read_text())["epoch"]
-    assert 1 <= killed_at < 3
-    again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-1500:]
-    final = json.loads(state.read_text())
+    run = KilledRun(command, out, tmp_path)
+    assert 1 <= run.kill_after(epoch=1) < 3
+    final = run.resume()
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3]
     assert final["config"]["min_crop_area"] == 0.5 and final["config"]["freeze_batchnorm"] is True
-    from mlflow import MlflowClient
-
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert sorted(m.step for m in client.get_metric_history(final["run_id"], "loss")) == [1, 2, 3]
+    assert run.metric_steps(final["run_id"], "loss") == [1, 2, 3]
     info = json.loads((out / "backbone" / "backbone.json").read_text())
     assert info["source"] == "ssl-simclr"
     # lumbar train loads the SSL backbone

@@ -15,7 +15,7 @@ from lumbar.metrics import binary_metrics, majority_f1
 from lumbar.tracking import fluent_tracking_uri
 from lumbar.train import PROFILES, TrainConfig, selection_key, train_model
 
-from .conftest import run_and_kill_when
+from .killed_runs import KilledRun
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 EPOCHS = PROFILES["quick"]["epochs_frozen"]  # the trained fixture is a frozen probe
@@ -201,14 +201,10 @@ def test_cli_predict_and_gradcam(trained, learnable_dataset, tmp_path):
 
 def test_killed_run_resumes_to_the_same_number_of_epochs(learnable_dataset, tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    args = [
-        LUMBAR,
+    command = [
         "train",
         "--dataset",
         str(learnable_dataset),
-        "--out",
-        str(out),
         "--backbone",
         "vgg16",
         "--weights",
@@ -223,22 +219,16 @@ def test_killed_run_resumes_to_the_same_number_of_epochs(learnable_dataset, tmp_
         "--image-size",
         "32",  # a quarter of the quick profile's pixels: resuming does not depend on the size
     ]
-    state = out / "checkpoints" / "state.json"
-    run_and_kill_when(args, env, lambda: state.is_file() and json.loads(state.read_text())["epoch"] >= 2)
-    killed_at = json.loads(state.read_text())["epoch"]
-    assert 2 <= killed_at < 5 and not (out / "model.keras").exists()
-    again = subprocess.run([*args, "--resume"], env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    run = KilledRun(command, out, tmp_path)
+    assert 2 <= run.kill_after(epoch=2) < 5 and not (out / "model.keras").exists()
+    final = run.resume()
     info = json.loads((out / "model.json").read_text())
     assert info["epochs"] == 5
-    history = [int(h["epoch"]) for h in json.loads(state.read_text())["history"]]
-    assert history == [1, 2, 3, 4, 5]
+    assert [int(h["epoch"]) for h in final["history"]] == [1, 2, 3, 4, 5]
+    assert run.metric_steps(info["run_id"], "val_loss") == [1, 2, 3, 4, 5]  # one MLflow run across the kill
     from mlflow import MlflowClient
 
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    steps = sorted(m.step for m in client.get_metric_history(info["run_id"], "val_loss"))
-    assert steps == [1, 2, 3, 4, 5]  # one MLflow run across the kill
-    assert client.get_run(info["run_id"]).info.status == "FINISHED"
+    assert MlflowClient(run.env["MLFLOW_TRACKING_URI"]).get_run(info["run_id"]).info.status == "FINISHED"
 
 
 def test_seeded_runs_are_reproducible_on_cpu(learnable_dataset, tmp_path):
