@@ -311,6 +311,9 @@ class LocalServices:
         server_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         server_env.update({k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"})
         server_env["MLFLOW_S3_IGNORE_TLS"] = "true"
+        # MLflow 3's job runner (six huey consumer processes, each importing mlflow) serves its GenAI
+        # features, which lumbar does not use: off, the server starts faster and takes 1.5 GB less memory
+        server_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         process = self._spawn("mlflow", command, server_env)
 
         def healthy() -> bool:

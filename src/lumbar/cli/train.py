@@ -112,7 +112,9 @@ def evaluate(
         result = evaluate_model(model, dataset, split, out, track=track, positive=positive)
     metrics = result.metrics
     n = int((metrics.get("binary") or metrics)["support"])
-    table = Table(title=f"{model} on {split} ({n} images), positive class: {positive}")
+    # the title as its own line: a table title wraps at the console's width, splitting the model's path
+    typer.echo(f"{model} on {split} ({n} images), positive class: {positive}")
+    table = Table()
     table.add_column("scope")
     for metric in METRICS:
         table.add_column(metric.title, justify="right")
