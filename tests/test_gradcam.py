@@ -26,8 +26,8 @@ def lesion_model():
 
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    x, y, _ = _images(192, rng)
-    model = build_model(ModelConfig("vgg16", "none", "finetune", SIZE, unfreeze_blocks=5))
+    x, y, _ = _images(128, rng)
+    model = build_model(ModelConfig("vgg16", "none", "finetune", SIZE, unfreeze_blocks=3))
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=3, batch_size=16, verbose=0)
     return model, _images(40, rng)

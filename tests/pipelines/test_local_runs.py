@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from launch.launcher import run_local
-from tests.conftest import BRAIN_MRI_SAMPLE
 
 TINY = {"weights": "none", "epochs": 1, "image_size": 32}
 
@@ -112,33 +111,26 @@ def test_dataset_c_then_procedure1_reads_the_published_version(synthetic_export,
     check_procedure1(run.folder, pipeline_env["tracking"], ("mobilenetv2",), ("frozen",))
 
 
-def test_procedure2_on_dataset_a_from_the_brain_sample(built_dataset, pipeline_env):
-    if not BRAIN_MRI_SAMPLE.is_dir():
-        pytest.fail(f"the shared brain MRI sample is missing at {BRAIN_MRI_SAMPLE}")
-    params = {
-        "dataset_uri": str(built_dataset),
-        "labelled_sources": f"brain={BRAIN_MRI_SAMPLE}",
-        "backbones": "vgg16",
-        "images": "roi",
-        "pretrain_epochs": 1,
-        "epochs": 1,
-        "image_size": 32,
-    }
-    run = run_local("procedure2", params, pipeline_env["root"])
-    labelled = _outputs(run.folder / "build-dataset-a")["dataset"]["metadata"]
+def check_procedure2(run_folder: Path, tracking_uri: str, backbone: str = "vgg16") -> None:
+    """Procedure 2's tasks in a finished run (its own pipeline or ``paper``, where its tasks carry suffixes):
+    Dataset A from the real brain MRI sample accounted for, the supervised backbone saved, a frozen and a
+    fine-tuned ROI run from it, Table 11 in the compare table, and the runs in MLflow's procedure-2 experiment.
+    """
+    labelled = _outputs(run_folder / "build-dataset-a")["dataset"]["metadata"]
     assert labelled["used"] + labelled["duplicates"] + labelled["quarantined"] + labelled["unmapped"] >= 176
-    iteration = next(run.folder.glob("for-loop-*-iteration-0"))
+    iteration = next(f for f in run_folder.glob("for-loop-*-iteration-0") if (f / "pretrain-supervised").is_dir())
     pretrained = Path(_outputs(iteration / "pretrain-supervised")["pretrained"]["uri"])
     assert (pretrained / "backbone" / "backbone.npz").is_file()
-    rows = [_outputs(iteration / task)["metrics"]["metadata"] for task in ("evaluate", "evaluate-2")]
+    rows = [_outputs(task)["metrics"]["metadata"] for task in sorted(iteration.glob("evaluate*"))]
     assert {r["mode"] for r in rows} == {"frozen", "finetune"}
     assert {r["weights_source"] for r in rows} == {"supervised"}
-    table = Path(_outputs(run.folder / "compare")["table"]["uri"]).read_text()
+    tables = [Path(_outputs(f)["table"]["uri"]).read_text() for f in run_folder.glob("compare*")]
+    table = next(t for t in tables if "### Table 11:" in t)
     assert "### Table 11: pretrained on Dataset A (supervised, from scratch) (positive class normal" in table
     section = table.split("### Table 11:")[1].split("###")[0]
-    assert len(re.findall(r"^\| vgg16 \| (frozen|finetune) \| ROI \|", section, flags=re.M)) == 2
-    names = {r.info.run_name for r in _mlflow_runs(pipeline_env["tracking"], "lumbar-procedure2")}
-    assert {"vgg16-frozen-roi", "vgg16-finetune-roi"} <= names
+    assert len(re.findall(rf"^\| {backbone} \| (frozen|finetune) \| ROI \|", section, flags=re.M)) == 2
+    names = {r.info.run_name for r in _mlflow_runs(tracking_uri, "lumbar-procedure2")}
+    assert {f"{backbone}-frozen-roi", f"{backbone}-finetune-roi"} <= names
     assert len(names) == 3  # and the pretraining run
 
 

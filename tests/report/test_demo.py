@@ -1,29 +1,74 @@
 """The demo's pipeline end to end: a reduced size in CI, the full `lumbar demo` in `make test-all`."""
 
+import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from launch.demo_runner import DemoConfig, run_demo
-from tests.pipelines.test_local_runs import check_procedure1
+from tests.pipelines.test_local_runs import check_procedure1, check_procedure2
 
+REPO = Path(__file__).resolve().parents[2]
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 #: The smallest training settings that still run every stage of the demo.
 SMALLEST = {"pretrain_backbones": "vgg16", "image_size": 32, "epochs": 1, "pretrain_epochs": 1, "pretrain_steps": 2}
 
 
-def test_reduced_demo_produces_the_report(tmp_path, monkeypatch, capfd):
-    """One kfp.local run of `paper` serves the report, the terminal and procedure 1's eight configurations."""
-    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    lines = []
-    config = DemoConfig(out=tmp_path / "demo", patients=8, backbones="vgg16,mobilenetv2", **SMALLEST)
-    result = run_demo(config, say=lines.append)
-    terminal = capfd.readouterr()
+@dataclass
+class Demo:
+    """The reduced demo, run from a user's folder (``base``) with ``data/`` in it and nothing set."""
+
+    base: Path
+    result: Any
+    lines: list[str]
+    terminal: str
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[Demo]:
+    """One kfp.local run of `paper`, as `make demo` runs it but smaller; it serves every test of this file.
+
+    Its working directory is a fresh folder and neither LUMBAR_DATA_DIR nor MLFLOW_TRACKING_URI is set,
+    so the demo leaves everything where the README says: ``data/demo/...`` and ``data/mlflow.db``.
+    """
+    base = tmp_path_factory.mktemp("user")
+    patch = pytest.MonkeyPatch()
+    patch.chdir(base)
+    patch.delenv("LUMBAR_DATA_DIR", raising=False)
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    lines: list[str] = []
+    config = DemoConfig(out=Path("data/demo"), patients=8, backbones="vgg16,mobilenetv2", **SMALLEST)
+    screen = base / "terminal.txt"
+    with screen.open("w") as handle:  # what the user's terminal shows: file descriptors 1 and 2
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            result = run_demo(config, say=lines.append)
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+    try:
+        yield Demo(base, result, lines, screen.read_text())
+    finally:
+        patch.undo()
+
+
+def test_reduced_demo_produces_the_report(demo):
+    """The report of all three procedures, and a quiet terminal: one line per task, the full logs in a file."""
+    result, lines = demo.result, demo.lines
     assert result.weights == "none"  # no ImageNet files offline: the report must say so
+    assert result.report == demo.base / "data" / "demo" / "report" / "report.html"  # where the README says
     page = result.report.read_text()
     for section in ("procedure1", "procedure2", "procedure3"):
         assert f"<h2 id='{section}'>" in page
@@ -35,27 +80,105 @@ def test_reduced_demo_produces_the_report(tmp_path, monkeypatch, capfd):
     assert any("pipeline `paper`" in line for line in lines) and any(" train" in line for line in lines)
     assert set(result.timings) and all(t >= 0 for t in result.timings.values())
     # the terminal is quiet: a header, one line per task, the timing table, where things are; the rest is in the log
-    shown = terminal.out.splitlines() + terminal.err.splitlines()
-    assert len(shown) <= 100, "\n".join(shown)
-    log = tmp_path / "demo" / "logs" / "demo.log"
+    shown = demo.terminal.splitlines()
+    assert len(shown) <= 100, demo.terminal
+    log = demo.base / "data" / "demo" / "logs" / "demo.log"
     assert result.log == log and f"logs:         {log}" in shown
     text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())
     assert "[KFP Executor" in text and "Wrote executor output file" in text  # the tasks' own output
     executed = re.findall(r"Executing task '([^']+)'", text)
     assert len(executed) == len(result.tasks) >= 30 and all(r.ok for r in result.tasks)
-    assert f"pipeline `paper`: {len(executed)} tasks" in terminal.out  # the progress bar's total was right
+    assert f"pipeline `paper`: {len(executed)} tasks" in demo.terminal  # the progress bar's total was right
     task_lines = [line for line in shown if re.fullmatch(r"  \S+ .*\b(SUCCESS|FAILURE) +\d+\.\d s", line)]
     # two loop iterations run at once, so tasks finish in another order than they start
     assert sorted(line.split()[0] for line in task_lines) == sorted(executed)
-    assert re.search(r"  train +vgg16 finetune roi +SUCCESS", terminal.out)  # a training task says what it trains
-    assert "[KFP Executor" not in terminal.out and "Executing task" not in terminal.out
+    assert re.search(r"  train +vgg16 finetune roi +SUCCESS", demo.terminal)  # a training task says what it trains
+    assert "[KFP Executor" not in demo.terminal and "Executing task" not in demo.terminal
     trains = sum(re.sub(r"-\d+$", "", name) == "train" for name in executed)
     assert any(line.split()[:2] == ["train", str(trains)] for line in shown)  # its row in the timing table
-    # procedure 1 inside `paper`: 2 backbones x {frozen, finetune} x {full, ROI}, each trained, evaluated,
-    # in the compare table with its numbers, tracked in MLflow under the run's Kubeflow id; Grad-CAM of the best
+
+
+def test_procedure1_inside_the_paper_run(demo):
+    """2 backbones x {frozen, finetune} x {full, ROI}, each trained, evaluated, in the compare table with its
+    numbers, tracked in MLflow under the run's Kubeflow id; Grad-CAM of the best."""
     from lumbar.tracking import tracking_uri
 
-    check_procedure1(result.run_folder, tracking_uri(), ("vgg16", "mobilenetv2"), ("frozen", "finetune"))
+    check_procedure1(demo.result.run_folder, tracking_uri(), ("vgg16", "mobilenetv2"), ("frozen", "finetune"))
+
+
+def test_procedure2_inside_the_paper_run(demo):
+    """Dataset A from the real brain MRI sample, the supervised backbone, Table 11, its MLflow runs."""
+    from lumbar.tracking import tracking_uri
+    from tests.conftest import BRAIN_MRI_SAMPLE
+
+    assert BRAIN_MRI_SAMPLE.is_dir(), f"the shared brain MRI sample is missing at {BRAIN_MRI_SAMPLE}"
+
+    check_procedure2(demo.result.run_folder, tracking_uri())
+
+
+def tour() -> list[str]:
+    """The command lines of the README's tour, continuation lines joined, comments left to bash."""
+    text = (REPO / "README.md").read_text().split("## A tour of the command line", 1)[1]
+    block = text.split("```bash", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in re.sub(r"\\\n\s*", " ", block).splitlines() if line.strip()]
+
+
+#: Tour commands that start a server: the address they answer on once up.
+SERVERS = {"lumbar label serve": "http://127.0.0.1:8080/", "mlflow ui": "http://127.0.0.1:5000/"}
+
+
+def _serves(command: str, url: str, cwd: Path, env: dict[str, str], timeout: float = 90) -> None:
+    """Start a server command, wait until ``url`` answers, then stop it (and what it started)."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    process = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"`{command}` ended: {process.stdout.read().decode()[-2000:]}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    assert answer.status == 200
+                    return
+            except urllib.error.HTTPError as answer:  # up, and asking for a password (the grading page) is an answer
+                assert answer.code < 500, f"`{command}` answered {answer.code}"
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"`{command}` did not answer on {url} in {timeout:.0f} s")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_the_readme_tour_runs_as_written_after_the_demo(demo):
+    """Every command of the README's tour, from the folder the demo ran in, with the installed `lumbar`."""
+    commands = tour()
+    assert len(commands) >= 10 and commands[0].startswith("lumbar --help")
+    (demo.base / ".venv").symlink_to(REPO / ".venv")  # `.venv/bin/mlflow ui ...` as the README writes it
+    env = {k: v for k, v in os.environ.items() if k not in ("LUMBAR_DATA_DIR", "MLFLOW_TRACKING_URI")}
+    env["PATH"] = f"{Path(LUMBAR).parent}{os.pathsep}{env['PATH']}"  # as in an activated .venv
+    for command in commands:
+        url = next((u for key, u in SERVERS.items() if key in command), None)
+        if url:
+            _serves(command, url, demo.base, env)
+            continue
+        done = subprocess.run(["bash", "-c", command], cwd=demo.base, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"`{command}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    data = demo.base / "data"
+    assert (data / "dataset-c" / "manifest.csv").is_file()  # `lumbar dataset build`
+    assert (data / "demo" / "models" / "vgg16" / "model.keras").is_file()  # `lumbar train`
+    assert (data / "demo" / "report-again" / "report.html").is_file()  # `lumbar report`
 
 
 @pytest.mark.slow
