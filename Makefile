@@ -109,9 +109,13 @@ demo-services: $(STAMP)
 	set -a && . $(DATA)/services/services.env && set +a && \
 	$(BIN)/lumbar demo --out $(DATA)/demo $(if $(PATIENTS),--patients $(PATIENTS)) --services
 
-# the suite prints its wall time last ("suite: N s", tests/conftest.py); the target is 10 minutes on 2 cores
+# the suite prints its wall time last ("suite: N s", tests/conftest.py); the target is 10 minutes on 2 cores.
+# TEST_WORKERS pytest-xdist processes share the test files (a file stays on one worker, so its module
+# fixtures are made once); tests/conftest.py hands out the longest files first. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) $(TOOLS_STAMP) kubectl chromium
-	$(BIN)/python -m pytest -m "not slow" -q --durations=15
+	$(BIN)/python -m pytest -m "not slow" -q --durations=15 $(PARALLEL)
 
 # the unit tier: pure functions, the layer order and the command tree; no servers, pipelines, subprocesses
 # or trained models (under 2 minutes on 2 cores). Only these files are collected: collecting the whole
@@ -122,7 +126,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q --durations=5 $(FAST_TESTS)
 
 test-all: $(STAMP) $(TOOLS_STAMP) kubectl chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines launch

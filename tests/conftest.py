@@ -31,6 +31,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         reporter.write_line(f"suite: {time.monotonic() - config.stash[_SUITE_STARTED]:.0f} s")
 
 
+#: The test files that take longest (kfp.local runs, training), measured; with pytest-xdist each file
+#: stays on one worker and files are handed out in collection order, so these go first (longest
+#: processing time first) and the short files fill in around them.
+LONGEST_FIRST = (
+    "tests/report/test_demo.py",
+    "tests/test_train.py",
+    "tests/test_pretrain.py",
+    "tests/pipelines/test_local_runs.py",
+    "tests/report/test_report.py",
+    "tests/test_gradcam.py",
+    "tests/test_distributed.py",
+    "tests/k8s/test_object_store.py",
+    "tests/test_cli.py",
+    "tests/integration/test_storage.py",
+    "tests/test_models.py",
+)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _test_secret() -> None:
     os.environ[TEST_SECRET_ENV] = TEST_SECRET
