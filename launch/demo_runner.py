@@ -57,7 +57,7 @@ class DemoConfig:
     image_size: int = 64
     epochs: int = 0
     pretrain_epochs: int = 2
-    pretrain_steps: int = 10
+    pretrain_steps: int = 5
     weights: str = "auto"
     services: bool = False
     workers: int = 2
