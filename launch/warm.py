@@ -60,13 +60,12 @@ def enabled() -> bool:
 def executor_argv(full_command: Sequence[str]) -> tuple[str, list[str]] | None:
     """The component's source and the executor's arguments in kfp's command, or None for another shape."""
     command = list(full_command)
-    marks = [i for i, part in enumerate(command) if _MODULE_MARK in part and '"$@"' in part]
-    if len(marks) != 1 or marks[0] + 1 >= len(command) or any("pip install" in part for part in command):
+    if len(command) < 4 or command[:2] != ["sh", "-ec"]:  # exactly `sh -ec <script> <source> <args...>`
         return None
-    mark = marks[0]
-    if command[:2] != ["sh", "-ec"] or mark != 2:  # exactly `sh -ec <script> <source> <args...>`
+    marked = [i for i, part in enumerate(command) if _MODULE_MARK in part and '"$@"' in part]
+    if marked != [2] or any("pip install" in part for part in command):
         return None
-    return command[mark + 1], command[mark + 2 :]
+    return command[3], command[4:]
 
 
 def _import_time(env: Mapping[str, str]) -> dict[str, str]:
@@ -137,8 +136,8 @@ class Zygote:
         source, args = parsed
         payload = json.dumps({"source": source, "args": args, "env": dict(env), "cwd": os.getcwd()}).encode()
         read_end, write_end = os.pipe()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             for _ in range(600):  # the zygote binds its socket at once; allow it a minute to appear
                 try:
                     conn.connect(str(self.socket_path))
@@ -152,6 +151,7 @@ class Zygote:
             socket.send_fds(conn, [_HEADER.pack(len(payload))], [write_end])
             conn.sendall(payload)
         except OSError:
+            conn.close()
             os.close(read_end)
             os.close(write_end)
             return None
@@ -202,6 +202,7 @@ def _run_task(request: dict, output_fd: int) -> int:
     os.close(output_fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
+    os.close(devnull)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
