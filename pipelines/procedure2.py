@@ -1,17 +1,14 @@
 """Pipeline ``procedure2``: Dataset A -> supervised pretraining from scratch -> transfer to Dataset C (Tables 11-12)."""
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.build_dataset_a import build_dataset_a
 from components.pretrain_supervised import pretrain_supervised
-from lumbar.procedures import PROCEDURES
-from pipelines.parameters import parameters, take
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Number, Text, Transfer, pinned_transfer, transfer_from_pretrained
+from pipelines.wiring import Number, Text, Transfer, pretraining_pipeline, transfer_from_pretrained
 
 PROCEDURE = "procedure2"
 
@@ -50,18 +47,12 @@ def wire(
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
     """The pipeline, compiled against ``settings``."""
-
-    @dsl.pipeline(
-        name="lumbar-procedure2",
+    return pretraining_pipeline(
+        settings,
+        procedure=PROCEDURE,
         description="Dataset A -> supervised pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
-    )
-    @parameters(
-        "dataset_uri labelled_sources mapping_uri backbones images profile pretrain_epochs epochs image_size"
+        names="dataset_uri labelled_sources mapping_uri backbones images profile pretrain_epochs epochs image_size"
         " batch_size seed data_origin",
-        backbones=PROCEDURES[PROCEDURE].default_backbones(),
-        images="roi",
+        pretraining=SupervisedPretraining,
+        wire=wire,
     )
-    def procedure2(values: SimpleNamespace) -> None:
-        wire(settings, pretraining=take(SupervisedPretraining, values), transfer=pinned_transfer(settings, values))
-
-    return procedure2

@@ -1,17 +1,14 @@
 """Pipeline ``procedure3``: Dataset B -> self-supervised pretraining -> transfer to Dataset C (Tables 13-14)."""
 
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components.build_dataset_b import build_dataset_b
 from components.pretrain_ssl import pretrain_ssl
-from lumbar.procedures import PROCEDURES
-from pipelines.parameters import parameters, take
 from pipelines.settings import ClusterSettings
-from pipelines.wiring import Number, Text, Transfer, pinned_transfer, transfer_from_pretrained
+from pipelines.wiring import Number, Text, Transfer, pretraining_pipeline, transfer_from_pretrained
 
 PROCEDURE = "procedure3"
 
@@ -52,18 +49,12 @@ def wire(
 
 def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen, so a safe default)
     """The pipeline, compiled against ``settings``."""
-
-    @dsl.pipeline(
-        name="lumbar-procedure3",
+    return pretraining_pipeline(
+        settings,
+        procedure=PROCEDURE,
         description="Dataset B -> SimCLR pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
-    )
-    @parameters(
-        "dataset_uri unlabelled_sources backbones images profile shard_image_size shard_fit pretrain_epochs"
+        names="dataset_uri unlabelled_sources backbones images profile shard_image_size shard_fit pretrain_epochs"
         " pretrain_steps epochs image_size batch_size seed data_origin",
-        backbones=PROCEDURES[PROCEDURE].default_backbones(),
-        images="roi",
+        pretraining=SSLPretraining,
+        wire=wire,
     )
-    def procedure3(values: SimpleNamespace) -> None:
-        wire(settings, pretraining=take(SSLPretraining, values), transfer=pinned_transfer(settings, values))
-
-    return procedure3

@@ -18,7 +18,8 @@ from components.plan import plan
 from components.resolve_dataset import resolve_dataset
 from components.train import train
 from lumbar.backbones import MODES
-from pipelines.parameters import take
+from lumbar.procedures import PROCEDURES
+from pipelines.parameters import parameters, take
 from pipelines.settings import ClusterSettings
 
 #: A pipeline parameter as wiring sees it: a constant, or the channel of a pipeline input.
@@ -214,3 +215,34 @@ def transfer_from_pretrained(
     table = compare(procedure=procedure, data_origin=transfer.data_origin, **inputs)
     settings.light_task(table, kind="compare")
     return table
+
+
+def pretraining_pipeline(
+    settings: ClusterSettings,
+    *,
+    procedure: str,
+    description: str,
+    names: str,
+    pretraining: type,
+    wire: Callable[..., dsl.PipelineTask],
+) -> Callable[..., None]:
+    """Procedure 2's or 3's pipeline: ``lumbar-<procedure>``, taking ``names``, adding its tasks with ``wire``.
+
+    Args:
+        settings: Cluster settings the pipeline is compiled against.
+        procedure: ``procedure2`` or ``procedure3`` (its backbones are the procedure registry's default).
+        description: The pipeline's description.
+        names: Its parameters (:func:`pipelines.parameters.parameters`), in the run form's order.
+        pretraining: The dataclass of the procedure's own parameters (filled from those named like its fields).
+        wire: The procedure's ``wire(settings, *, pretraining, transfer)``.
+
+    Returns:
+        The pipeline function (``dsl.pipeline``), named ``procedure``; its images default to the ROI crops.
+    """
+
+    def body(values: SimpleNamespace) -> None:
+        wire(settings, pretraining=take(pretraining, values), transfer=pinned_transfer(settings, values))
+
+    body.__name__ = body.__qualname__ = procedure
+    with_parameters = parameters(names, backbones=PROCEDURES[procedure].default_backbones(), images="roi")(body)
+    return dsl.pipeline(name=f"lumbar-{procedure}", description=description)(with_parameters)

@@ -157,3 +157,19 @@ def run_and_kill_when(args: list[str], env: dict[str, str], ready, timeout: floa
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def run_in_process(*args):
+    """The `lumbar` command tree run in this process: its exit status, standard output and error.
+
+    An exception that escaped the command (a traceback in a real process) fails the test here.
+    """
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from lumbar.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import run_in_process
+
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 
 
 def run(*args, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([LUMBAR, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=300)
-
-
-def run_in_process(*args):
-    """The `lumbar` command tree run in this process: its exit status and standard error, like :func:`run`.
-
-    An exception that escaped the command (a traceback in a real process) fails the test here.
-    """
-    from typer.testing import CliRunner
-
-    from lumbar.cli import app
-
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="module")

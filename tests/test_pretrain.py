@@ -9,10 +9,10 @@ from lumbar.dataset_a import ClassMapping, LabelledBuildConfig, build_dataset_a
 from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b
 from lumbar.errors import InputError
 from lumbar.models import ModelConfig, build_model
-from lumbar.pretrain import SSLConfig, nt_xent, pretrain_ssl, pretrain_supervised
+from lumbar.pretrain import SSLConfig, nt_xent, pretrain_ssl
 from lumbar.train import TrainConfig, train_model
 
-from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV
+from .conftest import BRAIN_MRI_SAMPLE, TEST_SECRET_ENV, run_in_process
 from .killed_runs import KilledRun
 
 
@@ -45,16 +45,20 @@ def _same_backbone(model, reference, layers=("block1_conv1", "block5_conv3")):
 
 
 def test_supervised_pretraining_on_dataset_a(brain_dataset_a, built_dataset, tmp_path):
-    result = pretrain_supervised(
-        brain_dataset_a, tmp_path / "sup", "vgg16", "quick", track=False, epochs=2, image_size=32, batch_size=16
-    )
-    info = json.loads((result.backbone_dir / "backbone.json").read_text())
-    assert info["backbone"] == "vgg16" and info["source"] == "supervised" and result.epochs == 2
+    """``lumbar pretrain supervised``, in process: the command's options reach the pretraining."""
+    sup = tmp_path / "sup"
+    options = ["--epochs", 2, "--image-size", 32, "--batch-size", 16, "--no-track"]
+    done = run_in_process("pretrain", "supervised", "--dataset", brain_dataset_a, "--out", sup, *options)
+    assert done.returncode == 0, done.stderr
+    assert f"pretrained vgg16 (supervised, 2 epochs); backbone in {sup / 'backbone'}" in done.stdout
+    backbone_dir = sup / "backbone"
+    info = json.loads((backbone_dir / "backbone.json").read_text())
+    assert info["backbone"] == "vgg16" and info["source"] == "supervised"
     classifier = json.loads((tmp_path / "sup" / "classifier" / "model.json").read_text())
     assert classifier["config"]["weights"] == "none" and classifier["config"]["mode"] == "finetune"
     # lumbar train loads it as --weights PATH
     config = TrainConfig.from_profile(
-        "quick", backbone="vgg16", weights=str(result.backbone_dir), mode="frozen", epochs=1, image_size=32
+        "quick", backbone="vgg16", weights=str(backbone_dir), mode="frozen", epochs=1, image_size=32
     )
     trained = train_model(config, built_dataset, tmp_path / "transfer", track=False)
     assert trained.epochs_run == 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,18 +34,7 @@ def supervised(
     track: TRACK = True,
 ) -> None:
     """Train a backbone from scratch on Dataset A (paper: lr 1e-5, batch 64, 100 epochs) and save it."""
-    load_tensorflow()
-    from lumbar.pretrain import pretrain_supervised
-    from lumbar.steps.options import profile_options
-    from lumbar.train import TrainConfig
-
-    with clear_errors():
-        overrides = profile_options(TrainConfig, locals())  # backbone and the options given
-        result = pretrain_supervised(dataset, out, profile=profile, resume=resume, track=track, **overrides)
-    typer.echo(
-        f"pretrained {backbone} (supervised, {result.epochs} epochs); backbone in {result.backbone_dir} "
-        f"(use: lumbar train --weights {result.backbone_dir})"
-    )
+    _pretrain("supervised", dataset, out, locals())
 
 
 @app.command("ssl")
@@ -76,14 +65,23 @@ def ssl(
     track: TRACK = True,
 ) -> None:
     """SimCLR self-supervised pretraining on Dataset B shards; saves the backbone."""
+    _pretrain("ssl", shards, out, locals())
+
+
+def _pretrain(method: str, data: str, out: Path, options: dict[str, Any]) -> None:
+    """Run a command's pretraining (its options by name) and say where the backbone went."""
     load_tensorflow()
-    from lumbar.pretrain import SSLConfig, pretrain_ssl
-    from lumbar.steps.options import config_from_profile
+    from lumbar.steps.options import CLI_UNSET
+    from lumbar.steps.pretrain import pretrain_from_options
 
     with clear_errors():
-        config = config_from_profile(SSLConfig, profile, locals())  # the options named like its fields
-        result = pretrain_ssl(shards, out, config, resume=resume, track=track)
+        result = pretrain_from_options(
+            method, data, out, options["profile"], options, CLI_UNSET, resume=options["resume"], track=options["track"]
+        )
+    how = f"supervised, {result.epochs} epochs"
+    if method == "ssl":
+        how = f"SimCLR, {result.epochs} epochs, final loss {result.history[-1]['loss']:.4f}"
     typer.echo(
-        f"pretrained {backbone} (SimCLR, {result.epochs} epochs, final loss {result.history[-1]['loss']:.4f}); "
-        f"backbone in {result.backbone_dir} (use: lumbar train --weights {result.backbone_dir})"
+        f"pretrained {options['backbone']} ({how}); backbone in {result.backbone_dir} "
+        f"(use: lumbar train --weights {result.backbone_dir})"
     )

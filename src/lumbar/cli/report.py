@@ -32,17 +32,10 @@ def report(
     """Write the results report (HTML and Markdown) of the three procedures' tracked runs."""
     load_tensorflow()
     from lumbar.report import ReportConfig, build_report
+    from lumbar.steps.options import config_from_options
 
     with clear_errors():
-        config = ReportConfig(
-            out=out,
-            experiment_prefix=experiment_prefix,
-            tracking_uri=tracking_uri,
-            kfp_run_id=kfp_run_id,
-            mlflow_ui=mlflow_ui,
-            data_origin=data_origin,
-            dataset=dataset,
-        )
+        config = config_from_options(ReportConfig, locals())
         result = build_report(config)
     counts = ", ".join(f"{p}: {len(r)} runs" for p, r in result.runs.items())
     typer.echo(f"report written: {result.html} and {result.markdown} ({counts})")

@@ -32,18 +32,11 @@ def synth_pacs(
 ) -> None:
     """Write a synthetic lumbar-spine PACS export with labels.csv and truth.csv."""
     from lumbar.progress import rich_progress
+    from lumbar.steps.options import config_from_options
     from lumbar.synth import SynthConfig, write_pacs_export
 
     with clear_errors():
-        config = SynthConfig(  # its InputError is the one-line message
-            patients=patients,
-            seed=seed,
-            size=size,
-            compression=compression,
-            first_id=first_id,
-            workers=workers,
-            phi_folders=phi_folders,
-        )
+        config = config_from_options(SynthConfig, locals())  # its InputError is the one-line message
         with rich_progress("patients", show_progress()) as progress:
             write_pacs_export(out, config, progress.task("writing patients", patients))
     typer.echo(f"wrote {patients} patients to {out} (labels: {out / 'labels.csv'}, ground truth: {out / 'truth.csv'})")

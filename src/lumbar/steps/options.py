@@ -28,6 +28,7 @@ class _FromProfile(Protocol):
 
 
 C = TypeVar("C", bound=_FromProfile)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,18 @@ def _unset(value: Any, unset: tuple[Any, ...]) -> bool:
     if isinstance(value, bool):  # False == 0, but a flag is always set
         return False
     return any(value is u or (u is not None and value == u) for u in unset)
+
+
+def config_from_options(config: type[T], options: Mapping[str, Any]) -> T:
+    """The dataclass ``config`` built from the options named like its fields (a command's parameters by name).
+
+    Fields no option names keep their defaults; options that name no field are ignored.
+
+    Raises:
+        InputError: For an invalid value (from the config's validation).
+    """
+    names = {f.name for f in fields(config)}  # type: ignore[arg-type]  # a dataclass
+    return config(**{k: v for k, v in options.items() if k in names})
 
 
 def profile_options(config: type, options: Mapping[str, Any], unset: tuple[Any, ...] = CLI_UNSET) -> dict[str, Any]:

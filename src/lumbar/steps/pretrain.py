@@ -8,11 +8,16 @@ Kubeflow run id.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lumbar.errors import InputError
 from lumbar.steps.options import PIPELINE_UNSET, StepResult, config_from_profile, profile_options, tracking_options
+
+if TYPE_CHECKING:
+    from lumbar.pretrain import PretrainResult
 
 #: Pretraining methods: ``supervised`` from scratch on Dataset A (procedure 2), ``ssl`` SimCLR on Dataset B
 #: (procedure 3).
@@ -64,16 +69,41 @@ def pretrain_step(
     Raises:
         InputError: For an unknown method.
     """
+    options = locals()  # the options named like a config field set it (0: the profile's)
+    tracking = tracking_options(procedure, kfp_run_id)
+    result = pretrain_from_options(method, data, out, profile, options, PIPELINE_UNSET, **tracking)
+    return Pretrained(backbone=backbone, source=method, epochs=result.epochs, run_id=result.run_id or "")
+
+
+def pretrain_from_options(
+    method: str,
+    data: str | Path,
+    out: str | Path,
+    profile: str,
+    options: Mapping[str, Any],
+    unset: tuple[Any, ...],
+    **run: Any,
+) -> PretrainResult:
+    """Pretrain with ``method`` from a command's or step's options; the one path of the CLI and the step.
+
+    Args:
+        method: One of :data:`METHODS`.
+        data: Dataset A (``supervised``) or Dataset B's shards (``ssl``).
+        out: The output folder.
+        profile: ``paper`` or ``quick``.
+        options: The caller's parameters by name; those named like a field of the method's config set it,
+            except the ``unset`` values (the profile's).
+        unset: :data:`~lumbar.steps.options.CLI_UNSET` or :data:`~lumbar.steps.options.PIPELINE_UNSET`.
+        run: ``resume``, ``track``, ``experiment``, ``tags`` of the pretraining function.
+
+    Raises:
+        InputError: For an unknown method, profile or option value.
+    """
     from lumbar.pretrain import SSLConfig, pretrain_ssl, pretrain_supervised
     from lumbar.train import TrainConfig
 
-    options = locals()  # the options named like a config field set it (0: the profile's)
-    tracking = tracking_options(procedure, kfp_run_id)
     if method == "supervised":
-        overrides = profile_options(TrainConfig, options, PIPELINE_UNSET)
-        result = pretrain_supervised(data, out, profile=profile, **overrides, **tracking)
-    elif method == "ssl":
-        result = pretrain_ssl(data, out, config_from_profile(SSLConfig, profile, options, PIPELINE_UNSET), **tracking)
-    else:
-        raise InputError(f"unknown pretraining method {method!r}; choose one of {', '.join(METHODS)}")
-    return Pretrained(backbone=backbone, source=method, epochs=result.epochs, run_id=result.run_id or "")
+        return pretrain_supervised(data, out, profile=profile, **profile_options(TrainConfig, options, unset), **run)
+    if method == "ssl":
+        return pretrain_ssl(data, out, config_from_profile(SSLConfig, profile, options, unset), **run)
+    raise InputError(f"unknown pretraining method {method!r}; choose one of {', '.join(METHODS)}")
