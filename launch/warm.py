@@ -221,10 +221,29 @@ def _run_task(request: dict, output_fd: int) -> int:
     return code
 
 
+def _die_with_parent(parent: int, sig: int) -> None:
+    """Have the kernel send ``sig`` to this process when its parent ends (Linux), and end now if it has.
+
+    A launcher killed without its ``finally`` (SIGKILL, a crashed test run) must not leave a zygote with
+    TensorFlow loaded, or tasks forked from it, running on.
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(0)
+
+
 def _serve(socket_path: str, preload: Sequence[str]) -> None:
-    """The zygote's loop: import ``preload``, then fork a waiter per connection, which forks the task."""
+    """The zygote's loop: import ``preload``, then fork a waiter per connection, which forks the task.
+
+    The zygote ends with the launcher that started it, a waiter with the zygote and a task with its waiter.
+    """
     import importlib
 
+    _die_with_parent(os.getppid(), signal.SIGTERM)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     listener.listen(64)
@@ -243,12 +262,16 @@ def _serve(socket_path: str, preload: Sequence[str]) -> None:
         except (OSError, ValueError, ConnectionError):
             conn.close()
             continue
+        zygote = os.getpid()
         if os.fork() == 0:  # the waiter: forks the task, waits for it, answers its exit status
+            _die_with_parent(zygote, signal.SIGKILL)
             listener.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            waiter = os.getpid()
             task = os.fork()
             if task == 0:
+                _die_with_parent(waiter, signal.SIGKILL)
                 conn.close()
                 code = _run_task(request, fds[0])
                 with contextlib.suppress(Exception):

@@ -65,3 +65,41 @@ def test_warm_tasks_fork_from_a_preloaded_process_and_fall_back_when_cold(tmp_pa
     assert "task output one" in out and "task output two" in out
     assert "ValueError: a task that fails on purpose" in out
     assert re.search(r"Task '_?fails' finished with status FAILURE", re.sub(r"\x1b\[[0-9;]*m", "", out)), out[-2000:]
+
+
+def test_the_zygote_ends_when_its_launcher_is_killed(tmp_path):
+    """A launcher killed outright (no ``finally`` runs) leaves no zygote behind: the kernel ends it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from launch.warm import Zygote\n"
+        "zygote = Zygote(Path(sys.argv[1]), preload=())\n"
+        "zygote.start()\n"
+        "while not zygote.socket_path.exists():\n"
+        "    time.sleep(0.05)\n"
+        "print(zygote.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=repo, stdout=subprocess.PIPE, text=True
+    )
+    zygote = int(launcher.stdout.readline())
+    os.kill(zygote, 0)  # running
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(zygote, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the zygote {zygote} outlived its launcher")
