@@ -159,13 +159,13 @@ def replacing_folder(out: Path, marker: str = "manifest.csv") -> Iterator[Path]:
         )
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     with sigterm_as_interrupt():
-        try:
-            remove_stale_partials(out)
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-        except OSError as exc:
-            raise InputError(f"output folder {out} cannot be created ({exc.strerror or exc})") from None
-        try:
+        try:  # one try from before the folder exists: an interrupt right after mkdir still removes it
+            try:
+                remove_stale_partials(out)
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+            except OSError as exc:
+                raise InputError(f"output folder {out} cannot be created ({exc.strerror or exc})") from None
             yield work
             if out.exists():
                 shutil.rmtree(out)
