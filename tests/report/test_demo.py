@@ -43,7 +43,7 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
     patch.delenv("LUMBAR_DATA_DIR", raising=False)
     patch.delenv("MLFLOW_TRACKING_URI", raising=False)
     lines: list[str] = []
-    config = DemoConfig(out=Path("data/demo"), patients=8, backbones="vgg16,mobilenetv2", **SMALLEST)
+    config = DemoConfig(out=Path("data/demo"), patients=8, backbones="vgg16", **SMALLEST)
     screen = base / "terminal.txt"
     with screen.open("w") as handle:  # what the user's terminal shows: file descriptors 1 and 2
         sys.stdout.flush()
@@ -67,6 +67,7 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
 def test_reduced_demo_produces_the_report(demo):
     """The report of all three procedures, and a quiet terminal: one line per task, the full logs in a file."""
     result, lines = demo.result, demo.lines
+    print(demo.terminal)  # shown with -s: the task seconds and the timing table
     assert result.weights == "none"  # no ImageNet files offline: the report must say so
     assert result.report == demo.base / "data" / "demo" / "report" / "report.html"  # where the README says
     page = result.report.read_text()
@@ -74,7 +75,7 @@ def test_reduced_demo_produces_the_report(demo):
         assert f"<h2 id='{section}'>" in page
     assert "not transfer learning" in page
     markdown = (result.report.parent / "report.md").read_text()
-    assert len(re.findall(r"^- \[procedure1: ", markdown, flags=re.M)) == 8
+    assert len(re.findall(r"^- \[procedure1: ", markdown, flags=re.M)) == 4
     assert len(re.findall(r"^- \[procedure[23]: ", markdown, flags=re.M)) == 4
     # every stage was timed, and the pipeline's tasks too
     assert any("pipeline `paper`" in line for line in lines) and any(" train" in line for line in lines)
@@ -87,7 +88,7 @@ def test_reduced_demo_produces_the_report(demo):
     text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())
     assert "[KFP Executor" in text and "Wrote executor output file" in text  # the tasks' own output
     executed = re.findall(r"Executing task '([^']+)'", text)
-    assert len(executed) == len(result.tasks) >= 30 and all(r.ok for r in result.tasks)
+    assert len(executed) == len(result.tasks) >= 25 and all(r.ok for r in result.tasks)
     assert f"pipeline `paper`: {len(executed)} tasks" in demo.terminal  # the progress bar's total was right
     task_lines = [line for line in shown if re.fullmatch(r"  \S+ .*\b(SUCCESS|FAILURE) +\d+\.\d s", line)]
     # two loop iterations run at once, so tasks finish in another order than they start
@@ -99,11 +100,11 @@ def test_reduced_demo_produces_the_report(demo):
 
 
 def test_procedure1_inside_the_paper_run(demo):
-    """2 backbones x {frozen, finetune} x {full, ROI}, each trained, evaluated, in the compare table with its
+    """VGG16 x {frozen, finetune} x {full, ROI}, each trained, evaluated, in the compare table with its
     numbers, tracked in MLflow under the run's Kubeflow id; Grad-CAM of the best."""
     from lumbar.tracking import tracking_uri
 
-    check_procedure1(demo.result.run_folder, tracking_uri(), ("vgg16", "mobilenetv2"), ("frozen", "finetune"))
+    check_procedure1(demo.result.run_folder, tracking_uri(), ("vgg16",), ("frozen", "finetune"))
 
 
 def test_procedure2_inside_the_paper_run(demo):
@@ -168,13 +169,17 @@ def test_the_readme_tour_runs_as_written_after_the_demo(demo):
     (demo.base / ".venv").symlink_to(REPO / ".venv")  # `.venv/bin/mlflow ui ...` as the README writes it
     env = {k: v for k, v in os.environ.items() if k not in ("LUMBAR_DATA_DIR", "MLFLOW_TRACKING_URI")}
     env["PATH"] = f"{Path(LUMBAR).parent}{os.pathsep}{env['PATH']}"  # as in an activated .venv
+    import time
+
     for command in commands:
+        started = time.perf_counter()
         url = next((u for key, u in SERVERS.items() if key in command), None)
         if url:
             _serves(command, url, demo.base, env)
-            continue
-        done = subprocess.run(["bash", "-c", command], cwd=demo.base, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"`{command}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        else:
+            done = subprocess.run(["bash", "-c", command], cwd=demo.base, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, f"`{command}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        print(f"{time.perf_counter() - started:6.1f} s  {command[:90]}")  # shown with -s, or when a later one fails
     data = demo.base / "data"
     assert (data / "dataset-c" / "manifest.csv").is_file()  # `lumbar dataset build`
     assert (data / "demo" / "models" / "vgg16" / "model.keras").is_file()  # `lumbar train`
