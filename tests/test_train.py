@@ -40,6 +40,27 @@ def test_profiles_and_overrides():
         TrainConfig.from_profile("quick", colour=True)
 
 
+def test_fine_tuning_starts_from_a_fitted_head_in_the_quick_profile_only(built_dataset, tmp_path):
+    """``probe_epochs``: the head is fitted on the frozen features first and fine-tuning starts from its best epoch.
+
+    With a learning rate too small to move anything, the first fine-tuning epoch scores what the probe's kept
+    epoch scored on the validation split.
+    """
+    assert TrainConfig.from_profile("quick", mode="finetune").probe_epochs == PROFILES["quick"]["probe_epochs"] > 0
+    assert TrainConfig.from_profile("quick", mode="frozen").probe_epochs == 0
+    assert TrainConfig.from_profile("paper", mode="finetune").probe_epochs == 0  # the paper: a random head
+    with pytest.raises(InputError, match="use it with --mode finetune"):
+        TrainConfig.from_profile("quick", mode="frozen", probe_epochs=3)
+    config = TrainConfig.from_profile(
+        "quick", weights="none", mode="finetune", image_size=32, epochs=1, learning_rate=1e-12, probe_epochs=8
+    )
+    result = train_model(config, built_dataset, tmp_path / "run", track=False)
+    probe = json.loads((tmp_path / "run" / "model.json").read_text())["probe"]
+    assert probe["epochs"] == 8 and 1 <= probe["best_epoch"] <= 8
+    assert result.history[0]["val_loss"] == pytest.approx(probe["val_loss"], rel=1e-3)
+    assert result.history[0]["val_error"] == pytest.approx(probe["val_error"])
+
+
 def test_the_paper_profile_follows_the_paper_where_the_project_drifted():
     paper = TrainConfig.from_profile("paper", mode="finetune")
     assert (paper.unfreeze, paper.monitor, paper.class_weights, paper.augment, paper.standardize) == (
@@ -199,12 +220,16 @@ def test_cli_predict_and_gradcam(trained, learnable_dataset, tmp_path):
     assert [line for line in bad.stderr.splitlines() if line.strip()] == [bad.stderr.strip()]  # one line
 
 
-def test_killed_run_resumes_to_the_same_number_of_epochs(learnable_dataset, tmp_path):
+def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path):
+    """Killed after its second epoch, a fine-tuning run resumes to its fifth in the same MLflow run.
+
+    On the suite's small Dataset C: resuming does not depend on how much the model learns.
+    """
     out = tmp_path / "run"
     command = [
         "train",
         "--dataset",
-        str(learnable_dataset),
+        str(built_dataset),
         "--backbone",
         "vgg16",
         "--weights",

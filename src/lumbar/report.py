@@ -80,6 +80,13 @@ CHOICES: tuple[Choice, ...] = (
     ),
     Choice("class_weights", "Class weights", "none mentioned", "class_weights"),
     Choice(
+        "probe_epochs",
+        "Head before fine-tuning (epochs fitted on frozen features)",
+        "“we performed the same steps above, except in step 3” (Section 3.6.2): the head trains with the "
+        "unfrozen layers from the start (0 epochs)",
+        "probe_epochs",
+    ),
+    Choice(
         "head",
         "Head",
         "vague: “the fully connected layer” trained on the backbone, dropout 0.2 (Sections 3.5, 3.6.2); its "

@@ -148,6 +148,11 @@ def test_conditions_and_declared_choices_are_stated_first(report, tracked_runs):
         row = re.search(cells, page)
         assert row, title
         assert html.unescape(row.group(1)) == values.pop() and paper in html.unescape(row.group(2))
+    # the probe before fine-tuning differs between the frozen run (0 epochs) and the fine-tuned ones
+    probes = sorted(p.get("probe_epochs", "not recorded") for p in params)
+    row = re.search(r"<td><code>probe_epochs</code></td><td>([^<]*)</td><td>([^<]*)", page)
+    assert row and "except in step 3" in html.unescape(row.group(2))
+    assert all(f"{v} ({probes.count(v)} runs)" in row.group(1) for v in set(probes)) or row.group(1) == probes[0]
     markdown = result.markdown.read_text()
     assert "## procedure1" in markdown and "### Table 10: improvement from the ROI, Equation 8 on F1" in markdown
     assert "| Fine-tune rule | `unfreeze` |" in markdown

@@ -55,6 +55,13 @@ def train(
             "training (default: the profile's).",
         ),
     ] = None,
+    probe_epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Finetune mode: fit the head alone on the frozen features for N epochs first (0: a random head, "
+            "as the paper; default: the profile's, quick 30)."
+        ),
+    ] = None,
     resume: RESUME = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = TRAIN_EXPERIMENT,
     register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
