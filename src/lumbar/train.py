@@ -263,6 +263,14 @@ def selection_key(logs: dict[str, float], monitor: str) -> tuple[float, ...]:
     return (loss,)
 
 
+def _epoch_logs(logs: dict | None) -> dict[str, float]:
+    """An epoch's Keras logs as floats, with ``val_error`` (``1 - val_accuracy``) that model selection reads."""
+    out = {k: float(v) for k, v in (logs or {}).items()}
+    if "val_accuracy" in out:
+        out["val_error"] = 1.0 - out["val_accuracy"]
+    return out
+
+
 def accelerator() -> str:
     """``gpu`` when TensorFlow sees a GPU, else ``cpu``."""
     import tensorflow as tf
@@ -338,10 +346,7 @@ class _EpochCheckpoint:
                 self.epoch_start = time.perf_counter()
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-                logs = {k: float(v) for k, v in (logs or {}).items()}
-                logs["epoch_seconds"] = time.perf_counter() - self.epoch_start
-                if "val_accuracy" in logs:
-                    logs["val_error"] = 1.0 - logs["val_accuracy"]
+                logs = _epoch_logs({**(logs or {}), "epoch_seconds": time.perf_counter() - self.epoch_start})
                 key = selection_key(logs, self.state["monitor"])
                 best = self.state.get("best_key")
                 if best is None or key < tuple(best):
@@ -419,9 +424,7 @@ def _fit_probe(  # type: ignore[no-untyped-def]
 
     class KeepBest(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            if "val_accuracy" in logs:
-                logs["val_error"] = 1.0 - logs["val_accuracy"]
+            logs = _epoch_logs(logs)
             key = selection_key(logs, config.monitor)
             if best["key"] is None or key < best["key"]:
                 best.update(key=key, epoch=epoch + 1, logs=logs, weights=self.model.get_weights())
@@ -570,16 +573,15 @@ def train_model(
         if config.mode == "frozen" and not config.augment and parallel.count == 1:
             cached = _head_on_features(model, local, inputs, train_records, val_records)
         # fine-tuning from a fitted head: the probe's features, computed once like a frozen run's
+        plain = replace(inputs, augment=False)
         probe = None
         if config.probe_epochs and not resuming:
-            plain = replace(inputs, augment=False)
             probe = _head_on_features(model, local, plain, train_records, val_records)
         if not resuming:
             features = cached or probe
             if config.standardize and features is not None:
                 set_head_norm(model, features.train[0])
             elif config.standardize:
-                plain = replace(inputs, augment=False)
                 adapt_head_norm(model, make_dataset(local, "train", plain, records=train_records))
             if probe is not None:
                 state["probe"] = _fit_probe(probe, config, jit, weights, inputs.batch_size)
