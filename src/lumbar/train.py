@@ -58,9 +58,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "image_size": 64,
         "batch_size": 16,
-        # a frozen probe fits its head on features computed once, so its epochs cost almost nothing:
-        # 30 let the linear head converge (6 left VGG probes below the majority-class F1, docs/training.md)
-        "epochs_frozen": 30,
+        # a frozen probe fits its head on features computed once, so its epochs cost almost nothing: 60
+        # let the linear head converge (6 left VGG probes below the majority-class F1, 30 kept VGG epochs
+        # 24-30, still improving; docs/training.md)
+        "epochs_frozen": 60,
         "epochs_finetune": 6,
         "lr_frozen": 1e-3,
         "lr_finetune": 1e-5,
