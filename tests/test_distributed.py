@@ -74,7 +74,10 @@ def test_two_replicas_train_as_one_device_with_the_global_batch(built_dataset, t
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"},
+        # oneDNN off: on an AVX-512 (bf16) CPU, TensorFlow 2.21's oneDNN graph rewrite fed the second CPU
+        # replica's block1_conv2 the 3-channel input ("input depth must be evenly divisible by filter depth:
+        # 3 vs 64", 2026-12-01); replicas on logical CPU devices exist only in tests, GPUs do not use oneDNN
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "0"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
