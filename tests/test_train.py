@@ -240,7 +240,7 @@ def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path
         "5",
         "--verbose",
         "0",
-        "--no-augment",
+        "--augment",  # every epoch through the whole model, checkpointed whole (not augmented, only the top is)
         "--image-size",
         "32",  # a quarter of the quick profile's pixels: resuming does not depend on the size
     ]

@@ -376,10 +376,13 @@ class _EpochCheckpoint:
 
 
 class _CachedHead(NamedTuple):
-    """A model's head as a model of its own (the same layers: fitting it trains the model), and its inputs."""
+    """The trained part of a model as a model of its own, and the frozen part's outputs it trains on.
+
+    The part's layers are the model's own, so fitting it trains the model.
+    """
 
     head: Any
-    train: tuple[np.ndarray, np.ndarray]  # pooled features and labels of the training split
+    train: tuple[np.ndarray, np.ndarray]  # the frozen part's outputs and the labels of the training split
     val: tuple[np.ndarray, np.ndarray]
 
 
@@ -406,6 +409,43 @@ def _head_on_features(  # type: ignore[no-untyped-def]
         return features, labels
 
     return _CachedHead(head, split("train", train), split("val", val))
+
+
+#: The most memory the frozen part's outputs may take for a fine-tuned run to fit its top on them (train
+#: and val splits together); above it the run passes its images through the whole model every epoch.
+TRUNK_CACHE_BYTES = 2 * 1024**3
+
+
+def _top_on_trunk(  # type: ignore[no-untyped-def]
+    model, dataset: Path, inputs: InputConfig, train: SplitRecords, val: SplitRecords
+) -> _CachedHead | None:
+    """The trainable top of a fine-tuned ``model`` and the frozen trunk's outputs for the train and val splits.
+
+    Without augmentation the frozen lower blocks (their BatchNormalization in inference mode) give the same
+    output for an image every epoch: computed once, each epoch then runs only the top blocks and the head.
+    None when the top does not hang on one tensor of the trunk, or the outputs would not fit
+    :data:`TRUNK_CACHE_BYTES`.
+    """
+    import keras
+
+    first = next((layer for layer in model.layers if layer.trainable_weights), None)
+    if first is None or isinstance(first.input, (list, tuple, dict)):
+        return None
+    cut = first.input
+    if float(np.prod(cut.shape[1:])) * 4 * (len(train.paths) + len(val.paths)) > TRUNK_CACHE_BYTES:
+        return None
+    try:
+        top = keras.Model(cut, model.output, name=f"{model.name}_top")
+    except ValueError:  # the top also reads a tensor from below the cut (a skip connection around it)
+        return None
+    trunk = keras.Model(model.input, cut)
+
+    def split(name: str, records: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
+        outputs = trunk.predict(make_dataset(dataset, name, inputs, records=records), verbose=0)
+        labels = records.labels.astype("float32" if inputs.target == "binary" else "int32")
+        return outputs, labels
+
+    return _CachedHead(top, split("train", train), split("val", val))
 
 
 def _fit_probe(  # type: ignore[no-untyped-def]
@@ -573,13 +613,17 @@ def train_model(
         cached = None
         if config.mode == "frozen" and not config.augment and parallel.count == 1:
             cached = _head_on_features(model, local, inputs, train_records, val_records)
+        # fine-tuned without augmentation, the frozen lower blocks' outputs do not change either: the epochs
+        # train the top blocks and the head on them (same function, same weights; the saved model is whole)
+        elif config.mode == "finetune" and not config.augment and parallel.count == 1:
+            cached = _top_on_trunk(model, local, inputs, train_records, val_records)
         # fine-tuning from a fitted head: the probe's features, computed once like a frozen run's
         plain = replace(inputs, augment=False)
         probe = None
         if config.probe_epochs and not resuming:
             probe = _head_on_features(model, local, plain, train_records, val_records)
         if not resuming:
-            features = cached or probe
+            features = (cached if config.mode == "frozen" else None) or probe
             if config.standardize and features is not None:
                 set_head_norm(model, features.train[0])
             elif config.standardize:
@@ -627,7 +671,7 @@ def train_model(
                 run.log_missing_epochs(state["history"])  # epochs checkpointed just before a kill
             if state["epoch"] < config.epochs:
                 fit_started = time.perf_counter()
-                if cached is not None:  # a frozen backbone without augmentation: fit the head on its features
+                if cached is not None:  # not augmented: fit the head (frozen) or the top (finetune) on cached outputs
                     cached.head.fit(
                         *cached.train,
                         batch_size=inputs.batch_size,
