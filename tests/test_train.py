@@ -61,6 +61,29 @@ def test_fine_tuning_starts_from_a_fitted_head_in_the_quick_profile_only(built_d
     assert result.history[0]["val_error"] == pytest.approx(probe["val_error"])
 
 
+def test_fine_tuning_keeps_the_heads_statistics_on_the_features_it_computes(built_dataset, tmp_path):
+    """``standardize`` in finetune mode: the saved model's head_norm holds the mean and spread of the training
+    features as that model computes them (refreshed each epoch), not the ones from before fine-tuning."""
+    import keras
+
+    from lumbar.data import make_dataset, split_records
+    from lumbar.models import HEAD_NORM_LAYER, pooled_features
+
+    config = TrainConfig.from_profile(
+        "quick", weights="none", mode="finetune", image_size=32, epochs=2, learning_rate=1e-3, probe_epochs=2
+    )
+    train_model(config, built_dataset, tmp_path / "run", track=False)
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    records = split_records(built_dataset, "train", roi=False)
+    images = make_dataset(built_dataset, "train", config.input_config(), records=records)
+    features = pooled_features(model).predict(images, verbose=0).astype("float64")
+    layer = model.get_layer(HEAD_NORM_LAYER)
+    scale = np.sqrt(np.mean(features**2))
+    assert np.allclose(np.asarray(layer.mean), features.mean(axis=0), atol=1e-4 * scale)
+    kept = features.var(axis=0) > (1e-5 * scale) ** 2
+    assert np.allclose(np.asarray(layer.inv_std)[kept], 1 / np.sqrt(features.var(axis=0)[kept]), rtol=1e-3)
+
+
 def test_the_paper_profile_follows_the_paper_where_the_project_drifted():
     paper = TrainConfig.from_profile("paper", mode="finetune")
     assert (paper.unfreeze, paper.monitor, paper.class_weights, paper.augment, paper.standardize) == (

@@ -111,9 +111,9 @@ class TrainConfig:
         precision: ``auto`` (mixed_float16 on a GPU), ``float32`` or ``mixed_float16``.
         jit: XLA compilation: ``auto`` (on a GPU), ``on`` or ``off``.
         standardize: Standardise the pooled features with their mean and variance over the training
-            images, computed once before training (in ``frozen`` mode a linear probe that does not depend
-            on the scale of a backbone's features; in ``finetune`` mode a fixed scaling the top blocks
-            train under).
+            images (in ``frozen`` mode a linear probe that does not depend on the scale of a backbone's
+            features, computed once; in ``finetune`` mode computed before training and again before each
+            epoch's validation, so they follow the features as the top blocks change them).
         probe_epochs: ``finetune`` mode only: first fit the head alone on the backbone's pooled features
             (computed once, not augmented) for this many epochs at ``probe_learning_rate``, keep its epoch
             with the lowest validation error (then loss), and fine-tune from there. 0: the head starts
@@ -448,6 +448,40 @@ def _top_on_trunk(  # type: ignore[no-untyped-def]
     return _CachedHead(top, split("train", train), split("val", val))
 
 
+class _Restandardize:
+    """Keras callback (built lazily): before each validation, set ``head_norm`` from the current training features.
+
+    The features are the training images' pooled features as the model now computes them. Fine-tuning
+    changes them under a head that reads them standardised; with statistics fixed before the first epoch,
+    a small coherent change of the top blocks is a large one in standardised units, and the head's
+    threshold no longer sits between the classes although their order holds (docs/training.md). With the
+    statistics refreshed, each epoch is validated, kept and saved with statistics that describe it.
+
+    Args:
+        model: The model (built with ``standardize=True``).
+        features: Returns the training features, given the model that computes them: from the top's cached
+            inputs (``cut=True``: the model from the input of the first trainable layer to the pooled
+            features) or from the images (``cut=False``: the whole model up to the pooled features).
+    """
+
+    def __new__(cls, model: Any, features: Any, cut: bool):  # type: ignore[no-untyped-def]
+        import keras
+
+        from lumbar.models import HEAD_POOL_LAYER, pooled_features, set_head_norm
+
+        if cut:
+            start = next(layer for layer in model.layers if layer.trainable_weights).input
+            pooled = keras.Model(start, model.get_layer(HEAD_POOL_LAYER).output)
+        else:
+            pooled = pooled_features(model)
+
+        class Restandardize(keras.callbacks.Callback):
+            def on_test_begin(self, logs: dict | None = None) -> None:
+                set_head_norm(model, features(pooled))
+
+        return Restandardize()
+
+
 def _fit_probe(  # type: ignore[no-untyped-def]
     probe: _CachedHead, config: TrainConfig, jit: bool, weights: dict[int, float] | None, batch_size: int
 ) -> dict[str, Any]:
@@ -638,6 +672,15 @@ def train_model(
             elif (folder / LAST_HEAD).is_file():
                 cached.head.load_weights(folder / LAST_HEAD)
 
+        # fine-tuning moves the features under a standardised head: its statistics follow them (each epoch)
+        refresh = []
+        if config.mode == "finetune" and config.standardize:
+            if cached is not None:
+                refresh = [_Restandardize(model, lambda pooled: pooled.predict(cached.train[0], verbose=0), cut=True)]
+            else:
+                plain_train = make_dataset(local, "train", plain, records=train_records)
+                refresh = [_Restandardize(model, lambda pooled: pooled.predict(plain_train, verbose=0), cut=False)]
+
         tracker = Tracker(experiment) if track else None
         # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
         # what the run really uses
@@ -679,7 +722,7 @@ def train_model(
                         epochs=config.epochs,
                         initial_epoch=state["epoch"],
                         class_weight=weights,
-                        callbacks=[_EpochCheckpoint(folder, state, run, head_only=True)],
+                        callbacks=[*refresh, _EpochCheckpoint(folder, state, run, head_only=True)],
                         verbose=verbose,
                         shuffle=True,
                     )
@@ -690,7 +733,7 @@ def train_model(
                         epochs=config.epochs,
                         initial_epoch=state["epoch"],
                         class_weight=weights,
-                        callbacks=[_EpochCheckpoint(folder, state, run)],
+                        callbacks=[*refresh, _EpochCheckpoint(folder, state, run)],
                         verbose=verbose,
                         shuffle=False,
                     )
