@@ -51,8 +51,8 @@ def train(
         bool | None,
         typer.Option(
             "--standardize/--no-standardize",
-            help="Standardise the pooled features with the training images' mean and variance, fixed before "
-            "training (default: the profile's).",
+            help="Standardise the pooled features with the training images' mean and variance, computed "
+            "before training and, when fine-tuning, again each epoch (default: the profile's).",
         ),
     ] = None,
     probe_epochs: Annotated[
