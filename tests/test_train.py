@@ -279,6 +279,26 @@ def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path
     assert MlflowClient(run.env["MLFLOW_TRACKING_URI"]).get_run(info["run_id"]).info.status == "FINISHED"
 
 
+def test_killed_run_on_the_cached_trunk_resumes_from_its_top_checkpoint(built_dataset, tmp_path):
+    """Not augmented, a fine-tuning run trains its top on the trunk's cached outputs and checkpoints only the top:
+    killed, it resumes from that checkpoint to its last epoch in the same MLflow run, and saves a whole model."""
+    out = tmp_path / "run"
+    epochs = 8  # an epoch on cached outputs takes under a second here, most of it writing the checkpoint
+    command = ["train", "--dataset", str(built_dataset), "--backbone", "vgg16", "--weights", "none"]
+    command += ["--mode", "finetune", "--epochs", str(epochs), "--no-augment", "--image-size", "32", "--verbose", "0"]
+    run = KilledRun(command, out, tmp_path)
+    assert 2 <= run.kill_after(epoch=2) < epochs and not (out / "model.keras").exists()
+    assert (out / "checkpoints" / "last.head.weights.h5").is_file()
+    final = run.resume()
+    info = json.loads((out / "model.json").read_text())
+    assert info["cached_features"] is True and info["epochs"] == epochs
+    assert [int(h["epoch"]) for h in final["history"]] == list(range(1, epochs + 1))
+    assert run.metric_steps(info["run_id"], "val_loss") == list(range(1, epochs + 1))
+    import keras
+
+    assert len(keras.models.load_model(out / "model.keras").layers) > 20  # the whole model, not its top
+
+
 def test_seeded_runs_are_reproducible_on_cpu(learnable_dataset, tmp_path):
     config = TrainConfig.from_profile("quick", backbone="mobilenetv2", weights="none", epochs=2, image_size=32, seed=7)
     a = train_model(config, learnable_dataset, tmp_path / "a", track=False)
