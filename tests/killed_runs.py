@@ -28,11 +28,12 @@ class KilledRun:
         run_and_kill_when(self.args, self.env, lambda: self.state_file.is_file() and self.state()["epoch"] >= epoch)
         return self.state()["epoch"]
 
-    def resume(self) -> dict:
-        """Run the command again with ``--resume``, to its end; the final state."""
+    def resume(self) -> dict | None:
+        """Run the command again with ``--resume``, to its end; the final state (None where a finished run
+        removes its checkpoints, as training does)."""
         again = subprocess.run([*self.args, "--resume"], env=self.env, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-2000:]
-        return self.state()
+        return self.state() if self.state_file.is_file() else None
 
     def metric_steps(self, run_id: str, metric: str) -> list[int]:
         """The steps of ``metric`` that MLflow holds for run ``run_id``, sorted."""

@@ -72,7 +72,10 @@ def test_fine_tuning_keeps_the_heads_statistics_on_the_features_it_computes(buil
     config = TrainConfig.from_profile(
         "quick", weights="none", mode="finetune", image_size=32, epochs=2, learning_rate=1e-3, probe_epochs=2
     )
-    train_model(config, built_dataset, tmp_path / "run", track=False)
+    first = train_model(config, built_dataset, tmp_path / "run", track=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # a completed run removes them
+    again = train_model(config, built_dataset, tmp_path / "run", resume=True, track=False)  # nothing left to do
+    assert (again.best_epoch, again.epochs_run, len(again.history)) == (first.best_epoch, 2, 2)
     model = keras.models.load_model(tmp_path / "run" / "model.keras")
     records = split_records(built_dataset, "train", roi=False)
     images = make_dataset(built_dataset, "train", config.input_config(), records=records)
@@ -243,6 +246,13 @@ def test_cli_predict_and_gradcam(trained, learnable_dataset, tmp_path):
     assert [line for line in bad.stderr.splitlines() if line.strip()] == [bad.stderr.strip()]  # one line
 
 
+def _history(out: Path) -> list[dict]:
+    import csv
+
+    with (out / "history.csv").open() as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
 def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path):
     """Killed after its second epoch, a fine-tuning run resumes to its fifth in the same MLflow run.
 
@@ -269,10 +279,10 @@ def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path
     ]
     run = KilledRun(command, out, tmp_path)
     assert 2 <= run.kill_after(epoch=2) < 5 and not (out / "model.keras").exists()
-    final = run.resume()
+    assert run.resume() is None  # a finished run removes its checkpoints
     info = json.loads((out / "model.json").read_text())
     assert info["epochs"] == 5
-    assert [int(h["epoch"]) for h in final["history"]] == [1, 2, 3, 4, 5]
+    assert [int(h["epoch"]) for h in _history(out)] == [1, 2, 3, 4, 5]
     assert run.metric_steps(info["run_id"], "val_loss") == [1, 2, 3, 4, 5]  # one MLflow run across the kill
     from mlflow import MlflowClient
 
@@ -289,10 +299,10 @@ def test_killed_run_on_the_cached_trunk_resumes_from_its_top_checkpoint(built_da
     run = KilledRun(command, out, tmp_path)
     assert 2 <= run.kill_after(epoch=2) < epochs and not (out / "model.keras").exists()
     assert (out / "checkpoints" / "last.head.weights.h5").is_file()
-    final = run.resume()
+    assert run.resume() is None and not (out / "checkpoints").exists()
     info = json.loads((out / "model.json").read_text())
     assert info["cached_features"] is True and info["epochs"] == epochs
-    assert [int(h["epoch"]) for h in final["history"]] == list(range(1, epochs + 1))
+    assert [int(h["epoch"]) for h in _history(out)] == list(range(1, epochs + 1))
     assert run.metric_steps(info["run_id"], "val_loss") == list(range(1, epochs + 1))
     import keras
 

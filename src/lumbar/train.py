@@ -12,10 +12,10 @@
   (``mixed_float16``) and XLA are switched on automatically when a GPU is present, off on the CPU.
 
 Output folder: ``model.keras`` (best epoch), ``model.json`` (config, best epoch, run id, dataset
-version, device, mixed precision and XLA), ``history.csv``, ``curves.png`` and ``checkpoints/``
-(``last.keras``, ``best.weights.h5``, ``state.json``; a frozen probe without augmentation fits its head
-on the backbone's features computed once and checkpoints the head's weights, ``best.head.weights.h5`` and
-``last.head.weights.h5``).
+version, device, mixed precision and XLA), ``history.csv``, ``curves.png``, and while the run is unfinished
+``checkpoints/`` (``last.keras``, ``best.weights.h5``, ``state.json``; a run without augmentation fits its
+head, or its top blocks, on outputs computed once and checkpoints their weights, ``best.head.weights.h5``
+and ``last.head.weights.h5``), removed once the run is complete.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -619,6 +620,8 @@ def train_model(
         state = saved
     elif out.exists() and (out / "model.keras").exists() and not resume:
         raise InputError(f"{out} already holds a trained model; choose a new --out (or --resume a killed run)")
+    elif (out / "model.keras").exists() and (out / "model.json").exists():
+        return _finished(out, config)  # resuming a run that completed (and removed its checkpoints): nothing to do
     folder.mkdir(parents=True, exist_ok=True)
 
     device = accelerator()
@@ -746,11 +749,36 @@ def train_model(
         else:
             fit(None)
             result = _finish(model, config, state, out, version, None, None, runtime, cached)
+        # the run is complete (model, history, MLflow): its checkpoints only served a resume, and hold the
+        # model again two or three times over (the optimizer's moments included)
+        shutil.rmtree(folder, ignore_errors=True)
         result.seconds = time.perf_counter() - started
         trained_epochs = state["epoch"] - epochs_before
         result.fit_seconds = timing["fit"]
         result.images_per_second = trained_epochs * len(train_records.paths) / timing["fit"] if timing["fit"] else 0.0
         return result
+
+
+def _finished(out: Path, config: TrainConfig) -> TrainResult:
+    """The result of a run that completed in ``out``, read back from its ``model.json`` and ``history.csv``.
+
+    Raises:
+        InputError: If that run had another configuration.
+    """
+    info = json.loads((out / "model.json").read_text())
+    if info["config"] != asdict(config):
+        raise InputError(f"{out} holds a run with another configuration; use a new --out or the same options")
+    with (out / "history.csv").open() as handle:
+        history = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    return TrainResult(
+        out,
+        info["run_id"],
+        info["best_epoch"],
+        info["best_val_loss"],
+        info["epochs"],
+        info.get("best_val_error"),
+        history,
+    )
 
 
 def _finish(
