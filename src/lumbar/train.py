@@ -417,6 +417,12 @@ def _head_on_features(  # type: ignore[no-untyped-def]
 TRUNK_CACHE_BYTES = 2 * 1024**3
 
 
+def _trainable_start(model):  # type: ignore[no-untyped-def]
+    """The input tensor of ``model``'s first layer with trainable weights (None when nothing trains)."""
+    first = next((layer for layer in model.layers if layer.trainable_weights), None)
+    return None if first is None else first.input
+
+
 def _top_on_trunk(  # type: ignore[no-untyped-def]
     model, dataset: Path, inputs: InputConfig, train: SplitRecords, val: SplitRecords
 ) -> _CachedHead | None:
@@ -429,10 +435,9 @@ def _top_on_trunk(  # type: ignore[no-untyped-def]
     """
     import keras
 
-    first = next((layer for layer in model.layers if layer.trainable_weights), None)
-    if first is None or isinstance(first.input, (list, tuple, dict)):
+    cut = _trainable_start(model)
+    if cut is None or isinstance(cut, (list, tuple, dict)):
         return None
-    cut = first.input
     if float(np.prod(cut.shape[1:])) * 4 * (len(train.paths) + len(val.paths)) > TRUNK_CACHE_BYTES:
         return None
     try:
@@ -471,8 +476,7 @@ class _Restandardize:
         from lumbar.models import HEAD_POOL_LAYER, pooled_features, set_head_norm
 
         if cut:
-            start = next(layer for layer in model.layers if layer.trainable_weights).input
-            pooled = keras.Model(start, model.get_layer(HEAD_POOL_LAYER).output)
+            pooled = keras.Model(_trainable_start(model), model.get_layer(HEAD_POOL_LAYER).output)
         else:
             pooled = pooled_features(model)
 
