@@ -388,14 +388,19 @@ class _CachedHead(NamedTuple):
 
 
 def _head_on_features(  # type: ignore[no-untyped-def]
-    model, dataset: Path, inputs: InputConfig, train: SplitRecords, val: SplitRecords
+    model, dataset: Path, inputs: InputConfig, train: SplitRecords, val: SplitRecords, top: _CachedHead | None = None
 ) -> _CachedHead:
-    """The head of ``model`` and the pooled features of the train and val splits (computed once, not augmented)."""
+    """The head of ``model`` and the pooled features of the train and val splits (computed once, not augmented).
+
+    With ``top`` (a fine-tuned run's top on the frozen trunk's cached outputs, :func:`_top_on_trunk`), the
+    features come from those outputs through the top's layers up to the pooling, not from another pass of
+    the images through the whole model.
+    """
     import keras
 
     from lumbar.models import HEAD_POOL_LAYER, pooled_features
 
-    pooled = pooled_features(model)
+    pooled = pooled_features(model) if top is None else _trunk_to_pool(model)
     names = [layer.name for layer in model.layers]
     after = model.layers[names.index(HEAD_POOL_LAYER) + 1 :]
     features_in = keras.Input(pooled.output.shape[1:], name="features")
@@ -404,12 +409,16 @@ def _head_on_features(  # type: ignore[no-untyped-def]
         x = layer(x)
     head = keras.Model(features_in, x, name=f"{model.name}_head")
 
-    def split(name: str, records: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
-        features = pooled.predict(make_dataset(dataset, name, inputs, records=records), verbose=0)
+    def split(name: str, records: SplitRecords, outputs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        source = make_dataset(dataset, name, inputs, records=records) if outputs is None else outputs
         labels = records.labels.astype("float32" if inputs.target == "binary" else "int32")
-        return features, labels
+        return pooled.predict(source, verbose=0), labels
 
-    return _CachedHead(head, split("train", train), split("val", val))
+    return _CachedHead(
+        head,
+        split("train", train, None if top is None else top.train[0]),
+        split("val", val, None if top is None else top.val[0]),
+    )
 
 
 #: The most memory the frozen part's outputs may take for a fine-tuned run to fit its top on them (train
@@ -421,6 +430,15 @@ def _trainable_start(model):  # type: ignore[no-untyped-def]
     """The input tensor of ``model``'s first layer with trainable weights (None when nothing trains)."""
     first = next((layer for layer in model.layers if layer.trainable_weights), None)
     return None if first is None else first.input
+
+
+def _trunk_to_pool(model):  # type: ignore[no-untyped-def]
+    """``model`` from the input of its first trainable layer to its pooled features (the top, without its head)."""
+    import keras
+
+    from lumbar.models import HEAD_POOL_LAYER
+
+    return keras.Model(_trainable_start(model), model.get_layer(HEAD_POOL_LAYER).output)
 
 
 def _top_on_trunk(  # type: ignore[no-untyped-def]
@@ -465,24 +483,18 @@ class _Restandardize:
 
     Args:
         model: The model (built with ``standardize=True``).
-        features: Returns the training features, given the model that computes them: from the top's cached
-            inputs (``cut=True``: the model from the input of the first trainable layer to the pooled
-            features) or from the images (``cut=False``: the whole model up to the pooled features).
+        pooled: A model that computes the pooled features (sharing ``model``'s layers) from ``inputs``.
+        inputs: The training split as ``pooled`` reads it: the trunk's cached outputs, or the images.
     """
 
-    def __new__(cls, model: Any, features: Any, cut: bool):  # type: ignore[no-untyped-def]
+    def __new__(cls, model: Any, pooled: Any, inputs: Any):  # type: ignore[no-untyped-def]
         import keras
 
-        from lumbar.models import HEAD_POOL_LAYER, pooled_features, set_head_norm
-
-        if cut:
-            pooled = keras.Model(_trainable_start(model), model.get_layer(HEAD_POOL_LAYER).output)
-        else:
-            pooled = pooled_features(model)
+        from lumbar.models import set_head_norm
 
         class Restandardize(keras.callbacks.Callback):
             def on_test_begin(self, logs: dict | None = None) -> None:
-                set_head_norm(model, features(pooled))
+                set_head_norm(model, pooled.predict(inputs, verbose=0))
 
         return Restandardize()
 
@@ -595,7 +607,7 @@ def train_model(
     import keras
 
     from lumbar.distribute import data_parallel, requested_replicas
-    from lumbar.models import adapt_head_norm, build_model, keras_session, set_head_norm
+    from lumbar.models import adapt_head_norm, build_model, keras_session, pooled_features, set_head_norm
     from lumbar.tracking import Tracker, standard_tags
     from lumbar.versions import fetch_dataset
 
@@ -661,8 +673,8 @@ def train_model(
         # fine-tuning from a fitted head: the probe's features, computed once like a frozen run's
         plain = replace(inputs, augment=False)
         probe = None
-        if config.probe_epochs and not resuming:
-            probe = _head_on_features(model, local, plain, train_records, val_records)
+        if config.probe_epochs and not resuming:  # from the trunk's cached outputs where the top has them
+            probe = _head_on_features(model, local, plain, train_records, val_records, top=cached)
         if not resuming:
             features = (cached if config.mode == "frozen" else None) or probe
             if config.standardize and features is not None:
@@ -683,10 +695,10 @@ def train_model(
         refresh = []
         if config.mode == "finetune" and config.standardize:
             if cached is not None:
-                refresh = [_Restandardize(model, lambda pooled: pooled.predict(cached.train[0], verbose=0), cut=True)]
+                refresh = [_Restandardize(model, _trunk_to_pool(model), cached.train[0])]
             else:
-                plain_train = make_dataset(local, "train", plain, records=train_records)
-                refresh = [_Restandardize(model, lambda pooled: pooled.predict(plain_train, verbose=0), cut=False)]
+                images = make_dataset(local, "train", plain, records=train_records)
+                refresh = [_Restandardize(model, pooled_features(model), images)]
 
         tracker = Tracker(experiment) if track else None
         # Keras drops XLA where it cannot honour it (with op determinism, switched on for the CPU): record
