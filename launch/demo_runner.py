@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -275,16 +274,23 @@ def _stages(
     )
 
 
+#: The demo's pseudonym key when the environment sets none. The demo's patients are synthetic, so this key
+#: protects nobody; it is fixed so that every demo pseudonymises, and therefore splits, its patients the same
+#: way, and prints the same numbers. Setting ``LUMBAR_PSEUDONYM_SECRET`` gives another split. A deployment
+#: holding real exports keeps its own secret in a Kubernetes secret (docs/security.md).
+DEMO_SECRET = "lumbar-demo-synthetic-patients-only"
+
+
 @contextmanager
 def _pseudonym_secret() -> Iterator[None]:
-    """A random pseudonym key for this run when the environment has none (the dataset builds need one)."""
+    """The demo's fixed pseudonym key for this run when the environment has none (the dataset builds need one)."""
     from lumbar.deid import DEFAULT_SECRET_ENV
 
     if os.environ.get(DEFAULT_SECRET_ENV):
         yield
         return
-    print(f"{DEFAULT_SECRET_ENV} is not set: this demo's pseudonyms use a random key of its own")
-    os.environ[DEFAULT_SECRET_ENV] = secrets.token_urlsafe(32)
+    print(f"{DEFAULT_SECRET_ENV} is not set: the demo pseudonymises its synthetic patients with its fixed demo key")
+    os.environ[DEFAULT_SECRET_ENV] = DEMO_SECRET
     try:
         yield
     finally:

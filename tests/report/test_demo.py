@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from launch.demo_runner import DemoConfig, run_demo
+from launch.demo_runner import DEMO_SECRET, DemoConfig, _pseudonym_secret, run_demo
 from tests.pipelines.test_local_runs import check_procedure1, check_procedure2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,20 +186,39 @@ def test_the_readme_tour_runs_as_written_after_the_demo(demo):
     assert (data / "demo" / "report-again" / "report.html").is_file()  # `lumbar report`
 
 
+def test_demo_pseudonymises_with_its_fixed_key_unless_the_environment_sets_one(monkeypatch):
+    """Every demo splits its synthetic patients the same way (the split follows the pseudonyms)."""
+    monkeypatch.delenv("LUMBAR_PSEUDONYM_SECRET", raising=False)
+    with _pseudonym_secret():
+        assert os.environ["LUMBAR_PSEUDONYM_SECRET"] == DEMO_SECRET
+    assert "LUMBAR_PSEUDONYM_SECRET" not in os.environ
+    monkeypatch.setenv("LUMBAR_PSEUDONYM_SECRET", "a deployment's own")
+    with _pseudonym_secret():
+        assert os.environ["LUMBAR_PSEUDONYM_SECRET"] == "a deployment's own"
+
+
 @pytest.mark.slow
 def test_full_demo(tmp_path):
-    """What `make demo` runs: 12 patients, the four backbones, target under 20 minutes on 2 cores."""
+    """What `make demo` runs (32 patients, 24 training runs; under 20 minutes on 2 cores): the fixed demo key's split
+    (55 test discs, 33 normal) and fewer than 100 lines on the terminal."""
     proc = subprocess.run(
         [LUMBAR, "demo", "--out", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=3600,
-        env={**__import__("os").environ, "LUMBAR_DATA_DIR": str(tmp_path / "data")},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "LUMBAR_PSEUDONYM_SECRET"},  # the demo's own fixed key
+            "LUMBAR_DATA_DIR": str(tmp_path / "data"),
+        },
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert "MLflow UI:" in proc.stdout
     assert len(proc.stdout.splitlines()) + len(proc.stderr.splitlines()) <= 100, proc.stdout + proc.stderr
+    summary = (tmp_path / "demo" / "report" / "report.md").read_text()
+    assert "55 / 33" in summary  # the fixed demo key's split: 55 test discs, 33 of them normal
+    # not asserted: every run above the majority-class F1 (issue 16). On this split 20 of 24 runs are
+    # (docs/demo.md lists the four that are not).
 
 
 @pytest.mark.slow
