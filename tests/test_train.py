@@ -13,7 +13,7 @@ from lumbar.errors import InputError
 from lumbar.evaluate import evaluate_model
 from lumbar.metrics import binary_metrics, majority_f1
 from lumbar.tracking import fluent_tracking_uri
-from lumbar.train import PROFILES, TrainConfig, selection_key, train_model
+from lumbar.train import PROFILES, TrainConfig, read_history, selection_key, train_model
 
 from .killed_runs import KilledRun
 
@@ -246,13 +246,6 @@ def test_cli_predict_and_gradcam(trained, learnable_dataset, tmp_path):
     assert [line for line in bad.stderr.splitlines() if line.strip()] == [bad.stderr.strip()]  # one line
 
 
-def _history(out: Path) -> list[dict]:
-    import csv
-
-    with (out / "history.csv").open() as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
 def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path):
     """Killed after its second epoch, a fine-tuning run resumes to its fifth in the same MLflow run.
 
@@ -282,7 +275,7 @@ def test_killed_run_resumes_to_the_same_number_of_epochs(built_dataset, tmp_path
     assert run.resume() is None  # a finished run removes its checkpoints
     info = json.loads((out / "model.json").read_text())
     assert info["epochs"] == 5
-    assert [int(h["epoch"]) for h in _history(out)] == [1, 2, 3, 4, 5]
+    assert [int(h["epoch"]) for h in read_history(out / "history.csv")] == [1, 2, 3, 4, 5]
     assert run.metric_steps(info["run_id"], "val_loss") == [1, 2, 3, 4, 5]  # one MLflow run across the kill
     from mlflow import MlflowClient
 
@@ -302,7 +295,7 @@ def test_killed_run_on_the_cached_trunk_resumes_from_its_top_checkpoint(built_da
     assert run.resume() is None and not (out / "checkpoints").exists()
     info = json.loads((out / "model.json").read_text())
     assert info["cached_features"] is True and info["epochs"] == epochs
-    assert [int(h["epoch"]) for h in _history(out)] == list(range(1, epochs + 1))
+    assert [int(h["epoch"]) for h in read_history(out / "history.csv")] == list(range(1, epochs + 1))
     assert run.metric_steps(info["run_id"], "val_loss") == list(range(1, epochs + 1))
     import keras
 

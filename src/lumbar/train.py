@@ -571,6 +571,12 @@ def _write_history(history: list[dict], path: Path) -> None:
             writer.writerow([h["epoch"], *(h.get(k, "") for k in keys)])
 
 
+def read_history(path: Path) -> list[dict[str, float]]:
+    """A run's ``history.csv`` (written by :func:`_write_history`): one dict per epoch, blank cells left out."""
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
 def train_model(
     config: TrainConfig,
     dataset: str | Path,
@@ -613,10 +619,15 @@ def train_model(
 
     out = Path(out_dir)
     folder = out / "checkpoints"
-    local = fetch_dataset(dataset)
-    version = dataset_version(local)
     state_path = folder / "state.json"
     resuming = resume and state_path.is_file() and (folder / "last.keras").is_file()
+    if (out / "model.keras").exists() and not resume:
+        raise InputError(f"{out} already holds a trained model; choose a new --out (or --resume a killed run)")
+    if not resuming and (out / "model.keras").exists() and (out / "model.json").exists():
+        # resuming a run that completed (and removed its checkpoints): nothing to do, no dataset to fetch
+        return _finished(out, config)
+    local = fetch_dataset(dataset)
+    version = dataset_version(local)
     state: dict[str, Any] = {
         "config": asdict(config),
         "epoch": 0,
@@ -630,14 +641,8 @@ def train_model(
         "dataset_version": version,
     }
     if resuming:
-        saved = json.loads(state_path.read_text())
-        if saved["config"] != asdict(config):
-            raise InputError(f"{out} holds a run with another configuration; use a new --out or the same options")
-        state = saved
-    elif out.exists() and (out / "model.keras").exists() and not resume:
-        raise InputError(f"{out} already holds a trained model; choose a new --out (or --resume a killed run)")
-    elif (out / "model.keras").exists() and (out / "model.json").exists():
-        return _finished(out, config)  # resuming a run that completed (and removed its checkpoints): nothing to do
+        state = json.loads(state_path.read_text())
+        _check_same_config(state["config"], config, out)
     folder.mkdir(parents=True, exist_ok=True)
 
     device = accelerator()
@@ -775,6 +780,12 @@ def train_model(
         return result
 
 
+def _check_same_config(saved: dict, config: TrainConfig, out: Path) -> None:
+    """Raise InputError unless ``saved`` (a run's recorded configuration) is ``config``: a resume continues one run."""
+    if saved != asdict(config):
+        raise InputError(f"{out} holds a run with another configuration; use a new --out or the same options")
+
+
 def _finished(out: Path, config: TrainConfig) -> TrainResult:
     """The result of a run that completed in ``out``, read back from its ``model.json`` and ``history.csv``.
 
@@ -782,10 +793,8 @@ def _finished(out: Path, config: TrainConfig) -> TrainResult:
         InputError: If that run had another configuration.
     """
     info = json.loads((out / "model.json").read_text())
-    if info["config"] != asdict(config):
-        raise InputError(f"{out} holds a run with another configuration; use a new --out or the same options")
-    with (out / "history.csv").open() as handle:
-        history = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    _check_same_config(info["config"], config, out)
+    history = read_history(out / "history.csv")
     return TrainResult(
         out,
         info["run_id"],
