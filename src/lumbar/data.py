@@ -69,6 +69,10 @@ class SplitRecords:
     labels: np.ndarray
     rows: list[dict]
 
+    def targets(self, target: str) -> np.ndarray:
+        """The labels as the loss reads them: float32 for ``binary``, int32 class indices otherwise."""
+        return self.labels.astype("float32" if target == "binary" else "int32")
+
 
 def split_records(dataset: str | Path, split: str, roi: bool = False, target: str = "binary") -> SplitRecords:
     """Return the labelled images of a split (absolute paths) and their targets.
@@ -164,8 +168,7 @@ def make_dataset(
 
     records = records or split_records(dataset, split, config.roi, config.target)
     autotune = tf.data.AUTOTUNE
-    labels = records.labels.astype("float32" if config.target == "binary" else "int32")
-    ds = tf.data.Dataset.from_tensor_slices((records.paths, labels))
+    ds = tf.data.Dataset.from_tensor_slices((records.paths, records.targets(config.target)))
     ds = ds.map(lambda p, y: (_decode(p, config.image_size), y), num_parallel_calls=autotune).cache()
     if training:
         ds = ds.shuffle(len(records.paths), seed=config.seed, reshuffle_each_iteration=True)

@@ -411,8 +411,7 @@ def _head_on_features(  # type: ignore[no-untyped-def]
 
     def split(name: str, records: SplitRecords, outputs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         source = make_dataset(dataset, name, inputs, records=records) if outputs is None else outputs
-        labels = records.labels.astype("float32" if inputs.target == "binary" else "int32")
-        return pooled.predict(source, verbose=0), labels
+        return pooled.predict(source, verbose=0), records.targets(inputs.target)
 
     return _CachedHead(
         head,
@@ -466,8 +465,7 @@ def _top_on_trunk(  # type: ignore[no-untyped-def]
 
     def split(name: str, records: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
         outputs = trunk.predict(make_dataset(dataset, name, inputs, records=records), verbose=0)
-        labels = records.labels.astype("float32" if inputs.target == "binary" else "int32")
-        return outputs, labels
+        return outputs, records.targets(inputs.target)
 
     return _CachedHead(top, split("train", train), split("val", val))
 
