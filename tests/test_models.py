@@ -17,6 +17,7 @@ from lumbar.models import (
     head_description,
     imagenet_weights_file,
     load_backbone_weights,
+    load_model,
     parse_unfreeze,
     pooled_features,
     save_backbone,
@@ -241,6 +242,22 @@ def test_the_head_is_described_as_built():
     assert head_description(probe) == (
         "GlobalAveragePooling2D -> Normalization(train-set statistics) -> Dropout(0.2) -> Dense(4, softmax)"
     )
+
+
+def test_the_head_penalty_is_part_of_the_loss(tmp_path):
+    """``head_l2`` puts ``head_l2 * sum(w**2)`` of the output kernel into the loss, and only that kernel."""
+    assert not build_model(ModelConfig("vgg16", "none", "frozen", SIZE)).losses
+    penalised = ModelConfig("vgg16", "none", "frozen", SIZE, head_l2=0.5)
+    assert head_description(penalised).endswith("Dense(1, sigmoid, L2 0.5)")
+    model = build_model(penalised)
+    kernel = np.asarray(model.get_layer("head_output").kernel)
+    (penalty,) = model.losses
+    assert float(penalty) == pytest.approx(0.5 * float((kernel**2).sum()), rel=1e-5)
+    assert float(penalty) > 0
+    model.save(tmp_path / "model.keras")  # the penalty is part of the saved architecture
+    assert load_model(tmp_path / "model.keras").get_layer("head_output").kernel_regularizer is not None
+    with pytest.raises(InputError, match="head_l2 must be 0 or more"):
+        ModelConfig("vgg16", head_l2=-1.0)
 
 
 def _keras_state():

@@ -102,11 +102,14 @@ def test_the_paper_profile_follows_the_paper_where_the_project_drifted():
     assert (quick.unfreeze, quick.monitor, quick.class_weights) == ("layers:3", "val_loss", "balanced")
     assert (quick.model_config().unfreeze_blocks, quick.model_config().unfreeze_layers) == (0, 3)
     assert TrainConfig.from_profile("quick").standardize and "Normalization" in TrainConfig.from_profile("quick").head
+    assert (paper.head_l2, TrainConfig.from_profile("quick").head_l2) == (0.0, PROFILES["quick"]["head_l2"])
+    assert PROFILES["quick"]["head_l2"] > 0 and PROFILES["quick"]["class_weights"] == "none"
     for bad, message in (
         ({"unfreeze": "blocks:0"}, "--unfreeze must be blocks:N or layers:N"),
         ({"unfreeze": "top2"}, "--unfreeze must be blocks:N or layers:N"),
         ({"monitor": "val_accuracy"}, "unknown monitor"),
         ({"class_weights": "inverse"}, "unknown class weights"),
+        ({"head_l2": -0.1}, r"head_l2\) must be 0 or more"),
     ):
         with pytest.raises(InputError, match=message):
             TrainConfig.from_profile("paper", **bad)
@@ -184,9 +187,10 @@ def test_training_is_in_mlflow(trained):
     assert run.info.status == "FINISHED"
     assert run.data.params["backbone"] == "vgg16" and run.data.params["roi"] == "False"
     params = run.data.params
-    assert (params["unfreeze"], params["monitor"], params["class_weights"]) == ("blocks:1", "val_error", "balanced")
+    assert (params["unfreeze"], params["monitor"], params["class_weights"]) == ("blocks:1", "val_error", "none")
+    assert params["head_l2"] == "0.5"
     assert params["head"] == (
-        "GlobalAveragePooling2D -> Normalization(train-set statistics) -> Dropout(0.2) -> Dense(1, sigmoid)"
+        "GlobalAveragePooling2D -> Normalization(train-set statistics) -> Dropout(0.2) -> Dense(1, sigmoid, L2 0.5)"
     )
     assert run.data.metrics["best_val_error"] == pytest.approx(result.best_val_error)
     assert len(client.get_metric_history(result.run_id, "val_loss")) == EPOCHS

@@ -62,6 +62,13 @@ def train(
             "as the paper; default: the profile's, quick 30)."
         ),
     ] = None,
+    head_l2: Annotated[
+        float | None,
+        typer.Option(
+            help="L2 penalty on the head's output weights, added to the mean loss (0: none, as the paper; "
+            "default: the profile's)."
+        ),
+    ] = None,
     resume: RESUME = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = TRAIN_EXPERIMENT,
     register: Annotated[str | None, typer.Option(help="Register the model under this name (alias candidate).")] = None,
