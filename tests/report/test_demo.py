@@ -199,8 +199,8 @@ def test_demo_pseudonymises_with_its_fixed_key_unless_the_environment_sets_one(m
 
 @pytest.mark.slow
 def test_full_demo(tmp_path):
-    """What `make demo` runs (32 patients, 24 training runs; under 20 minutes on 2 cores): the fixed demo key's split
-    (55 test discs, 33 normal) and fewer than 100 lines on the terminal."""
+    """What `make demo` runs (64 patients, 24 training runs; under 20 minutes on 2 cores): the fixed demo key's split
+    (215 test discs, 125 normal), every run above the majority-class F1, and fewer than 100 lines on the terminal."""
     proc = subprocess.run(
         [LUMBAR, "demo", "--out", str(tmp_path / "demo")],
         capture_output=True,
@@ -216,9 +216,11 @@ def test_full_demo(tmp_path):
     assert "MLflow UI:" in proc.stdout
     assert len(proc.stdout.splitlines()) + len(proc.stderr.splitlines()) <= 100, proc.stdout + proc.stderr
     summary = (tmp_path / "demo" / "report" / "report.md").read_text()
-    assert "55 / 33" in summary  # the fixed demo key's split: 55 test discs, 33 of them normal
-    # not asserted: every run above the majority-class F1 (issue 16). On this split 20 of 24 runs are
-    # (docs/demo.md lists the four that are not).
+    rows = [line.split("|")[1:-1] for line in summary.splitlines() if "| 215 / 125 (paper" in line]
+    assert len(rows) == 24  # the fixed demo key's split: 215 test discs, 125 of them normal, in every run's row
+    for row in rows:  # F1 % is the second column from the end, the majority-class F1 % the last
+        f1, majority = float(row[-2].split()[0]), float(row[-1])
+        assert f1 > majority, row
 
 
 @pytest.mark.slow

@@ -13,9 +13,9 @@ from lumbar.procedures import PROCEDURES
 
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Demo folder (replaced).")] = Path("data/demo"),
-    patients: Annotated[int | None, typer.Option(help="Synthetic patients (default 32).")] = None,
+    patients: Annotated[int | None, typer.Option(help="Synthetic patients (default 64).")] = None,
     fractions: Annotated[
-        str | None, typer.Option(help="Train,validation,test shares of the patients (default 0.5,0.15,0.35).")
+        str | None, typer.Option(help="Train,validation,test shares of the patients (default 0.25,0.08,0.67).")
     ] = None,
     backbones: Annotated[
         str | None,
