@@ -90,7 +90,7 @@ CHOICES: tuple[Choice, ...] = (
         "head",
         "Head",
         "vague: “the fully connected layer” trained on the backbone, dropout 0.2 (Sections 3.5, 3.6.2); its "
-        "layers are not given",
+        "layers are not given, and no weight penalty is mentioned (the paper profile adds none)",
     ),
 )
 
