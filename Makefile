@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# the runtime dependency versions the suite and the images were checked with: `make install` installs them,
+# so a fresh clone gets the same versions however the package index has moved since. After a dependency
+# change in pyproject.toml, `make constraints CONSTRAINTS=` installs without the old pins and writes the new
+# ones (start from a fresh .venv to move every pin).
+CONSTRAINTS ?= docker/constraints.txt
 # linters and scanners for docker/ and k8s/ live in their own venv (checkov pins its own dependencies)
 TOOLS := .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed
@@ -29,8 +34,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[dev]'
 	@touch $(STAMP)
 
 venv install: $(STAMP)
@@ -76,7 +81,7 @@ images: $(STAMP)
 # docker/constraints.txt: the exact runtime dependency versions of the resolved .venv, installed by the
 # Dockerfiles before the source (regenerate after changing dependencies in pyproject.toml)
 constraints: $(STAMP)
-	$(BIN)/python docker/freeze.py > docker/constraints.txt
+	$(BIN)/python docker/freeze.py > docker/constraints.txt.new && mv docker/constraints.txt.new docker/constraints.txt
 
 push: images
 	@eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
