@@ -37,7 +37,7 @@ class DemoConfig:
         fractions: Dataset C's train, validation and test shares of the patients. The demo's default
             (64 patients at 0.25/0.08/0.67: 16 training, 5 validation and 43 test patients, about 215 test
             discs) trains at two cores' cost and measures each F1 to about ±0.03 (on 55 test discs, ±0.05:
-            runs whose F1 is a few points above the majority class's fell below it on one split in four).
+            runs whose F1 is a few points above the majority class's fell below it on some splits).
         backbones: Procedure 1's backbones (comma-separated; default: the procedure registry's).
         pretrain_backbones: Procedures 2 and 3's backbones (default: the procedure registry's).
         image_size: Model input size.
