@@ -189,10 +189,15 @@ def parse_unfreeze(rule: str) -> tuple[str, int]:
     return unit, int(count)
 
 
+def _output_layer(num_classes: int) -> tuple[int, str]:
+    """The head's output units and activation: one sigmoid unit for two classes, else a softmax over them."""
+    return (1, "sigmoid") if num_classes == 2 else (num_classes, "softmax")
+
+
 def head_description(config: ModelConfig) -> str:
     """The classifier head on top of the backbone, as one line (recorded with every run)."""
     norm = "Normalization(train-set statistics) -> " if config.standardize else ""
-    units, activation = (1, "sigmoid") if config.num_classes == 2 else (config.num_classes, "softmax")
+    units, activation = _output_layer(config.num_classes)
     penalty = f", L2 {config.head_l2:g}" if config.head_l2 else ""
     return f"GlobalAveragePooling2D -> {norm}Dropout({config.dropout:g}) -> Dense({units}, {activation}{penalty})"
 
@@ -254,7 +259,7 @@ def build_model(config: ModelConfig) -> keras.Model:
     if config.standardize:
         h = FeatureStandardize(int(h.shape[-1]), name=HEAD_NORM_LAYER)(h)
     h = keras.layers.Dropout(config.dropout, name="head_dropout")(h)
-    units, activation = (1, "sigmoid") if config.num_classes == 2 else (config.num_classes, "softmax")
+    units, activation = _output_layer(config.num_classes)
     penalty = keras.regularizers.L2(config.head_l2) if config.head_l2 else None
     outputs = keras.layers.Dense(
         units, activation=activation, kernel_regularizer=penalty, name="head_output", dtype="float32"
