@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lumbar import deid
 from lumbar.errors import InputError
 from lumbar.procedures import PROCEDURES
 
@@ -275,11 +276,12 @@ def _stages(
     )
 
 
-#: The demo's pseudonym key when the environment sets none. The demo's patients are synthetic, so this key
-#: protects nobody; it is fixed so that every demo pseudonymises, and therefore splits, its patients the same
-#: way, and prints the same numbers. Setting ``LUMBAR_PSEUDONYM_SECRET`` gives another split. A deployment
-#: holding real exports keeps its own secret in a Kubernetes secret (docs/security.md).
-DEMO_SECRET = "lumbar-demo-synthetic-patients-only"
+#: The demo's pseudonym key when the environment sets none (defined in the library, which accepts it only for
+#: exports `lumbar synth` wrote). The demo's patients are synthetic, so this key protects nobody; it is fixed
+#: so that every demo pseudonymises, and therefore splits, its patients the same way, and prints the same
+#: numbers. Setting ``LUMBAR_PSEUDONYM_SECRET`` gives another split. A deployment holding real exports keeps
+#: its own secret in a Kubernetes secret (docs/security.md).
+DEMO_SECRET = deid.DEMO_SECRET
 
 
 @contextmanager

@@ -134,8 +134,10 @@ def test_patient_level_problems(report):
 def test_label_problems(report):
     rep, manifest = report
     bad = {(b["line"], b["field"]) for b in rep["labels"]["bad_values"]}
-    assert {b[1] for b in bad} == {"disc", "disc_state", "patient_id"} and len(bad) == 6
-    twice = sorted(b["reason"] for b in rep["labels"]["bad_values"] if b["field"] == "patient_id")
+    assert {b[1] for b in bad} == {"disc", "disc_state"} and len(bad) == 6
+    # every problem names its row's patient by pseudonym, never by the PatientID the file has
+    assert {b["patient"] for b in rep["labels"]["bad_values"]} == {_pseudonym("P000001"), _pseudonym("P000004")}
+    twice = sorted(b["reason"] for b in rep["labels"]["bad_values"] if "is graded twice, on" in b["reason"])
     assert "L23" in twice[0] and "different grades, both left out" in twice[0] and "pseudonym" in twice[0]
     assert "L34" in twice[1] and "the same grades, kept once" in twice[1] and "PatientID" in twice[1]
     labelled = {(r["patient"], r["disc"]): r["label"] for r in manifest}

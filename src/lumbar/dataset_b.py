@@ -116,14 +116,16 @@ def _process_file(
     from PIL import Image, UnidentifiedImageError
 
     from lumbar.dataset_a import to_grey
-    from lumbar.deid import scrub
     from lumbar.dicom import decode_frame, read_header
 
     result = read_header(root, relative)
     if result.status == "indexed":
+        if pseudonymizer.is_demo and not result.frames[0].synthetic:
+            reason = "the published demo key is only for files lumbar synth wrote; set a secret of your own"
+            return pseudonymizer.file_token(relative), "quarantined", reason, []
         pid = result.frames[0].patient_id
         pseudonym = pseudonymizer.pseudonym(pid)
-        shown = scrub(relative, {pid: pseudonym})
+        shown = pseudonymizer.file_token(relative)  # a DICOM file's path may name its patient: keyed token
         images, problems = [], []
         for frame in result.frames:
             try:

@@ -23,8 +23,8 @@ once: a linked folder already read (a loop, or a second link to it) is accounted
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
-import hashlib
 import json
 import multiprocessing
 import os
@@ -38,20 +38,23 @@ from pathlib import Path
 from typing import ClassVar
 
 from lumbar import __version__
-from lumbar.deid import Pseudonymizer, name_variants
+from lumbar.deid import DEFAULT_SECRET_ENV, IdentifierGuard, Pseudonymizer, name_variants
 from lumbar.dicom import (
     FrameRecord,
+    FrameRefusedError,
+    ImageLimits,
     IndexResult,
     SeriesRules,
     classify_series,
     decode_frame,
     file_kind,
+    frame_digest,
     order_frames,
     read_header,
 )
 from lumbar.errors import InputError
 from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES, Grades, LabelProblem, load_labels
-from lumbar.paths import check_output_file, replacing_folder
+from lumbar.paths import check_output_file, replacing_folder, write_private
 from lumbar.progress import NullProgress, Progress
 from lumbar.roi import crop_roi
 from lumbar.selection import (
@@ -106,6 +109,7 @@ class BuildConfig:
         write_key: Where to write the pseudonym -> PatientID key (never inside ``out``), or None; the
             token -> source path map is written beside it (``<stem>-files.csv``).
         rules: Series identification rules.
+        limits: Bounds on what a file may declare (image size, frames) before it is quarantined.
     """
 
     source: Path
@@ -119,6 +123,7 @@ class BuildConfig:
     strict: bool = False
     write_key: Path | None = None
     rules: SeriesRules = field(default_factory=SeriesRules)
+    limits: ImageLimits = field(default_factory=ImageLimits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(self.source))
@@ -136,6 +141,8 @@ class BuildConfig:
         if not self.source.is_dir():
             raise InputError(f"source folder {self.source} does not exist or is not a folder")
         if self.labels is not None and not self.labels.is_file():
+            if self.labels.exists():
+                raise InputError(f"labels file {self.labels} is not a regular file; give a CSV file")
             raise InputError(f"labels file {self.labels} does not exist")
         out, source = self.out.resolve(), self.source.resolve()
         if out == source or source in out.parents or out in source.parents:
@@ -184,6 +191,7 @@ class _PatientJob:
     out: str
     pseudonym: str
     selections: list[_Selected]
+    limits: ImageLimits
 
 
 @dataclass(slots=True)
@@ -245,9 +253,12 @@ def _iter_files(source: Path) -> tuple[list[str], list[tuple[str, str, str]]]:
     return files, skipped
 
 
-def _index_one(args: tuple[str, str]) -> IndexResult:
-    root, relpath = args
-    result = read_header(root, relpath)
+def _index_one(args: tuple[str, str, ImageLimits]) -> IndexResult:
+    root, relpath, limits = args
+    try:
+        result = read_header(root, relpath, limits)
+    except Exception as exc:  # any failure of one file is that file's quarantine entry, never a stopped build
+        return IndexResult(relpath, status="quarantined", reason=f"could not be indexed ({exc.__class__.__name__})")
     suffix = Path(relpath).suffix.lower()
     if result.status == "quarantined" and result.reason.startswith("not a DICOM file") and suffix in _DOCUMENT_SUFFIXES:
         return IndexResult(relpath, status="not_needed", reason=f"not DICOM ({suffix} document)")
@@ -283,7 +294,11 @@ class _Workers:
 
 
 def _write_patient(job: _PatientJob) -> list[_ItemResult]:
-    """Decode the selected frames of one patient and write their PNG (and ROI) files."""
+    """Decode the selected frames of one patient and write their PNG (and ROI) files.
+
+    A frame that cannot be decoded, for whatever reason, is that frame's result; only a failure to
+    write the output stops the build (every later file would fail the same way).
+    """
     from PIL import Image
 
     results = []
@@ -292,17 +307,23 @@ def _write_patient(job: _PatientJob) -> list[_ItemResult]:
             results.append(_ItemResult(sel.item, sel.source_frame, False, sel.reason, sel.problem))
             continue
         try:
-            pixels = decode_frame(job.source, sel.frame)
-        except ValueError as exc:
-            results.append(_ItemResult(sel.item, sel.source_frame, False, str(exc), file=sel.frame.path))
+            pixels = decode_frame(job.source, sel.frame, job.limits)
+            roi = crop_roi(pixels) if sel.item.series == "ax_t2" else None
+        except Exception as exc:  # a refusal carries a fixed reason; anything else is named by its class only
+            reason = (
+                str(exc) if isinstance(exc, FrameRefusedError) else f"could not be decoded ({exc.__class__.__name__})"
+            )
+            results.append(_ItemResult(sel.item, sel.source_frame, False, reason, file=sel.frame.path))
             continue
         name = sel.item.filename(job.pseudonym)
         image_path = f"images/{name}"
-        Image.fromarray(pixels).save(Path(job.out, image_path), format="PNG", compress_level=_PNG_LEVEL)
-        roi_path = ""
-        if sel.item.series == "ax_t2":
-            roi_path = f"roi/{name}"
-            Image.fromarray(crop_roi(pixels)).save(Path(job.out, roi_path), format="PNG", compress_level=_PNG_LEVEL)
+        roi_path = f"roi/{name}" if roi is not None else ""
+        try:
+            Image.fromarray(pixels).save(Path(job.out, image_path), format="PNG", compress_level=_PNG_LEVEL)
+            if roi is not None:
+                Image.fromarray(roi).save(Path(job.out, roi_path), format="PNG", compress_level=_PNG_LEVEL)
+        except OSError as exc:
+            raise InputError(f"cannot write {image_path} into the dataset folder ({exc.strerror or exc})") from None
         results.append(_ItemResult(sel.item, sel.source_frame, True, "", False, image_path, roi_path, sel.frame.path))
     return results
 
@@ -356,28 +377,6 @@ class _Accounting:
         return Counter(entry["status"] for entry in self.files.values())
 
 
-def _pixel_digest(root: str, frame: FrameRecord) -> str:
-    """SHA-256 of a frame's decoded pixels, shape and type; "" when it cannot be decoded.
-
-    Decoded, not stored, pixels are compared: the same image exported once uncompressed and once
-    as lossless JPEG 2000, RLE or big-endian has different bytes but the same pixels, and is one image.
-    """
-    import numpy as np
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(os.path.join(root, frame.path))
-        pixels = ds.pixel_array
-        if frame.frames_in_file > 1:
-            pixels = pixels[frame.frame_index]
-        pixels = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("="))
-        digest = hashlib.sha256(f"{pixels.shape}{pixels.dtype.str}".encode())
-        digest.update(pixels.tobytes())
-        return digest.hexdigest()
-    except Exception:  # an undecodable duplicate is compared as "different"
-        return ""
-
-
 def _select_series(
     frames: list[FrameRecord],
     rules: SeriesRules,
@@ -385,12 +384,15 @@ def _select_series(
     pseudonym: str,
     root: str,
     rejected: dict[str, list[tuple[int | None, str]]],
+    limits: ImageLimits,
 ) -> tuple[dict[str, list[FrameRecord | None]], dict[str, str]]:
     """Group a patient's frames into series, pick one series per needed kind and order its frames.
 
     The same image exported twice (same SOPInstanceUID) is kept once when the pixel data are the
     same; when they differ, both copies are quarantined as conflicting duplicates (which one is right
-    cannot be known) and the frame is reported missing with that reason.
+    cannot be known) and the frame is reported missing with that reason. Each frame is decoded at most
+    once for this comparison. Of several series of a kind, the one with the most intact frames wins
+    (a damaged file never displaces an intact series).
 
     Returns:
         ``(ordered, missing)``: ordered frame slots per kind (``sag_t2``, ``ax_t2``, ``myelo``) and
@@ -399,6 +401,14 @@ def _select_series(
     by_series: dict[str, list[FrameRecord]] = defaultdict(list)
     kept: dict[tuple[str, int], FrameRecord] = {}
     conflicts: dict[tuple[str, int], list[FrameRecord]] = {}
+    digests: dict[tuple[str, int], str] = {}
+
+    def digest(frame: FrameRecord) -> str:
+        key = (frame.path, frame.frame_index)
+        if key not in digests:
+            digests[key] = frame_digest(root, frame, limits)
+        return digests[key]
+
     for frame in sorted(frames, key=lambda f: (bool(f.problem), f.path, f.frame_index)):
         key = (frame.sop_uid, frame.frame_index)
         first = kept.setdefault(key, frame)
@@ -409,7 +419,7 @@ def _select_series(
             accounting.mark(
                 frame.path, "quarantined", f"{frame.problem} (and a duplicate)", pseudonym, other=first.path
             )
-        elif first.problem or _pixel_digest(root, frame) == _pixel_digest(root, first):
+        elif first.problem or digest(frame) == digest(first):
             accounting.mark(
                 frame.path, "not_needed", "duplicate (same SOPInstanceUID and pixel data)", pseudonym, other=first.path
             )
@@ -449,7 +459,12 @@ def _select_series(
     missing: dict[str, str] = {}
     for kind, title in _SERIES_TITLES.items():
         options = sorted(
-            candidates.get(kind, []), key=lambda s: (len({(f.path, f.frame_index) for f in s}), s[0].series_number)
+            candidates.get(kind, []),
+            key=lambda s: (
+                len({(f.path, f.frame_index) for f in s if not f.problem}),
+                len({(f.path, f.frame_index) for f in s}),
+                s[0].series_number,
+            ),
         )
         if not options:
             missing[kind] = f"no {title} series found"
@@ -537,7 +552,7 @@ def _selections(
 
 @dataclass
 class _Index:
-    """What indexing found: frames per patient, the patients' names (for scrubbing) and every file's fate.
+    """What indexing found: frames per patient, the patients' names (for the identifier guard) and every file's fate.
 
     ``rejected`` keeps, per series, the instance number and reason of each file rejected although its
     header was readable (a CT image, a file without pixel data), so a missing frame names its real cause;
@@ -560,7 +575,7 @@ def _index(config: BuildConfig, workers: _Workers, progress: Progress) -> _Index
         index.accounting.mark(entry, status, reason)
     advance = progress.task("indexing files", len(files))
     chunk = max(1, min(64, len(files) // (config.workers * 8) or 1))
-    for result in workers.map(_index_one, [(str(config.source), f) for f in files], chunk):
+    for result in workers.map(_index_one, [(str(config.source), f, config.limits) for f in files], chunk):
         if result.status != "indexed":
             index.accounting.mark(result.path, result.status, result.reason)
             if result.series_uid:
@@ -627,7 +642,7 @@ def _join_labels(
     written = {(r["patient"], r["disc"]) for r in rows if r["disc"]}
     without_images = []
     for who, disc in sorted(grades):
-        pseudonym = who if who in pid_of else pseudonymizer.pseudonym(who)
+        pseudonym = _pseudonym_of(who, pseudonymizer)
         if (pseudonym, disc) not in written:
             known = who in pseudonyms or who in pid_of
             reason = "no images for this patient in the export" if not known else "no axial image for this disc"
@@ -670,22 +685,25 @@ def _merge_aliases(
         problems.append(
             LabelProblem(
                 lines.get(keys[-1], 0),
-                "patient_id",
-                pseudonym,
+                "disc",
+                disc,
                 f"disc {disc} of patient {pseudonym} is graded twice, on {where}: {outcome}",
+                pseudonym,
             )
         )
     return kept
 
 
-def _write_key(path: Path, pseudonyms: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["pseudonym", "patient_id"])
-        for pid, pseudonym in sorted(pseudonyms.items(), key=lambda kv: kv[1]):
-            writer.writerow([pseudonym, pid])
+def _pseudonym_of(who: str, pseudonymizer: Pseudonymizer) -> str | None:
+    """The pseudonym naming a grading row's patient (a pseudonym stays as it is), or None without an id."""
+    if not who:
+        return None
+    return who if _PSEUDONYM_PATTERN.fullmatch(who) else pseudonymizer.pseudonym(who)
+
+
+def _key_rows(pseudonyms: dict[str, str]) -> list[list[str]]:
+    """The pseudonym -> PatientID key, sorted by pseudonym."""
+    return [["pseudonym", "patient_id"], *([p, pid] for pid, p in sorted(pseudonyms.items(), key=lambda kv: kv[1]))]
 
 
 def files_key_path(key: Path) -> Path:
@@ -693,17 +711,40 @@ def files_key_path(key: Path) -> Path:
     return key.with_name(f"{key.stem}-files.csv")
 
 
-def _write_file_key(path: Path, files: Iterable[str], pseudonymizer: Pseudonymizer) -> None:
-    """Write the token -> source path map (mode 0600); names that are not UTF-8 are written with backslash escapes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "source_path"])
-        for relpath in sorted(files, key=pseudonymizer.file_token):
-            shown = os.fsencode(relpath).decode("utf-8", errors="backslashreplace")
-            writer.writerow([pseudonymizer.file_token(relpath), shown])
-    os.chmod(path, 0o600)
+def _file_key_rows(files: Iterable[str], pseudonymizer: Pseudonymizer) -> list[list[str]]:
+    """The token -> source path map; names that are not UTF-8 are written with backslash escapes."""
+    return [
+        ["file", "source_path"],
+        *(
+            [pseudonymizer.file_token(relpath), os.fsencode(relpath).decode("utf-8", errors="backslashreplace")]
+            for relpath in sorted(files, key=pseudonymizer.file_token)
+        ),
+    ]
+
+
+def check_demo_key(pseudonymizer: Pseudonymizer, frames: Iterable[FrameRecord]) -> None:
+    """Refuse the published demo key unless every image of the export was written by ``lumbar synth``.
+
+    The demo key is public, so pseudonyms made with it can be reversed by anyone: it may only name
+    patients that do not exist. ``lumbar synth`` marks every file it writes (:data:`lumbar.dicom.SYNTH_MARK`).
+
+    Raises:
+        InputError: When the key is the demo key and an image is not marked (or there is none).
+    """
+    if not pseudonymizer.is_demo:
+        return
+    marked = unmarked = 0
+    for frame in frames:
+        if frame.synthetic:
+            marked += 1
+        else:
+            unmarked += 1
+    if unmarked or not marked:
+        raise InputError(
+            f"the pseudonymisation secret is lumbar's published demo key, which is only for exports written by "
+            f"`lumbar synth`, and {unmarked} image(s) of this export are not; set {DEFAULT_SECRET_ENV} to a secret "
+            "of your own"
+        )
 
 
 def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> BuildResult:
@@ -735,6 +776,7 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
         (work / "roi").mkdir()
         with _Workers(config.workers) as workers:
             index = _index(config, workers, progress)
+            check_demo_key(pseudonymizer, (f for frames in index.frames_by_patient.values() for f in frames))
             # stage 2: select, one patient at a time
             pseudonyms = {pid: pseudonymizer.pseudonym(pid) for pid in index.frames_by_patient}
             jobs: list[_PatientJob] = []
@@ -742,7 +784,7 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
                 pseudonym = pseudonyms[patient_id]
                 frames = index.frames_by_patient.pop(patient_id)
                 ordered, missing = _select_series(
-                    frames, config.rules, index.accounting, pseudonym, str(config.source), index.rejected
+                    frames, config.rules, index.accounting, pseudonym, str(config.source), index.rejected, config.limits
                 )
                 quarantined = index.rejected_patients.get(patient_id, [])
                 for kind in missing:
@@ -752,7 +794,7 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
                             f"({'; '.join(sorted(set(quarantined)))})"
                         )
                 selections = _selections(ordered, missing, index.accounting, pseudonym, index.rejected)
-                jobs.append(_PatientJob(str(config.source), str(work), pseudonym, selections))
+                jobs.append(_PatientJob(str(config.source), str(work), pseudonym, selections, config.limits))
             rows, patients_report = _write_images(jobs, index, workers, progress)
         without_images, patients_without_labels = _join_labels(rows, grades, pseudonyms, pseudonymizer)
         assign_splits(rows, config.split_by, config.fractions, config.seed)
@@ -762,13 +804,16 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda r: (r["patient"], order[r["item"]])))
 
-        unaccounted = set(index.files) - set(index.accounting.files)
-        if unaccounted:  # a bug, never a silent drop
-            raise RuntimeError(
-                f"{len(unaccounted)} input file(s) were not accounted for, e.g. {sorted(unaccounted)[0]}"
-            )
+        for relpath in sorted(set(index.files) - set(index.accounting.files)):  # a bug, never a silent drop
+            index.accounting.mark(relpath, "quarantined", "not accounted for by the build (a bug in lumbar)")
         counts = index.accounting.counts()
         labelled = sum(1 for r in rows if r["label"] != "")
+        # every identifier the build has seen: the guard's list, and values a label problem must not show
+        identifiers = {*pseudonyms, *(p.patient_id for p in label_problems), *(pid for pid, _ in grades)}
+        for pid in pseudonyms:
+            identifiers.update(name_variants(index.names.get(pid, "")))
+        identifiers = {i for i in identifiers if i and not _PSEUDONYM_PATTERN.fullmatch(i)}  # a pseudonym is keyed
+        withheld = {i.casefold() for i in identifiers}
         report = {
             "lumbar_version": __version__,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -779,6 +824,7 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
                 "pseudonym_secret": "random for this build (pseudonyms are not stable)"
                 if pseudonymizer.ephemeral
                 else "from the environment (stable pseudonyms)",
+                "limits": dataclasses.asdict(config.limits),
             },
             "summary": {
                 "files": len(index.files),
@@ -794,21 +840,25 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
             "files": index.accounting.entries(pseudonymizer),
             "patients": patients_report,
             "labels": {
-                "bad_values": [vars(p) for p in label_problems],
+                "bad_values": [p.public(_pseudonym_of(p.patient_id, pseudonymizer), withheld) for p in label_problems],
                 "without_images": without_images,
                 "patients_without_labels": patients_without_labels,
             },
         }
-        identifiers = {pid: pseudonymizer.pseudonym(pid) for pid, _ in grades}
-        for pid, pseudonym in pseudonyms.items():
-            identifiers[pid] = pseudonym
-            identifiers.update((variant, pseudonym) for variant in name_variants(index.names.get(pid, "")))
-        identifiers.pop("", None)
-        _write_scrubbed(work / "report.json", json.dumps(report, indent=2, ensure_ascii=False), identifiers)
-        _write_scrubbed(work / "datacard.md", datacard(rows, report, config), identifiers)
+        card = datacard(rows, report, config)
+        guard = IdentifierGuard(identifiers)
+        guard.check_json(report, "report.json")
+        guard.check_text(card, "datacard.md")
+        guard.check_json(rows, "manifest.csv")
+        (work / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        (work / "datacard.md").write_text(card, encoding="utf-8")
         if config.write_key is not None:
-            _write_key(config.write_key, pseudonyms)
-            _write_file_key(files_key_path(config.write_key), index.files, pseudonymizer)
+            write_private(config.write_key, _key_rows(pseudonyms), "--write-key")
+            write_private(
+                files_key_path(config.write_key),
+                _file_key_rows(index.files, pseudonymizer),
+                "the file key beside --write-key",
+            )
     problems = (
         counts.get("quarantined", 0)
         + len(label_problems)
@@ -819,20 +869,6 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
     return BuildResult(
         out, len(rows), labelled, len(pseudonyms), counts, problems, pseudonymizer.ephemeral, config.labels is not None
     )
-
-
-def _write_scrubbed(path: Path, text: str, identifiers: dict[str, str]) -> None:
-    """Write text after replacing every known identifier (as a whole token) by its pseudonym."""
-    if identifiers:
-        pattern = re.compile(
-            r"(?<![A-Za-z0-9])("
-            + "|".join(re.escape(k) for k in sorted(identifiers, key=len, reverse=True))
-            + r")(?![A-Za-z0-9])",
-            re.IGNORECASE,
-        )
-        lowered = {k.lower(): v for k, v in identifiers.items()}
-        text = pattern.sub(lambda m: lowered[m.group(1).lower()], text)
-    path.write_text(text, encoding="utf-8")
 
 
 def assign_splits(

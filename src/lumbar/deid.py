@@ -17,13 +17,18 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from lumbar.errors import InputError
+from lumbar.errors import InputError, LumbarError
 
 #: Environment variable read for the secret when none is named.
 DEFAULT_SECRET_ENV = "LUMBAR_PSEUDONYM_SECRET"
 
 PSEUDONYM_PREFIX = "S"
 PSEUDONYM_HEX_LENGTH = 16
+#: The published key ``lumbar demo`` pseudonymises its made-up patients with, so every demo splits them the
+#: same way. Anyone can reverse pseudonyms made with it: it is accepted only for exports ``lumbar synth``
+#: wrote (:func:`lumbar.dataset_c.check_demo_key`).
+DEMO_SECRET = "lumbar-demo-synthetic-patients-only"
+
 #: Prefix of a file token (the keyed stand-in for a source path or UID in every output).
 TOKEN_PREFIX = "F"
 
@@ -102,6 +107,11 @@ class Pseudonymizer:
         if len(self.secret) < 16:
             raise InputError("the pseudonymisation secret must be at least 16 bytes long")
 
+    @property
+    def is_demo(self) -> bool:
+        """Whether the secret is the published demo key (:data:`DEMO_SECRET`)."""
+        return hmac.compare_digest(self.secret, DEMO_SECRET.encode("utf-8"))
+
     def pseudonym(self, patient_id: str) -> str:
         """Return the pseudonym of ``patient_id`` (``S`` + 16 hex digits of its HMAC-SHA256)."""
         digest = hmac.new(self.secret, patient_id.strip().encode("utf-8"), hashlib.sha256).hexdigest()
@@ -148,12 +158,93 @@ class Pseudonymizer:
         return cls(secrets.token_bytes(32), ephemeral=True)
 
 
-def scrub(text: str, replacements: Mapping[str, str]) -> str:
-    """Replace every occurrence of each identifier in ``text`` by its pseudonym (longest first, case-insensitive)."""
-    for needle in sorted(replacements, key=len, reverse=True):
-        if needle:
-            text = re.sub(re.escape(needle), replacements[needle], text, flags=re.IGNORECASE)
-    return text
+class IdentifierLeakError(LumbarError):
+    """An output about to be written holds a patient identifier (a bug: outputs are built from keyed values)."""
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+class IdentifierGuard:
+    """The last check before an output is written: does it hold a known identifier as a whole word sequence?
+
+    Outputs are built from keyed values (pseudonyms, file tokens, fixed sentences and numbers), so this
+    guard should never fire; when it does, the output is refused, never rewritten. An identifier is
+    matched as its sequence of words (letters and digits, case-folded), so ``DOE^JANE`` is found in
+    ``Doe Jane`` but ``12`` is not found in ``123``. Identifiers made only of digits are not searched
+    for: outputs are full of counts and frame numbers, and a numbered research export (PatientID 1, 2,
+    3...) would match them all; those IDs are kept out by construction. The check costs time linear in
+    the text's words (times the few identifiers that share a first word).
+    """
+
+    def __init__(self, identifiers: Iterable[str]) -> None:
+        """Index the identifiers by their first word.
+
+        Args:
+            identifiers: PatientIDs, spellings of names, any text that must not appear.
+        """
+        self._by_first: dict[str, set[tuple[str, ...]]] = {}
+        for identifier in identifiers:
+            words = tuple(_words(identifier))
+            if not words or all(w.isdigit() for w in words):
+                continue
+            self._by_first.setdefault(words[0], set()).add(words)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_first.values())
+
+    def found_in(self, text: str) -> bool:
+        """Whether ``text`` holds an identifier as a whole word sequence."""
+        if not self._by_first:
+            return False
+        words = _words(text)
+        for i, word in enumerate(words):
+            for candidate in self._by_first.get(word, ()):
+                if tuple(words[i : i + len(candidate)]) == candidate:
+                    return True
+        return False
+
+    def check_json(self, value: object, output: str, where: str = "") -> None:
+        """Refuse a JSON-like value (dicts, lists, strings) whose keys or strings hold an identifier.
+
+        Raises:
+            IdentifierLeakError: Naming the output and the field (never the identifier).
+        """
+        stack: list[tuple[object, str]] = [(value, where)]
+        while stack:
+            item, path = stack.pop()
+            if isinstance(item, str):
+                if self.found_in(item):
+                    self._refuse(output, path or "(the whole value)")
+            elif isinstance(item, dict):
+                for key, child in item.items():
+                    child_path = f"{path}.{key}" if path else str(key)
+                    if isinstance(key, str) and self.found_in(key):
+                        self._refuse(output, f"the name of field {child_path}")
+                    stack.append((child, child_path))
+            elif isinstance(item, list | tuple):
+                stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+
+    def check_text(self, text: str, output: str) -> None:
+        """Refuse a text output that holds an identifier, naming its line.
+
+        Raises:
+            IdentifierLeakError: Naming the output and the line (never the identifier).
+        """
+        for number, line in enumerate(text.splitlines(), start=1):
+            if self.found_in(line):
+                self._refuse(output, f"line {number}")
+
+    @staticmethod
+    def _refuse(output: str, where: str) -> None:
+        raise IdentifierLeakError(
+            f"{output} would hold a patient identifier in {where}; nothing was written or published "
+            "(this is a bug in lumbar: please report it without the data)"
+        )
 
 
 def name_variants(patient_name: str) -> Iterable[str]:

@@ -5,14 +5,22 @@ One row per patient and disc::
     patient_id,disc,disc_state,herniation,scs,rfs,lfs
     P000001,L45,2,0,1,0,1
 
-``disc`` is one of ``L12, L23, L34, L45, L51``; every grade is an integer 0-3. The binary target of
-the paper is normal (``disc_state == 0``) versus abnormal (1-3).
+``disc`` is one of ``L12, L23, L34, L45, L51``; every grade is one of the values its field's vocabulary
+allows (Table 3: 0-3), written as plain ASCII digits (``+1``, ``0_3``, ``٣`` or ``３`` are refused). The
+binary target of the paper is normal (``disc_state == 0``) versus abnormal (1-3).
+
+The file is read only when it is a regular file (a named pipe would block the reader). A cell that
+starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is written with a leading ``'`` so a
+spreadsheet shows it as text instead of running it as a formula, and read back without it.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +38,9 @@ GRADE_NAMES: dict[str, tuple[str, str, str, str]] = {
     "rfs": ("normal", "mild", "moderate", "severe"),
     "lfs": ("normal", "mild", "moderate", "severe"),
 }
+
+#: The values each grade may take (Table 3); other targets (e.g. Pfirrmann grades 1-5) declare their own.
+GRADE_VALUES: dict[str, tuple[int, ...]] = {name: (0, 1, 2, 3) for name in GRADE_FIELDS}
 
 FIELD_TITLES: dict[str, str] = {
     "disc_state": "Disc state",
@@ -73,17 +84,63 @@ class LabelProblem:
     Attributes:
         line: 1-based line number in the file (the header is line 1).
         field: The column name.
-        value: The offending value as written.
-        reason: Why it was rejected.
+        value: The offending value as written (shown to the file's own user; see :meth:`public` for outputs).
+        reason: Why it was rejected: a fixed sentence that never repeats a value of the file.
+        patient_id: The row's patient id as written ("" when there is none), to name the row by pseudonym.
     """
 
     line: int
     field: str
     value: str
     reason: str
+    patient_id: str = ""
 
     def __str__(self) -> str:
         return f"line {self.line}, field {self.field!r}, value {self.value!r}: {self.reason}"
+
+    def public(self, pseudonym: str | None, withheld: set[str] | frozenset[str] = frozenset()) -> dict[str, object]:
+        """The problem as an output may show it: the patient by pseudonym, the value only when it is harmless.
+
+        A value is shown when it is at most 8 printable ASCII characters (a mistyped grade or disc) and is
+        not one of ``withheld`` (the identifiers the build knows); patient ids and anything longer are
+        described, never copied.
+
+        Args:
+            pseudonym: The pseudonym of the row's patient, or None when the row has no patient id.
+            withheld: Case-folded identifiers that must not be shown.
+        """
+        value = self.value
+        if self.field == "patient_id" or value.casefold() in withheld or not _HARMLESS.fullmatch(value):
+            value = f"(withheld: {len(self.value)} characters)" if self.value else ""
+        return {"line": self.line, "field": self.field, "value": value, "patient": pseudonym, "reason": self.reason}
+
+
+_HARMLESS = re.compile(r"[ -~]{0,8}")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: a leading ``'`` before a formula-like start."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _unescape_cell(value: str) -> str:
+    """Undo :func:`spreadsheet_cell` on a value read back."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(_FORMULA_START) else value
+
+
+def parse_grade(raw: str, allowed: Sequence[int]) -> int | None:
+    """A grade written as plain ASCII digits naming one of ``allowed``, else None.
+
+    ``"2"`` and ``" 2 "`` give 2; ``"+2"``, ``"02"``, ``"2.0"``, ``"0_2"`` and non-ASCII digits (``"٢"``,
+    ``"２"``) give None, though Python's ``int`` accepts several of them.
+    """
+    text = raw.strip(" \t")
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if text in {str(v) for v in allowed} else None
 
 
 def normalise_disc(value: str) -> str | None:
@@ -123,18 +180,19 @@ def parse_labels(
     numbers = iter(lines) if lines is not None else None
     for count, row in enumerate(rows):
         line = next(numbers) if numbers is not None else first_line + count  # type: ignore[arg-type]
+        patient = _unescape_cell(str(row.get("patient_id") or "").strip())
         spanning = next((f for f in COLUMNS if "\n" in str(row.get(f) or "")), None)
         if spanning is not None:
             value = str(row.get(spanning))
-            shown = value.splitlines()[0][:40] if value.strip() else ""
             extent = _spanned(value)
             problems.append(
                 LabelProblem(
                     line,
                     spanning,
-                    shown,
+                    value,
                     f"a quote opened in this value is not closed on its line; the next {extent} line(s) were read "
                     "into it (close the quote or remove it)",
+                    "" if spanning == "patient_id" else patient,
                 )
             )
             continue
@@ -145,31 +203,33 @@ def parse_labels(
                 LabelProblem(
                     line,
                     "(extra fields)",
-                    ",".join(values)[:60],
+                    ",".join(values),
                     f"the row has {len(values)} field(s) more than the header's columns (an unquoted comma?)",
+                    patient,
                 )
             )
             continue
         row_problems: list[LabelProblem] = []
-        patient = str(row.get("patient_id") or "").strip()
         if not patient:
             row_problems.append(LabelProblem(line, "patient_id", patient, "empty patient id"))
-        raw_disc = str(row.get("disc") or "").strip()
+        raw_disc = _unescape_cell(str(row.get("disc") or "").strip())
         disc = normalise_disc(raw_disc)
         if disc is None:
             row_problems.append(
-                LabelProblem(line, "disc", raw_disc, f"unknown disc; expected one of {', '.join(DISCS)}")
+                LabelProblem(line, "disc", raw_disc, f"unknown disc; expected one of {', '.join(DISCS)}", patient)
             )
         values: dict[str, int] = {}
         for field in GRADE_FIELDS:
-            raw = str(row.get(field) or "").strip()
-            try:
-                value = int(raw)
-            except ValueError:
-                row_problems.append(LabelProblem(line, field, raw, "not an integer"))
-                continue
-            if not 0 <= value <= 3:
-                row_problems.append(LabelProblem(line, field, raw, "grade out of range 0-3"))
+            raw = str(row.get(field) or "")
+            allowed = GRADE_VALUES[field]
+            value = parse_grade(raw, allowed)
+            if value is None:
+                shown = ", ".join(map(str, allowed))
+                row_problems.append(
+                    LabelProblem(
+                        line, field, raw.strip(), f"not a grade: expected one of {shown} in ASCII digits", patient
+                    )
+                )
                 continue
             values[field] = value
         if row_problems:
@@ -179,13 +239,38 @@ def parse_labels(
         if key in grades:
             problems.append(
                 LabelProblem(
-                    line, "disc", raw_disc, f"duplicate patient/disc {patient}/{disc} (first on line {first_seen[key]})"
+                    line,
+                    "disc",
+                    raw_disc,
+                    f"this patient's disc {disc} is graded twice (first on line {first_seen[key]})",
+                    patient,
                 )
             )
             continue
         grades[key] = Grades(**values)
         first_seen[key] = line
     return grades, problems
+
+
+def _open_regular(path: Path):  # type: ignore[no-untyped-def]
+    """Open a grading file for reading only when it is a regular file (never blocking on a named pipe).
+
+    Raises:
+        FileNotFoundError: When it does not exist.
+        LabelError: When it is a pipe, socket, device or folder.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            from lumbar.dicom import file_kind
+
+            raise LabelError(f"labels file {path} is a {file_kind(mode)}; give a CSV file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, newline="", encoding="utf-8-sig")
 
 
 def load_labels(
@@ -207,7 +292,7 @@ def load_labels(
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with _open_regular(path) as handle:
             reader = csv.DictReader(handle)
             header = [name.strip() for name in reader.fieldnames or []]
             missing = [name for name in COLUMNS if name not in header]
@@ -225,6 +310,10 @@ def load_labels(
             grades, problems = parse_labels(rows, lines=lines, seen=seen)
     except FileNotFoundError as exc:
         raise LabelError(f"labels file {path} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise LabelError(f"labels file {path} is a folder; give a CSV file") from exc
+    except PermissionError as exc:
+        raise LabelError(f"labels file {path} cannot be read (permission denied)") from exc
     except (UnicodeDecodeError, csv.Error) as exc:
         raise LabelError(f"labels file {path} is not a readable UTF-8 CSV file ({exc})") from exc
     if strict and problems:
@@ -235,10 +324,10 @@ def load_labels(
 
 
 def write_labels(path: str | Path, grades: Mapping[tuple[str, str], Grades]) -> None:
-    """Write grades to a CSV file in the grading format, sorted by patient then disc."""
+    """Write grades to a CSV file in the grading format, sorted by patient then disc (formula-like ids escaped)."""
     order = {d: i for i, d in enumerate(DISCS)}
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for (patient, disc), g in sorted(grades.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
-            writer.writerow([patient, disc, g.disc_state, g.herniation, g.scs, g.rfs, g.lfs])
+            writer.writerow([spreadsheet_cell(patient), disc, g.disc_state, g.herniation, g.scs, g.rfs, g.lfs])

@@ -8,7 +8,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,6 +70,46 @@ def check_output_file(path: Path, option: str) -> None:
             pass
     except OSError as exc:
         raise InputError(f"{option} {path} cannot be written ({exc.strerror or exc})") from None
+
+
+def write_private(path: Path, rows: Iterable[Sequence[object]], option: str) -> None:
+    """Write a CSV file only its owner can read (mode 0600), whatever file was there before.
+
+    The rows go to a new file created with mode 0600 in the same folder, which then replaces ``path``, so
+    an existing file's wider mode is never kept; the mode is checked afterwards (a file system that
+    ignores modes is refused, and the file removed).
+
+    Raises:
+        InputError: When the file cannot be written or made private.
+    """
+    import csv
+
+    from lumbar.errors import InputError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{option} {path} cannot be written ({exc.strerror or exc})") from None
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+        if os.stat(path).st_mode & 0o077:
+            path.unlink()
+            raise InputError(
+                f"{option} {path} cannot be made readable by its owner only (mode 0600); choose another place"
+            )
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise InputError(f"{option} {path} cannot be written ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _pid_alive(pid: int) -> bool:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lumbar.dicom import SYNTH_MARK, SYNTH_MARK_TAG
 from lumbar.errors import InputError
 from lumbar.labels import GRADE_NAMES
 from lumbar.paper import table5_counts
@@ -458,6 +459,8 @@ def _write_frame(path: Path, meta: dict, pixels: np.ndarray, compression: str) -
     ds.file_meta.ImplementationClassUID = _UID_ROOT + "1"
     for key, value in meta.items():
         setattr(ds, key, value)
+    # the mark of a made-up patient: the published demo key is accepted only for files that carry it
+    ds.add_new(SYNTH_MARK_TAG, "LO", SYNTH_MARK)
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = pixels.shape

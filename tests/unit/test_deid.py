@@ -1,7 +1,6 @@
 import pytest
 
-from lumbar.dataset_c import _write_scrubbed
-from lumbar.deid import Pseudonymizer, name_variants
+from lumbar.deid import IdentifierGuard, IdentifierLeakError, Pseudonymizer, name_variants
 from lumbar.errors import InputError
 
 
@@ -28,11 +27,38 @@ def test_secret_from_environment():
         Pseudonymizer(b"short")
 
 
-def test_scrubbing_replaces_whole_tokens_only(tmp_path):
-    ids = {"P000123": "Sabc", "12": "Sdef", "ROSSI^MARIO": "Sabc"}
-    _write_scrubbed(tmp_path / "x.txt", "P000123/file 12 and 123 and rossi^mario", ids)
-    assert (tmp_path / "x.txt").read_text() == "Sabc/file Sdef and 123 and Sabc"
+def test_the_guard_finds_whole_word_sequences_and_never_rewrites():
+    guard = IdentifierGuard(["P000123", "ROSSI^MARIO", *name_variants("DOE^JANE"), "12", "7"])
+    assert guard.found_in("file of p000123 here") and guard.found_in("Rossi Mario") and guard.found_in("doe_jane")
+    assert not guard.found_in("P0001234") and not guard.found_in("rossi") and not guard.found_in("DOEJANEX")
+    # identifiers made only of digits are not searched for: counts and frame numbers would all match them
+    assert not guard.found_in("image 12 of 7 frames")
+    report = {"files": [{"file": "F0", "reason": "image 1"}], "patients": [{"notes": ["seen by rossi^mario"]}]}
+    with pytest.raises(
+        IdentifierLeakError, match=r"report.json would hold a patient identifier in patients\[0\]\.notes\[0\]"
+    ):
+        guard.check_json(report, "report.json")
+    with pytest.raises(IdentifierLeakError, match=r"datacard\.md would hold a patient identifier in line 2") as caught:
+        guard.check_text("# card\nPatient P000123\n", "datacard.md")
+    assert "P000123" not in str(caught.value)
     assert "DOE JANE" in name_variants("DOE^JANE") and "DOE_JANE" in name_variants("DOE^JANE")
+
+
+def test_the_guard_costs_time_linear_in_the_text():
+    """Issue 29 case 8: a department-wide grading file (thousands of ids) made the old scrubber quadratic."""
+    import time
+
+    def seconds(n):
+        guard = IdentifierGuard([f"MRN{i:07d}" for i in range(n)] + [f"FAMILY{i}^GIVEN{i}" for i in range(n)])
+        text = " ".join(f"line {i} of patient S{i:016x} quarantined" for i in range(n))
+        started = time.perf_counter()
+        assert not guard.found_in(text)
+        guard.check_json({"rows": [{"reason": f"frame {i}"} for i in range(n)]}, "report.json")
+        return time.perf_counter() - started
+
+    seconds(500)  # warm-up
+    small, large = min(seconds(2000) for _ in range(3)), min(seconds(8000) for _ in range(3))
+    assert large / small < 8, (small, large)  # 4x the input: about 4x the time (quadratic would be 16x)
 
 
 def test_placeholder_and_weak_secrets_are_refused_from_the_environment():

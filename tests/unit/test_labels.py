@@ -34,9 +34,9 @@ def test_every_bad_row_is_reported_at_once(tmp_path):
     assert found == {(3, "disc"), (4, "disc_state"), (5, "disc"), (6, "disc_state"), (6, "lfs"), (7, "patient_id")}
     reasons = {p.line: p.reason for p in problems}
     assert "unknown disc" in reasons[3]
-    assert "out of range" in reasons[4]
-    assert "duplicate" in reasons[5] and "line 2" in reasons[5]
-    assert "not an integer" in reasons[6]
+    assert "not a grade: expected one of 0, 1, 2, 3" in reasons[4]
+    assert "graded twice" in reasons[5] and "line 2" in reasons[5]
+    assert "not a grade" in reasons[6]
     with pytest.raises(LabelError) as excinfo:
         load_labels(path, strict=True)
     assert len(excinfo.value.problems) == 6
@@ -75,4 +75,48 @@ def test_extra_fields_and_an_unclosed_quote_are_each_reported_once(tmp_path):
     assert [(p.line, p.field) for p in problems] == [(3, "(extra fields)"), (4, "disc_state"), (5, "disc_state")]
     assert "1 field(s) more than the header" in problems[0].reason and problems[0].value == "seen by Dr X"
     assert "quote" in problems[2].reason and "next 2 line(s)" in problems[2].reason
-    assert not any("not an integer" in p.reason for p in problems)
+    assert not any("not a grade" in p.reason for p in problems[2:])
+
+
+@pytest.mark.parametrize("value", ["0_3", "+1", "\u0663", "\uff13", "03", "1.0", "4", "-0", " 1 2", "１"])
+def test_grades_are_plain_ascii_digits_of_the_vocabulary(tmp_path, value):
+    """Issue 29 case 17: Python's int() takes "0_3", "+1", Arabic-Indic and full-width digits; the file may not."""
+    path = tmp_path / "labels.csv"
+    path.write_text(HEADER + f"P1,L45,{value},0,0,0,0\nP1,L12, 2 ,0,0,0,0\n", encoding="utf-8")
+    grades, problems = load_labels(path)
+    assert list(grades) == [("P1", "L12")] and grades[("P1", "L12")].disc_state == 2  # spaces around are fine
+    assert [(p.line, p.field) for p in problems] == [(2, "disc_state")]
+    assert problems[0].reason == "not a grade: expected one of 0, 1, 2, 3 in ASCII digits"
+
+
+def test_formula_like_ids_are_escaped_in_the_csv_and_read_back_unchanged(tmp_path):
+    grades = {('=HYPERLINK("http://x")', "L12"): Grades(1, 0, 0, 0, 0), ("@SUM(A1)", "L23"): Grades(0, 0, 0, 0, 0)}
+    write_labels(tmp_path / "out.csv", grades)
+    text = (tmp_path / "out.csv").read_text()
+    assert "'=HYPERLINK" in text and "'@SUM" in text and "\n=" not in text and "\n@" not in text
+    assert load_labels(tmp_path / "out.csv") == (grades, [])
+
+
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    """Issue 29 case 20: opening a FIFO for reading blocks until a writer comes; the loader never opens it so."""
+    import os
+
+    pipe = tmp_path / "grades.csv"
+    os.mkfifo(pipe)
+    with pytest.raises(LabelError, match=r"is a named pipe \(FIFO\), not a regular file"):
+        load_labels(pipe)
+
+
+def test_problems_shown_in_outputs_never_copy_a_patient_id():
+    from lumbar.labels import LabelProblem
+
+    extra = LabelProblem(3, "(extra fields)", "seen by Dr Rossi", "the row has 1 field(s) more", "MRN-4471")
+    assert extra.public("Sabc", frozenset()) == {
+        "line": 3, "field": "(extra fields)", "value": "(withheld: 16 characters)", "patient": "Sabc",
+        "reason": "the row has 1 field(s) more",
+    }  # fmt: skip
+    assert LabelProblem(4, "disc_state", "7", "not a grade", "1").public("Sdef", frozenset())["value"] == "7"
+    assert LabelProblem(4, "disc_state", "12", "not a grade", "1").public("Sdef", frozenset({"12"}))["value"] == (
+        "(withheld: 2 characters)"  # a value equal to a known PatientID is never shown
+    )
+    assert LabelProblem(5, "patient_id", "", "empty patient id").public(None)["value"] == ""

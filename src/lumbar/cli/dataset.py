@@ -11,10 +11,12 @@ from typing import Annotated
 import typer
 
 from lumbar.cli._common import clear_errors, show_progress
+from lumbar.dicom import ImageLimits
 
 app = typer.Typer(help="Build, inspect, publish and fetch datasets.", no_args_is_help=True)
 
 _CREATE_BUCKET = Annotated[bool, typer.Option("--create-bucket", help="Create a missing S3 bucket.")]
+_LIMITS = ImageLimits()
 
 
 @contextmanager
@@ -103,6 +105,19 @@ def dataset_build(
     ] = None,
     name: Annotated[str, typer.Option(help="Dataset name used by --publish.")] = "dataset-c",
     create_bucket: _CREATE_BUCKET = False,
+    max_image_size: Annotated[
+        int, typer.Option(help="Largest Rows or Columns a file may declare; larger files are quarantined.")
+    ] = _LIMITS.max_size,
+    min_image_size: Annotated[
+        int, typer.Option(help="Least Rows and Columns of an image used; smaller (degenerate) ones are quarantined.")
+    ] = _LIMITS.min_size,
+    max_frames: Annotated[
+        int, typer.Option(help="Most frames one file may declare; files declaring more are quarantined.")
+    ] = _LIMITS.max_frames,
+    max_frame_mb: Annotated[
+        float,
+        typer.Option(help="Largest decoded frame in MiB (Rows x Columns x samples x bytes); larger: quarantined."),
+    ] = _LIMITS.max_frame_bytes / 2**20,
 ) -> None:
     """Build Dataset C: select, de-identify, label, crop and split the images of a PACS export."""
     from lumbar.dataset_c import BuildConfig, build_dataset_c
@@ -112,8 +127,9 @@ def dataset_build(
     from lumbar.versions import publish_dataset
 
     remote = is_remote(out)
-    with clear_errors(), _build_folder(out, "dataset-c", create_bucket) as local_out:
+    with clear_errors(unexpected="the build"), _build_folder(out, "dataset-c", create_bucket) as local_out:
         rules = SeriesRules.from_yaml(series_map) if series_map else SeriesRules()
+        limits = ImageLimits(min_image_size, max_image_size, max_frames, round(max_frame_mb * 2**20))
         config = BuildConfig(
             source=source,
             out=local_out,
@@ -126,6 +142,7 @@ def dataset_build(
             strict=strict,
             write_key=write_key,
             rules=rules,
+            limits=limits,
         )
         with rich_progress("files", show_progress()) as progress:
             result = build_dataset_c(config, progress)
@@ -166,6 +183,7 @@ def dataset_describe(
     """Print a dataset's class counts per disc (paper Table 5) and its split sizes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from lumbar.dataset_c import grade_table, read_manifest, split_table
     from lumbar.labels import FIELD_TITLES
@@ -175,7 +193,7 @@ def dataset_describe(
     with clear_errors():
         rows = read_manifest(fetch_dataset(dataset))
     console = Console()
-    table = Table(title=f"{dataset}: disc state per level (paper Table 5)")
+    table = Table(title=Text(f"{dataset}: disc state per level (paper Table 5)"))  # a path is text, not markup
     for column in (FIELD_TITLES["disc_state"], *(DISC_LEVELS[d] for d in DISCS), "Total"):
         table.add_column(column, justify="left" if column == FIELD_TITLES["disc_state"] else "right")
     for row in grade_table(rows, "disc_state"):
