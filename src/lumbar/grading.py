@@ -4,6 +4,11 @@
   selected images (Table 2 naming, from ``manifest.csv``), the grades so far, and :meth:`set_grades`,
   which validates a change and rewrites the file atomically (temporary file, ``fsync``, rename) so a
   crash or a closed tab never leaves a half-written file.
+* Every save is a compare-and-swap on the file's content: under a lock on its folder (``flock``, so
+  two servers on one file take turns), the file must still be the one this session last read or
+  wrote. When another server or a hand edit changed it, nothing is written, the session reloads the
+  file and :class:`GradesConflictError` says so (the page answers 409 and shows the file as it is
+  now): a grade already saved is never overwritten unseen.
 * The file is the grading CSV the dataset builder reads (:mod:`lumbar.labels`), keyed by the
   dataset's patient pseudonyms (the builder accepts pseudonyms as well as PatientIDs).
 * :func:`merge_gradings` combines two graders' files: agreements and discs only one grader graded
@@ -13,11 +18,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +33,33 @@ from typing import Any
 import numpy as np
 
 from lumbar.errors import InputError, LabelError
-from lumbar.labels import GRADE_FIELDS, Grades, load_labels, write_labels
+from lumbar.labels import GRADE_FIELDS, Grades, load_labels, spreadsheet_cell, write_labels
 from lumbar.selection import DISC_LEVELS, DISCS
 
 NORMAL = Grades(0, 0, 0, 0, 0)
+
+
+class GradesConflictError(InputError):
+    """The grading file changed since this session read it (another server, an edit); nothing was saved."""
+
+
+def file_version(path: Path) -> str | None:
+    """The SHA-256 of a file's bytes, or None when it does not exist (the version a save compares)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the folder of ``path`` (other servers saving there wait; no file is left)."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @dataclass
@@ -105,12 +136,50 @@ class GradingSession:
         self._lock = threading.Lock()
         if self.labels.exists():
             self.grades, _ = load_labels(self.labels, strict=True)
+            self._version = file_version(self.labels)
         else:
             self.grades = {}
+            self._version = None
             try:
-                atomic_write_labels(self.labels, self.grades)
+                self._save({})
+            except GradesConflictError:
+                pass  # another server created the file meanwhile: its grades are now this session's
             except OSError as exc:
                 raise InputError(f"cannot write the grading file {self.labels} ({exc.strerror or exc})") from None
+
+    def refresh(self) -> bool:
+        """Reload the file when it changed since this session read or wrote it; returns whether it did.
+
+        Raises:
+            LabelError: When the changed file has bad rows (the grades held so far are kept).
+        """
+        with self._lock:
+            return self._reload_if_changed()
+
+    def _reload_if_changed(self) -> bool:
+        version = file_version(self.labels)
+        if version == self._version:
+            return False
+        self.grades = load_labels(self.labels, strict=True)[0] if version is not None else {}
+        self._version = version
+        return True
+
+    def _save(self, updated: dict[tuple[str, str], Grades]) -> None:
+        """Write ``updated`` only if the file is still the version this session knows (compare-and-swap).
+
+        Raises:
+            GradesConflictError: When the file changed meanwhile; the session then holds the file's grades.
+        """
+        with _locked(self.labels):
+            if self._reload_if_changed():
+                raise GradesConflictError(
+                    f"the grading file {self.labels.name} was changed by someone else (another grading page or an "
+                    "edit) since this page loaded it; nothing was saved, and the page now shows the grades as they "
+                    "are: make the change again"
+                )
+            atomic_write_labels(self.labels, updated)
+            self._version = file_version(self.labels)
+            self.grades = updated
 
     def progress(self) -> dict[str, int]:
         """Patients with every disc graded, and the total."""
@@ -131,6 +200,7 @@ class GradingSession:
 
         Raises:
             InputError: For an unknown patient, disc or field, or a grade that is not an integer 0-3.
+            GradesConflictError: When the file changed since this session read it (nothing is saved).
         """
         self._check_patient(pseudonym)
         if disc not in DISCS:
@@ -146,18 +216,14 @@ class GradingSession:
         with self._lock:
             current = self.grades.get((pseudonym, disc), NORMAL).as_dict()
             grades = Grades(**{**current, **clean})
-            updated = {**self.grades, (pseudonym, disc): grades}
-            atomic_write_labels(self.labels, updated)
-            self.grades = updated
+            self._save({**self.grades, (pseudonym, disc): grades})
         return grades
 
     def set_all_normal(self, pseudonym: str) -> None:
         """Grade every disc of a patient normal (0 everywhere), in one save."""
         self._check_patient(pseudonym)
         with self._lock:
-            updated = {**self.grades, **{(pseudonym, d): NORMAL for d in DISCS}}
-            atomic_write_labels(self.labels, updated)
-            self.grades = updated
+            self._save({**self.grades, **{(pseudonym, d): NORMAL for d in DISCS}})
 
 
 # --- merging two graders --------------------------------------------------------------------------
@@ -238,20 +304,21 @@ def merge_gradings(first: str | Path, second: str | Path, prefer: str | None = N
 
 
 def write_disagreements(path: str | Path, disagreements: Sequence[Mapping[str, Any]]) -> None:
-    """One row per disagreeing disc: patient, disc, the fields that differ, both graders' grades."""
+    """One row per disagreeing disc: patient, disc, the fields that differ, both graders' grades (formulas escaped)."""
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["patient_id", "disc", "fields", *(f"first_{f}" for f in GRADE_FIELDS)]
                         + [f"second_{f}" for f in GRADE_FIELDS])  # fmt: skip
         for d in disagreements:
             writer.writerow(
-                [d["patient_id"], d["disc"], " ".join(d["fields"])]
+                [spreadsheet_cell(d["patient_id"]), d["disc"], " ".join(d["fields"])]
                 + [d["first"][f] for f in GRADE_FIELDS]
                 + [d["second"][f] for f in GRADE_FIELDS]
             )
 
 
 __all__ = [
+    "GradesConflictError",
     "GradingSession",
     "LabelError",
     "MergeResult",

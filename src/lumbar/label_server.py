@@ -6,7 +6,8 @@ Routes:
   the grades so far and the progress;
 * ``PUT /api/grades/<patient>/<disc>`` with ``{"disc_state": 2, ...}`` changes grades and saves the
   file atomically; ``POST /api/normal/<patient>`` grades every disc of a patient normal; both answer
-  ``400 {"error": "..."}`` on a bad value, shown on the page;
+  ``400 {"error": "..."}`` on a bad value, shown on the page, and ``409`` when the file was changed by
+  someone else since the session read it (nothing is saved; the page reloads the grades);
 * ``GET /images/<path>`` one of the images the manifest selected for a patient, and nothing else (not
   the manifest, the report or any other file of the dataset folder).
 
@@ -20,7 +21,8 @@ Every request passes one guard (:class:`RequestGuard`) before it reaches a route
   nor a ``text/plain`` fetch, and the server answers no CORS preflight;
 * with a password (``LUMBAR_LABEL_PASSWORD``), HTTP basic authentication (any user name); after
   :data:`FREE_FAILURES` wrong passwords a client gets ``429`` with ``Retry-After`` for a window that
-  doubles with every further failure (:class:`AuthThrottle`);
+  doubles with every further failure, and after :data:`GLOBAL_FREE_FAILURES` wrong passwords from all
+  addresses in a minute every new client's check waits its turn (:class:`AuthThrottle`);
 * a body longer than :data:`MAX_BODY` bytes is refused (declared or streamed) with ``413`` and the
   connection is closed, so the rest of it is never read as another request; a body that stalls is
   refused with ``408``.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -47,6 +50,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -54,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from lumbar.errors import InputError, LumbarError
-from lumbar.grading import GradingSession
+from lumbar.grading import GradesConflictError, GradingSession
 from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES
 from lumbar.selection import DISC_LEVELS, DISCS
 
@@ -71,6 +75,13 @@ FREE_FAILURES = 5
 #: The first wait after the free failures, doubled at every further failure, up to :data:`MAX_WAIT`.
 FIRST_WAIT = 1.0
 MAX_WAIT = 300.0
+#: Wrong passwords from all clients together, within :data:`GLOBAL_WINDOW` seconds, before checks take turns.
+GLOBAL_FREE_FAILURES = 20
+GLOBAL_WINDOW = 60.0
+#: Seconds between two password checks while they take turns (about 3,600 guesses an hour at most).
+GLOBAL_SPACING = 1.0
+#: Seconds a client that gave the right password is not made to take turns.
+TRUST_WINDOW = 3600.0
 #: Connections served at once; the next ones get 503.
 MAX_CONNECTIONS = 256
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -229,12 +240,19 @@ def check_host_names(names: Iterable[str]) -> None:
 
 @dataclass
 class AuthThrottle:
-    """Wrong passwords per client: free at first, then each one costs a wait that doubles.
+    """Wrong passwords per client and in all: free at first, then each costs a wait.
 
-    After ``free`` consecutive failures a client is refused (without its password being checked) until
-    ``first_wait * 2 ** (failures - free)`` seconds (at most ``max_wait``) have passed since its last
-    failure; a right password resets the count. Clients are told apart by IP address (behind a reverse
-    proxy they are all the proxy).
+    Per client: after ``free`` consecutive failures a client is refused (without its password being
+    checked) until ``first_wait * 2 ** (failures - free)`` seconds (at most ``max_wait``) have passed
+    since its last failure; a right password resets the count. Clients are told apart by IP address
+    (behind a reverse proxy they are all the proxy), so an attacker who rotates addresses starts fresh
+    at each one; hence the global part.
+
+    In all: once ``global_free`` wrong passwords arrived within ``global_window`` seconds, from any
+    addresses, password checks take turns, one every ``global_spacing`` seconds, for every client that
+    has not given the right password within ``trust_window`` seconds. Everyone new is slowed down, nobody
+    is locked out, and a grader already signed in is not slowed at all. A turn further away than
+    ``max_wait`` is refused with 429 instead of queued.
     """
 
     free: int = FREE_FAILURES
@@ -242,7 +260,14 @@ class AuthThrottle:
     max_wait: float = MAX_WAIT
     clock: Callable[[], float] = time.monotonic
     max_clients: int = 10_000
+    global_free: int = GLOBAL_FREE_FAILURES
+    global_window: float = GLOBAL_WINDOW
+    global_spacing: float = GLOBAL_SPACING
+    trust_window: float = TRUST_WINDOW
     _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _recent: deque[float] = field(default_factory=deque)
+    _trusted: dict[str, float] = field(default_factory=dict)
+    _next_turn: float = 0.0
 
     def wait(self, client: str) -> float:
         """Seconds the client must still wait before its password is checked again (0: none)."""
@@ -251,6 +276,28 @@ class AuthThrottle:
             return 0.0
         window = min(self.first_wait * 2 ** (count - self.free), self.max_wait)
         return max(0.0, last + window - self.clock())
+
+    def slowed(self) -> bool:
+        """Whether ``global_free`` wrong passwords arrived within the last ``global_window`` seconds."""
+        now = self.clock()
+        while self._recent and now - self._recent[0] >= self.global_window:
+            self._recent.popleft()
+        return len(self._recent) >= self.global_free
+
+    def turn(self, client: str) -> float | None:
+        """Take the client's turn for a password check: seconds to wait first (0: at once), or None (429).
+
+        Turns are handed out one ``global_spacing`` apart while :meth:`slowed`; a client that gave the
+        right password within ``trust_window`` seconds always goes at once.
+        """
+        now = self.clock()
+        if now - self._trusted.get(client, -math.inf) < self.trust_window or not self.slowed():
+            return 0.0
+        start = max(now, self._next_turn)
+        if start - now > self.max_wait:
+            return None
+        self._next_turn = start + self.global_spacing
+        return start - now
 
     def failed(self, client: str) -> None:
         """Count a wrong password."""
@@ -262,10 +309,17 @@ class AuthThrottle:
                 self._failures = dict(kept)
         count, _ = self._failures.get(client, (0, 0.0))
         self._failures[client] = (count + 1, now)
+        self._recent.append(now)
+        if len(self._recent) > self.global_free:
+            self._recent.popleft()
 
     def succeeded(self, client: str) -> None:
-        """Forget a client's failures."""
+        """Forget a client's failures; trust it for ``trust_window`` seconds."""
+        now = self.clock()
         self._failures.pop(client, None)
+        if len(self._trusted) >= self.max_clients:
+            self._trusted = {c: t for c, t in self._trusted.items() if now - t < self.trust_window}
+        self._trusted[client] = now
 
 
 def page_policy(page: bytes) -> str:
@@ -337,6 +391,10 @@ class RequestGuard:
         for name, value in scope["headers"]:
             headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         refusal = self._check(scope, headers)
+        if refusal is None and self.password is not None:
+            refusal = await self._authenticate(scope, headers.get("authorization", [None])[0])
+        if refusal is None:
+            refusal = self._check_write(scope, headers)
         if refusal is not None:  # the connection is closed: a body the request may carry is never read
             status, message, extra = refusal
             await _answer(send_secured, status, message, [*extra, (b"connection", b"close")])
@@ -356,7 +414,7 @@ class RequestGuard:
         await self.app(scope, replay, send_secured)
 
     def _check(self, scope: Scope, headers: dict[str, list[str]]) -> tuple[int, str, list] | None:
-        """The refusal for a request that fails a check, as (status, message, headers), or None."""
+        """The refusal when the head, Host or Origin fails a check, as (status, message, headers), or None."""
         head = len(scope.get("raw_path", b"")) + len(scope.get("query_string", b""))
         if head + sum(len(k) + len(v) + 4 for k, vs in headers.items() for v in vs) > MAX_HEAD:
             return 431, f"the request line and headers are longer than {MAX_HEAD} bytes", []
@@ -369,22 +427,30 @@ class RequestGuard:
         origin = headers.get("origin", [None])[0]
         if origin is not None and origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower()):
             return 403, "requests from another site are refused", []
-        if self.password is not None:
-            refusal = self._authenticate(scope, headers.get("authorization", [None])[0])
-            if refusal is not None:
-                return refusal
+        return None
+
+    @staticmethod
+    def _check_write(scope: Scope, headers: dict[str, list[str]]) -> tuple[int, str, list] | None:
+        """The refusal of a write that is not JSON (checked after authentication), or None."""
         if scope["method"] in _WRITES:
             media_type = headers.get("content-type", [""])[0].split(";")[0].strip().lower()
             if media_type != "application/json":
                 return 415, "changes must be sent as application/json", []
         return None
 
-    def _authenticate(self, scope: Scope, header: str | None) -> tuple[int, str, list] | None:
+    async def _authenticate(self, scope: Scope, header: str | None) -> tuple[int, str, list] | None:
         client = (scope.get("client") or ("unknown", 0))[0]
         wait = self.throttle.wait(client)
         if wait > 0:
             retry = str(math.ceil(wait)).encode()
             return 429, f"too many wrong passwords; try again in {math.ceil(wait)} s", [(b"retry-after", retry)]
+        turn = self.throttle.turn(client)
+        if turn is None:
+            retry = str(math.ceil(self.throttle.max_wait)).encode()
+            message = "too many wrong passwords from many addresses; password checks are queued, try again later"
+            return 429, message, [(b"retry-after", retry)]
+        if turn > 0:
+            await asyncio.sleep(turn)
         challenge = [(b"www-authenticate", b'Basic realm="lumbar grading", charset="UTF-8"')]
         if header is None:
             return 401, "authentication required", challenge
@@ -467,6 +533,8 @@ def build_app(session: GradingSession, page: bytes) -> ASGIApp:
         return Response(page, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": policy})
 
     async def api_session(request: Request) -> Response:
+        with contextlib.suppress(LumbarError):  # a file broken by an edit is reported by the next save
+            await run_in_threadpool(session.refresh)
         return JSONResponse(session_payload(session))
 
     def image(request: Request) -> Response:
@@ -482,6 +550,8 @@ def build_app(session: GradingSession, page: bytes) -> ASGIApp:
     async def save(change: Callable[..., Any], *args: Any) -> Any:
         try:
             return await run_in_threadpool(change, *args)
+        except GradesConflictError as exc:
+            raise HTTPException(409, str(exc)) from None
         except LumbarError as exc:
             raise HTTPException(400, str(exc)) from None
         except OSError as exc:
@@ -549,6 +619,7 @@ class GradingServer:
         verbose: bool = False,
         allowed_hosts: Iterable[str] = (),
         insecure: bool = False,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         """Open the grading session and bind the port (0: a free one).
 
@@ -561,6 +632,7 @@ class GradingServer:
             verbose: Log every request (uvicorn's access log).
             allowed_hosts: Further ``Host`` names to answer to (a reverse proxy's).
             insecure: Serve a non-loopback address without a password.
+            throttle: How wrong passwords are slowed down (default :class:`AuthThrottle`).
 
         Raises:
             InputError: When a non-loopback address has no password (and not ``insecure``), or an allowed
@@ -586,7 +658,8 @@ class GradingServer:
         bound_port = self._socket.getsockname()[1]
         self._session = session
         page = resources.files("lumbar").joinpath("static/grading.html").read_bytes()
-        app = RequestGuard(build_app(session, page), HostPolicy.for_bind(host, bound_port, allowed_hosts), password)
+        hosts = HostPolicy.for_bind(host, bound_port, allowed_hosts)
+        app = RequestGuard(build_app(session, page), hosts, password, throttle)
         config = uvicorn.Config(
             app,
             http="h11",

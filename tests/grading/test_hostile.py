@@ -5,6 +5,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -347,3 +348,101 @@ def test_a_stalled_body_is_refused_in_time():
     asyncio.run(guard(scope, stalled, send))
     assert time.monotonic() - started < 2 and not reached
     assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+
+
+def _from(server, source: str, data: bytes, timeout: float = 30.0) -> bytes:
+    """Send bytes from a chosen loopback address (127.x.y.z) and read the whole answer."""
+    chunks = []
+    with socket.create_connection(_address(server), timeout=timeout, source_address=(source, 0)) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_wrong_passwords_from_rotating_addresses_are_slowed_for_all_but_signed_in_graders(built_dataset, tmp_path):
+    """Issue 29 case 10: 200 guesses from rotating 127.x.y.z addresses used to take 0.06 s; now checks take turns."""
+    spacing = 0.05
+    throttle = AuthThrottle(global_free=5, global_window=60.0, global_spacing=spacing)
+    running = GradingServer(built_dataset, tmp_path / "g.csv", port=0, password=PASSWORD, throttle=throttle).start()
+
+    def attempt(source, password):
+        token = base64.b64encode(f"grader:{password}".encode()).decode()
+        request = _request(running, "GET", "/api/session", headers={"Authorization": f"Basic {token}"})
+        return _status(_from(running, source, request))
+
+    try:
+        assert attempt("127.0.0.1", PASSWORD) == 200  # a grader signs in before the attack
+        started = time.monotonic()
+        statuses = [attempt(f"127.0.{1 + i // 200}.{1 + i % 200}", f"guess-{i}") for i in range(45)]
+        took = time.monotonic() - started
+        assert set(statuses) == {401}  # every guess got an answer: nobody is locked out ...
+        assert took >= (45 - 5 - 1) * spacing, took  # ... but after 5 failures they come one turn apart
+        started = time.monotonic()
+        assert attempt("127.0.0.1", PASSWORD) == 200  # the signed-in grader is not slowed down
+        assert time.monotonic() - started < spacing
+        assert attempt("127.0.9.9", PASSWORD) == 200  # a new grader with the right password waits a turn, then gets in
+    finally:
+        running.stop()
+
+
+def test_a_stale_server_never_overwrites_grades_another_saved(built_dataset, tmp_path):
+    """Issue 29 case 9: two servers on one grades.csv, and a hand edit while a server runs."""
+    from lumbar.grading import GradesConflictError, GradingSession
+    from lumbar.labels import Grades, load_labels
+
+    labels = tmp_path / "grades.csv"
+    first, second = GradingSession(built_dataset, labels), GradingSession(built_dataset, labels)
+    a, b = first.patients[0].pseudonym, first.patients[1].pseudonym
+    first.set_grades(a, "L12", {"disc_state": 1})  # answered with 200 on the first grader's page
+    with pytest.raises(GradesConflictError, match="changed by someone else"):
+        second.set_grades(b, "L23", {"disc_state": 2})  # the second server still holds the empty file
+    assert load_labels(labels)[0] == {(a, "L12"): Grades(1, 0, 0, 0, 0)}  # nothing lost, nothing written
+    assert second.grades == first.grades  # the second session now shows the file as it is
+    second.set_grades(b, "L23", {"disc_state": 2})  # the change made again is saved beside the first
+    assert set(load_labels(labels)[0]) == {(a, "L12"), (b, "L23")}
+    # a hand edit while the HTTP server runs: the next PUT is 409, the session shows the edit, the retry saves
+    running = GradingServer(built_dataset, labels, port=0).start()
+    try:
+        with labels.open("a", encoding="utf-8") as handle:
+            handle.write(f"{b},L45,3,0,0,0,0\n")
+        put = _grade(running, a).replace(b"/L12", b"/L34")
+        response = _raw(running, put)
+        assert _status(response) == 409 and b"changed by someone else" in _body(response)
+        session = json.loads(_body(_raw(running, _request(running, "GET", "/api/session"))))
+        (patient,) = [p for p in session["patients"] if p["id"] == b]
+        assert patient["grades"]["L45"]["disc_state"] == 3
+        assert _status(_raw(running, put)) == 200
+        assert set(load_labels(labels)[0]) == {(a, "L12"), (b, "L23"), (b, "L45"), (a, "L34")}
+    finally:
+        running.stop()
+
+
+def test_label_merge_prints_ids_literally_and_escapes_formulas(tmp_path):
+    """Issue 29 case 18: a patient id "[/bold]" crashed the console; formulas passed into the CSVs."""
+    from tests.conftest import run_in_process
+
+    header = "patient_id,disc,disc_state,herniation,scs,rfs,lfs\n"
+    (tmp_path / "a.csv").write_text(header + '[/bold],L12,1,0,0,0,0\n\'=HYPERLINK("http://x"),L23,0,0,0,0,0\n')
+    (tmp_path / "b.csv").write_text(header + '[/bold],L12,2,0,0,0,0\n\'=HYPERLINK("http://x"),L23,0,0,0,0,0\n')
+    merged, listed = tmp_path / "m.csv", tmp_path / "d.csv"
+    run = run_in_process("label", "merge", tmp_path / "a.csv", tmp_path / "b.csv", "--out", merged,
+                         "--disagreements", listed)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "[/bold]" in run.stdout and "1 disagreement(s)" in run.stdout
+    assert "'=HYPERLINK" in merged.read_text() and "\n=" not in merged.read_text()
+    assert listed.read_text().splitlines()[1].startswith("[/bold],L12,disc_state")
+
+
+def test_a_named_pipe_as_grading_file_is_refused_by_serve_and_merge(built_dataset, tmp_path):
+    """Issue 29 case 20: `label serve` and `label merge` hung on a FIFO; both answer one line at once."""
+    from tests.conftest import run_in_process
+
+    pipe = tmp_path / "grades.csv"
+    os.mkfifo(pipe)
+    started = time.monotonic()
+    for args in (("label", "serve", "--dataset", built_dataset, "--labels", pipe, "--port", "0"),
+                 ("label", "merge", pipe, pipe)):  # fmt: skip
+        run = run_in_process(*args)
+        assert run.returncode == 2 and "is a named pipe (FIFO), not a regular file" in run.stderr, run.stderr
+    assert time.monotonic() - started < 10

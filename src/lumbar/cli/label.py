@@ -75,6 +75,7 @@ def label_merge(
     """Combine two graders' files: agreements kept, disagreements reported per disc, Cohen's kappa per grade."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from lumbar.grading import atomic_write_labels, merge_gradings, write_disagreements
     from lumbar.labels import FIELD_TITLES
@@ -86,10 +87,13 @@ def label_merge(
             atomic_write_labels(out, result.merged)
         if disagreements:
             write_disagreements(disagreements, result.disagreements)
+    # ids and file names are printed literally: a patient id like "[/bold]" is text, not console markup
     console = Console()
     console.print(
         f"{result.both} discs graded by both, {result.only_first} only by {first.name}, "
-        f"{result.only_second} only by {second.name}; {len(result.disagreements)} disagreement(s)"
+        f"{result.only_second} only by {second.name}; {len(result.disagreements)} disagreement(s)",
+        markup=False,
+        highlight=False,
     )
     kappa = Table(title="Cohen's kappa between the two graders (discs graded by both)")
     kappa.add_column("grade")
@@ -99,11 +103,11 @@ def label_merge(
     console.print(kappa)
     if result.disagreements:
         table = Table(title="Disagreements")
-        for column in ("patient", "disc", "grades that differ", first.name, second.name):
+        for column in ("patient", "disc", "grades that differ", Text(first.name), Text(second.name)):
             table.add_column(column)
         for d in result.disagreements:
             table.add_row(
-                d["patient_id"],
+                Text(d["patient_id"]),
                 DISC_LEVELS[d["disc"]],
                 ", ".join(d["fields"]),
                 " ".join(str(d["first"][f]) for f in d["fields"]),
@@ -112,4 +116,4 @@ def label_merge(
         console.print(table)
     if out:
         left_out = "" if prefer else f"; {len(result.disagreements)} disagreeing disc(s) left out to adjudicate"
-        console.print(f"merged grades written to {out} ({len(result.merged)} discs{left_out})")
+        console.print(f"merged grades written to {out} ({len(result.merged)} discs{left_out})", markup=False)
