@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from typing_extensions import override
 
@@ -670,10 +670,15 @@ def open_store(uri: str | Path, create_bucket: bool = False, environ: Mapping[st
         parsed = urlparse(text)
         return S3Store(parsed.netloc, parsed.path, S3Settings.from_env(environ), create_bucket=create_bucket)
     if text.startswith("file://"):
-        return LocalStore(urlparse(text).path)
+        return LocalStore(file_uri_path(text))
     if "://" in text:
         raise StoreError(f"unsupported store URI {text!r}: use s3://bucket/prefix, file:///path or a folder path")
     return LocalStore(text)
+
+
+def file_uri_path(uri: str) -> Path:
+    """The folder a ``file://`` URI names, with percent-escapes decoded as :meth:`LocalStore.uri` writes them."""
+    return Path(unquote(urlparse(uri).path))
 
 
 def is_remote(uri: str | Path) -> bool:
@@ -684,7 +689,7 @@ def is_remote(uri: str | Path) -> bool:
 def _stage(uri: str, folder: bool) -> Path:
     kind = "folder" if folder else "file"
     if not is_remote(uri):
-        path = Path(uri.removeprefix("file://"))
+        path = file_uri_path(uri) if uri.startswith("file://") else Path(uri)
         if not (path.is_dir() if folder else path.is_file()):
             raise InputError(f"{uri} is not a {kind}")
         return path

@@ -9,7 +9,9 @@ local folder (tampered with, damaged, deleted) are uploaded again. After a succe
 ``<store>/datasets/<name>/latest`` names the version.
 
 Consumers fetch a version (or ``latest``) into a local cache keyed by the version hash, downloading
-it once and verifying every file against the index.
+it once and verifying every file against the index; a cached copy is verified again each time it is
+served, and fetched anew when a file was altered. A ``latest`` pointer that names no complete version
+is refused with one line (``publish`` writes it anew).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from lumbar.paths import data_dir
 from lumbar.storage import Store, StoreError, is_remote, open_store, sha256_file
 
 INDEX = "SHA256SUMS"
+_VERSION = re.compile(r"[0-9a-f]{16}")
 COMPLETE = "_COMPLETE"
 LATEST = "latest"
 
@@ -152,8 +156,22 @@ def resolve(uri: str) -> tuple[Store, str]:
     pointer = open_store(text)
     if not pointer.exists(LATEST):
         raise StoreError(f"{uri} is neither a published dataset version nor a dataset with a 'latest' pointer")
-    version = json.loads(pointer.get_bytes(LATEST))["version"]
+    version = _pointed_version(pointer.get_bytes(LATEST))
+    if version is None or not pointer.child(version).exists(COMPLETE):
+        raise StoreError(
+            f"the 'latest' pointer of {text} is damaged (it names no complete version); publish the dataset again "
+            "to repair it, or name a version"
+        )
     return pointer.child(version), version
+
+
+def _pointed_version(data: bytes) -> str | None:
+    """The version a ``latest`` pointer names, or None when it is not ``{"version": "<16 hex digits>"}``."""
+    try:
+        version = json.loads(data.decode("utf-8"))["version"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return version if isinstance(version, str) and _VERSION.fullmatch(version) else None
 
 
 def fetch_dataset(
@@ -176,7 +194,9 @@ def fetch_dataset(
     store, version = resolve(text)
     target = Path(cache or data_dir() / "cache") / "datasets" / version
     if (target / COMPLETE).is_file():
-        return target
+        if _intact(target, version):
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # an altered copy is never served: it is fetched again
     partial = target.with_name(f".{version}.partial")
     store.get_tree("", partial, progress=progress)
     index = (partial / INDEX).read_text(encoding="utf-8")
@@ -186,6 +206,15 @@ def fetch_dataset(
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
+
+
+def _intact(folder: Path, version: str) -> bool:
+    """Whether a cached version still holds exactly the files its index lists, with their hashes."""
+    try:
+        index = (folder / INDEX).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return version_of(index) == version and file_index(folder) == index
 
 
 def pin(uri: str) -> tuple[str, str]:

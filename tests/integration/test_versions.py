@@ -166,3 +166,28 @@ def test_backbone_weights_from_s3(bucket, s3_env, tmp_path, monkeypatch):
     ):
         assert (a == b).all()
     assert list((tmp_path / "data" / "cache" / "backbones").glob("*/backbone.npz"))
+
+
+def test_a_damaged_pointer_or_cached_copy_is_refused_or_repaired(built_dataset, tmp_path, monkeypatch):
+    """Issue 29 case 14: a store in a folder with a space, a damaged 'latest', an altered cached copy."""
+    from tests.conftest import run_in_process
+
+    monkeypatch.setenv("LUMBAR_DATA_DIR", str(tmp_path / "data"))
+    store = tmp_path / "hospital store"
+    published = run_in_process("dataset", "publish", built_dataset, "--store", store, "--name", "dc")
+    assert published.returncode == 0, published.stderr
+    uri = published.stdout.split(" ", 1)[0]
+    assert "%20" in uri  # the URI lumbar prints ...
+    assert run_in_process("dataset", "describe", uri).returncode == 0  # ... is one lumbar opens
+    latest = f"{store.as_uri()}/datasets/dc/latest"
+    cached = fetch_dataset(latest)
+    manifest = (cached / "manifest.csv").read_bytes()
+    (cached / "manifest.csv").write_bytes(manifest.replace(b"train", b"test", 1))  # an altered cached copy
+    assert fetch_dataset(latest) == cached and (cached / "manifest.csv").read_bytes() == manifest  # fetched anew
+    for damage in (b"{not json", b'{"version": "../../etc"}', b'{"version": "0123456789abcdef"}', b"[]"):
+        (store / "datasets" / "dc" / "latest").write_bytes(damage)
+        run = run_in_process("dataset", "describe", latest)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert "'latest' pointer" in run.stderr and "damaged" in run.stderr
+    assert run_in_process("dataset", "publish", built_dataset, "--store", store, "--name", "dc").returncode == 0
+    assert fetch_dataset(latest) == cached  # publishing again repaired the pointer
