@@ -96,7 +96,9 @@ class LabelProblem:
     patient_id: str = ""
 
     def __str__(self) -> str:
-        return f"line {self.line}, field {self.field!r}, value {self.value!r}: {self.reason}"
+        lines = self.value.splitlines()
+        shown = lines[0][:40] + ("..." if len(lines) > 1 or len(lines[0]) > 40 else "") if lines else ""
+        return f"line {self.line}, field {self.field!r}, value {shown!r}: {self.reason}"
 
     def public(self, pseudonym: str | None, withheld: set[str] | frozenset[str] = frozenset()) -> dict[str, object]:
         """The problem as an output may show it: the patient by pseudonym, the value only when it is harmless.
