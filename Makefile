@@ -18,7 +18,7 @@ PATIENTS ?=
 WORKERS ?= 2
 
 
-.PHONY: images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services
+.PHONY: images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services engine engine-down base-image wheelhouse
 .PHONY: help venv install demo test test-fast test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl bench-input-deps services-up services-down clean
 
 help:
@@ -28,6 +28,8 @@ help:
 	@echo "make test-all  the suite including slow tests"
 	@echo "make lint      ruff"
 	@echo "make bench     the benchmarks in bench/"
+	@echo "make engine    a Docker engine (the one that answers, else Debian's started here); make engine-down"
+	@echo "make images    the component, training (CPU; CUDA=1 also CUDA) and MLflow images (docker/README.md)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "lumbar needs Python 3.11, found " + sys.version.split()[0]'
@@ -58,34 +60,82 @@ kubectl:
 		echo "kubectl not found: installing Debian's kubernetes-client"; \
 		if [ "$$(id -u)" = 0 ]; then apt-get install -y -q kubernetes-client; else sudo apt-get install -y -q kubernetes-client; fi; }
 
-# needs Docker: builds the component, training and MLflow images (components/images.py names them) under
-# IMAGE_REGISTRY (default $$LUMBAR_IMAGE_REGISTRY, else ghcr.io/lumbar-mlops) and IMAGE_TAG (default: from
-# the version), and records each image in $(IMAGES_LOCK); `make push` pushes them and records their digests,
-# which `lumbar pipeline compile|submit` then use (docs/cluster.md, "Images")
+# a Docker engine: the one that answers, else Debian's docker.io started here with the settings these machines
+# need (docker/engine.sh; `make engine-down` stops only what `make engine` started)
+engine:
+	@bash docker/engine.sh up
+
+engine-down:
+	@bash docker/engine.sh down
+
+# the images' Python base: PYTHON_BASE when given, else the pinned slim image when it can be pulled, else
+# LOCAL_PYTHON_BASE, which `make base-image` builds from Debian's packages (no registry needed)
+DEFAULT_PYTHON_BASE := python:3.11.11-slim-bookworm
+LOCAL_PYTHON_BASE := lumbar-python-base:3.11-bookworm
+PYTHON_BASE ?=
+export PYTHON_BASE
+base-image: engine
+	@bash docker/base-image.sh $(LOCAL_PYTHON_BASE)
+
+# the wheels every image installs, fetched by pip on the host (which reaches the package index): the builds
+# then need no network, no CA bundle and no BuildKit. CUDA=1 adds TensorFlow's CUDA wheels (several GB).
+WHEELHOUSE := build/wheelhouse
+CUDA ?=
+TENSORFLOW_VERSION := $(shell sed -n 's/^ARG TENSORFLOW_VERSION=//p' docker/base.Dockerfile)
+wheelhouse: $(STAMP)
+	@mkdir -p $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/constraints.txt "tensorflow-cpu==$(TENSORFLOW_VERSION)"
+	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/mlflow-constraints.txt
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "setuptools>=77"
+	$(if $(CUDA),$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/cuda-constraints.txt)
+
+# builds the component image, the training image's CPU variant (the component image under the training
+# image's CPU name: the same layers), the MLflow image, and with CUDA=1 the CUDA training image
+# (components/images.py names them), under IMAGE_REGISTRY (default $$LUMBAR_IMAGE_REGISTRY, else
+# ghcr.io/lumbar-mlops) and IMAGE_TAG (default: from the version), and records each image in
+# $(IMAGES_LOCK); `make push` pushes them and records their digests, which `lumbar pipeline compile|submit`
+# then use (docs/cluster.md, "Images"). Builds use the host's network (the engine of `make engine` has no bridge).
 IMAGE_REGISTRY ?= $(LUMBAR_IMAGE_REGISTRY)
 IMAGE_TAG ?=
 IMAGES_LOCK ?= images.lock.json
 IMAGE_ARGS = $(if $(IMAGE_REGISTRY),--registry $(IMAGE_REGISTRY)) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
-images: $(STAMP)
-	@docker info >/dev/null 2>&1 || { echo "make images needs a running Docker engine (docker info failed)"; exit 2; }
-	@eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
-	docker build -f docker/base.Dockerfile -t "$$BASE_IMAGE" . && \
-	docker build -f docker/train.Dockerfile -t "$$TRAIN_IMAGE" . && \
-	docker build -f docker/mlflow.Dockerfile -t "$$MLFLOW_IMAGE" . && \
-	for name in BASE_IMAGE TRAIN_IMAGE MLFLOW_IMAGE; do \
+BUILD = --network host --build-arg PYTHON_BASE="$$base" .
+images: $(STAMP) engine wheelhouse
+	@base="$$(bash docker/python-base.sh $(DEFAULT_PYTHON_BASE) $(LOCAL_PYTHON_BASE))" || exit 2; \
+	echo "images: building on $$base"; \
+	eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
+	built="BASE_IMAGE TRAIN_CPU_IMAGE MLFLOW_IMAGE" && \
+	docker build -f docker/base.Dockerfile -t "$$BASE_IMAGE" $(BUILD) && \
+	docker build -f docker/base.Dockerfile -t "$$TRAIN_CPU_IMAGE" $(BUILD) && \
+	docker build -f docker/mlflow.Dockerfile -t "$$MLFLOW_IMAGE" $(BUILD) && \
+	if [ -n "$(CUDA)" ]; then \
+		docker build -f docker/train.Dockerfile -t "$$TRAIN_IMAGE" $(BUILD) && \
+		built="$$built TRAIN_IMAGE"; \
+	fi && \
+	for name in $$built; do \
 		ref="$${!name}"; \
 		$(BIN)/python -m components.images record $(IMAGES_LOCK) $$name "$$ref" \
 			--id "$$(docker image inspect -f '{{.Id}}' "$$ref")" || exit 2; \
-	done && echo "recorded the images in $(IMAGES_LOCK)"
+	done && echo "recorded the images in $(IMAGES_LOCK): $$built"
 
 # docker/constraints.txt: the exact runtime dependency versions of the resolved .venv, installed by the
 # Dockerfiles before the source (regenerate after changing dependencies in pyproject.toml)
+# docker/mlflow-constraints.txt and docker/cuda-constraints.txt: every package of the MLflow image and of the
+# CUDA training image's TensorFlow, pinned from pip's resolution (--dry-run --report: no wheel downloaded)
+MLFLOW_REQUIREMENTS := "mlflow[auth]==3.17.2" "psycopg2-binary==2.9.13" "boto3==1.44.8"
 constraints: $(STAMP)
 	$(BIN)/python docker/freeze.py > docker/constraints.txt.new && mv docker/constraints.txt.new docker/constraints.txt
+	@mkdir -p build
+	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed --report build/mlflow-report.json $(MLFLOW_REQUIREMENTS)
+	$(BIN)/python docker/freeze.py --report build/mlflow-report.json "MLflow image" > docker/mlflow-constraints.txt
+	$(BIN)/python -m pip install --quiet --dry-run --ignore-installed --report build/cuda-report.json \
+		-c docker/constraints.txt "tensorflow[and-cuda]==$(TENSORFLOW_VERSION)"
+	$(BIN)/python docker/freeze.py --report build/cuda-report.json \
+		"CUDA training image's TensorFlow (resolved with docker/constraints.txt)" > docker/cuda-constraints.txt
 
 push: images
 	@eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
-	for name in BASE_IMAGE TRAIN_IMAGE MLFLOW_IMAGE; do \
+	for name in BASE_IMAGE TRAIN_CPU_IMAGE MLFLOW_IMAGE $(if $(CUDA),TRAIN_IMAGE); do \
 		ref="$${!name}"; repo="$${ref%:*}"; \
 		docker push "$$ref" || exit 2; \
 		digest="$$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$$ref" | grep "^$$repo@" | head -n 1 | cut -d@ -f2)"; \

@@ -23,18 +23,27 @@ REGISTRY = "ghcr.io/lumbar-mlops"
 PYTHON = "python3.11"
 #: CPU image (docker/base.Dockerfile): Python 3.11 slim, lumbar with its CPU dependencies, kfp.
 BASE_IMAGE = f"{REGISTRY}/lumbar:{__version__}-{PYTHON}"
-#: GPU image (docker/train.Dockerfile): TensorFlow with CUDA, lumbar[gpu] (training and pretraining).
+#: GPU image (docker/train.Dockerfile): TensorFlow with CUDA (training and pretraining on GPU nodes).
 TRAIN_IMAGE = f"{REGISTRY}/lumbar-train:{__version__}-{PYTHON}-cuda"
+#: The training image's CPU variant, for training in local container runs: the component image's layers
+#: (docker/base.Dockerfile) under the training image's name.
+TRAIN_CPU_IMAGE = f"{REGISTRY}/lumbar-train:{__version__}-{PYTHON}"
 #: MLflow tracking server (docker/mlflow.Dockerfile) that k8s/base deploys.
 MLFLOW_IMAGE = f"{REGISTRY}/lumbar-mlflow:{__version__}"
 #: Dockerfile of each image.
 DOCKERFILES = {
     BASE_IMAGE: "docker/base.Dockerfile",
     TRAIN_IMAGE: "docker/train.Dockerfile",
+    TRAIN_CPU_IMAGE: "docker/base.Dockerfile",
     MLFLOW_IMAGE: "docker/mlflow.Dockerfile",
 }
 #: The images by the names ``make images`` and the lock file use.
-IMAGES = {"BASE_IMAGE": BASE_IMAGE, "TRAIN_IMAGE": TRAIN_IMAGE, "MLFLOW_IMAGE": MLFLOW_IMAGE}
+IMAGES = {
+    "BASE_IMAGE": BASE_IMAGE,
+    "TRAIN_IMAGE": TRAIN_IMAGE,
+    "TRAIN_CPU_IMAGE": TRAIN_CPU_IMAGE,
+    "MLFLOW_IMAGE": MLFLOW_IMAGE,
+}
 #: Environment variable naming the registry the images were pushed to (``--image-registry``).
 REGISTRY_ENV = "LUMBAR_IMAGE_REGISTRY"
 #: The lock file ``make images`` / ``make push`` write and ``lumbar pipeline compile`` reads.

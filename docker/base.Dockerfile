@@ -1,16 +1,20 @@
-# syntax=docker/dockerfile:1
-# The component base image: Python 3.11 slim, lumbar with its CPU dependencies (TensorFlow CPU, kfp,
-# MLflow, pydicom), for the dataset, evaluate, Grad-CAM and compare steps.
-# Build from the repository root: make images (or docker build -f docker/base.Dockerfile .).
-# The base is pinned by version; for production pin it by digest too (python:3.11.11-slim-bookworm@sha256:...).
-FROM python:3.11.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# The component base image: Python 3.11, lumbar with its CPU dependencies (TensorFlow CPU, kfp, MLflow,
+# pydicom), for the dataset, evaluate, Grad-CAM and compare steps.
+# Build from the repository root with `make images`, which first fills build/wheelhouse/ with the wheels
+# of docker/constraints.txt (pip on the host, which reaches the package index): the build itself needs
+# no network, no CA bundle and no BuildKit frontend, so it runs on any engine, offline included.
+# PYTHON_BASE: the pinned Python slim image by default (pin it by digest for production); `make base-image`
+# builds one from Debian's packages where no registry can be reached.
+ARG PYTHON_BASE=python:3.11.11-slim-bookworm
+FROM ${PYTHON_BASE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels
 ARG TENSORFLOW_VERSION=2.21.0
 WORKDIR /src
-# the pinned dependencies first (docker/constraints.txt, `make constraints`), then the CPU TensorFlow:
-# a code change rebuilds only the layers below
+# the wheels and the pinned dependencies first, then the CPU TensorFlow: a code change rebuilds only the
+# layers below; this stage's layers (the wheels among them) never reach the image
+COPY build/wheelhouse /wheels
 COPY docker/constraints.txt ./
-RUN python -m venv /opt/venv \
+RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r constraints.txt "tensorflow-cpu==${TENSORFLOW_VERSION}"
 COPY pyproject.toml README.md ./
 COPY src ./src
@@ -19,10 +23,9 @@ COPY pipelines ./pipelines
 COPY launch ./launch
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
 
-FROM python:3.11.11-slim-bookworm
+FROM ${PYTHON_BASE}
 LABEL org.opencontainers.image.title="lumbar" \
       org.opencontainers.image.description="lumbar Kubeflow component image (CPU)" \
-      org.opencontainers.image.source="https://github.com/lumbar-mlops/lumbar" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --gid 10001 lumbar \
     && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin lumbar

@@ -7,6 +7,8 @@ it is missing).
 """
 
 import configparser
+import fnmatch
+import glob
 import importlib.metadata
 import importlib.util
 import json
@@ -212,7 +214,19 @@ def test_mlflow_authenticates_and_keeps_passwords_off_command_lines(rendered):
     assert mlflow["readinessProbe"] and mlflow["livenessProbe"]
     dockerfile = (ROOT / "docker" / "mlflow.Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "/usr/local/bin/mlflow-entrypoint.py"]' in dockerfile
-    assert '"mlflow[auth]==' in dockerfile  # basic-auth needs Flask-WTF (the `auth` extra)
+    # every package pinned, resolved from mlflow[auth] (basic-auth needs Flask-WTF, the `auth` extra), at the
+    # MLflow version the pipelines log with
+    assert "-r /tmp/mlflow-constraints.txt" in dockerfile
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "docker" / "mlflow-constraints.txt").read_text().splitlines()
+        if "==" in line
+    )
+    ours = dict(
+        line.split("==") for line in (ROOT / "docker" / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    assert "flask-wtf" in pins and pins["mlflow"] == ours["mlflow"] and "psycopg2-binary" in pins
+    assert '"mlflow[auth]==' in (ROOT / "Makefile").read_text()
     assert "!docker/mlflow-entrypoint.py" in (ROOT / ".dockerignore").read_text().splitlines()
 
 
@@ -386,6 +400,49 @@ def test_dockerfiles_run_as_non_root_without_credentials():
         assert not re.search(r"(SECRET|PASSWORD|ACCESS_KEY)\s*=", text), path
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*")] == "*" and "!src/" in ignore  # deny by default: no data, no .venv
+
+
+def _dockerignore_sends(path: str) -> bool:
+    """Whether the build context holds ``path`` under .dockerignore's rules (the last matching rule decides)."""
+    sent = True
+    for rule in (ROOT / ".dockerignore").read_text().splitlines():
+        rule = rule.strip()
+        if not rule or rule.startswith("#"):
+            continue
+        include, pattern = rule.startswith("!"), rule.lstrip("!").rstrip("/")
+        pattern = pattern.removeprefix("**/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes) or fnmatch.fnmatchcase(parts[-1], pattern):
+            sent = include
+    return sent
+
+
+def test_dockerfiles_build_offline_on_a_pinned_base():
+    """Every COPY source reaches the build context (a `COPY launch` once met a .dockerignore without launch/),
+    every stage starts from the PYTHON_BASE argument whose default is a pinned tag, and nothing needs a
+    BuildKit frontend image (`# syntax=` is fetched from a registry) or bakes in the GPU device list."""
+    for path in sorted((ROOT / "docker").glob("*.Dockerfile")):
+        text = path.read_text()
+        assert not re.search(r"^# *syntax *=", text, flags=re.M | re.I), path
+        assert "NVIDIA_VISIBLE_DEVICES=" not in text, path  # the device plugin sets it
+        default = re.search(r"^ARG PYTHON_BASE=(\S+)$", text, flags=re.M)
+        assert default and re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default.group(1)), path
+        stages = re.findall(r"^FROM (\S+)", text, flags=re.M)
+        assert stages and set(stages) == {"${PYTHON_BASE}"}, (path, stages)
+        for sources in re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", text, flags=re.M):
+            for source in sources.split():
+                source = source.rstrip("/")
+                found = [Path(m) for m in glob.glob(source, root_dir=ROOT)] or [Path(source)]
+                files = [f for m in found for f in ([m] if not (ROOT / m).is_dir() else (ROOT / m).rglob("*"))]
+                sent = [
+                    f
+                    for f in files
+                    if _dockerignore_sends(Path(f).relative_to(ROOT).as_posix() if Path(f).is_absolute() else str(f))
+                ]
+                assert sent, f"{path.name}: COPY {source} is excluded by .dockerignore"
+    assert not _dockerignore_sends("data/demo/report.html") and not _dockerignore_sends(".venv/bin/python")
+    assert not _dockerignore_sends("src/lumbar/__pycache__/x.pyc")
 
 
 def test_checkov_skips_each_carry_a_reason():

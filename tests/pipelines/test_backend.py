@@ -371,7 +371,7 @@ def test_constraints_are_the_resolved_environment():
 )
 def test_dockerfiles_install_pinned_dependencies_before_the_source(dockerfile, tensorflow):
     lines = (ROOT / "docker" / dockerfile).read_text().splitlines()
-    build = lines[: next(i for i, line in enumerate(lines) if line.startswith("FROM") and i > 0 and "AS" not in line)]
+    build = lines[: next(i for i, line in enumerate(lines) if line.startswith("FROM") and " AS " not in line)]
     text = "\n".join(build)
     pins = text.index("-r constraints.txt")
     assert text.index("COPY docker/constraints.txt") < pins < text.index("COPY src ./src")
