@@ -194,9 +194,6 @@ class IdentifierGuard:
                 continue
             self._by_first.setdefault(words[0], set()).add(words)
 
-    def __len__(self) -> int:
-        return sum(len(v) for v in self._by_first.values())
-
     def found_in(self, text: str) -> bool:
         """Whether ``text`` holds an identifier as a whole word sequence."""
         if not self._by_first:

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from lumbar.errors import InputError
+from lumbar.paths import file_kind
 
 #: Series kinds the builder knows.
 SERIES_KINDS: tuple[str, ...] = ("localizer", "sag_t1", "sag_t2", "ax_t1", "ax_t2", "myelo", "other")
@@ -536,20 +537,6 @@ def _index_dataset(ds: Any, handle: BinaryIO, relpath: str, size: int, limits: I
         "synthetic": str(v.get("SynthMark") or "").strip() == SYNTH_MARK,
     }
     return IndexResult(relpath, frames=[FrameRecord(frame_index=i, **base) for i in range(frames_in_file)])
-
-
-def file_kind(mode: int) -> str:
-    """Name the kind of a file system entry that is not a regular file (for reasons in reports)."""
-    for test, name in (
-        (stat.S_ISFIFO, "named pipe (FIFO)"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISDIR, "folder"),
-    ):
-        if test(mode):
-            return f"{name}, not a regular file"
-    return "not a regular file"
 
 
 def _os_reason(exc: OSError) -> str:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lumbar.errors import LabelError
+from lumbar.paths import file_kind
 from lumbar.selection import DISC_LEVELS, DISCS
 
 GRADE_FIELDS: tuple[str, ...] = ("disc_state", "herniation", "scs", "rfs", "lfs")
@@ -265,8 +266,6 @@ def _open_regular(path: Path):  # type: ignore[no-untyped-def]
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            from lumbar.dicom import file_kind
-
             raise LabelError(f"labels file {path} is a {file_kind(mode)}; give a CSV file")
         os.set_blocking(fd, True)
     except BaseException:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -110,6 +111,20 @@ def write_private(path: Path, rows: Iterable[Sequence[object]], option: str) -> 
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def file_kind(mode: int) -> str:
+    """Name the kind of a file system entry that is not a regular file (for reasons in reports)."""
+    for test, name in (
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return f"{name}, not a regular file"
+    return "not a regular file"
 
 
 def _pid_alive(pid: int) -> bool:
