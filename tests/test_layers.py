@@ -3,7 +3,7 @@
 Bottom to top (a module may import from its own layer and the layers below, never from above):
 
 0. foundation: errors, paths, the registries (backbones, metrics, procedures), the paper's numbers, and
-   small pure helpers (selection, split, roi, progress, gpucheck)
+   small pure helpers (selection, split, roi, progress, gpucheck, limits)
 1. data and models: DICOM, de-identification, labels, datasets, storage, versions, tracking, services,
    the cluster client, distribution, models
 2. training and evaluation: train, evaluate, pretrain, gradcam
@@ -28,7 +28,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ("lumbar", "lumbar.errors", "lumbar.paths", "lumbar.backbones", "lumbar.metrics", "lumbar.procedures",
-         "lumbar.paper", "lumbar.selection", "lumbar.split", "lumbar.roi", "lumbar.progress", "lumbar.gpucheck"),
+         "lumbar.paper", "lumbar.selection", "lumbar.split", "lumbar.roi", "lumbar.progress", "lumbar.gpucheck",
+         "lumbar.limits"),
         0,
     ),
     **dict.fromkeys(

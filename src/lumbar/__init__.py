@@ -7,7 +7,7 @@ Layer order, bottom to top (a module imports only from its own layer and those b
 ``tests/test_layers.py`` checks every import, also those inside functions):
 
 0. foundation: errors, paths, the registries (``backbones``, ``metrics``, ``procedures``), the paper's numbers
-   (``paper``), small pure helpers (``selection``, ``split``, ``roi``, ``progress``);
+   (``paper``), small pure helpers (``selection``, ``split``, ``roi``, ``progress``, ``limits``);
 1. data and models: DICOM, de-identification, labels, the dataset builders, storage, versions, tracking,
    services, ``models``;
 2. training and evaluation: ``train``, ``evaluate``, ``pretrain``, ``gradcam``;

@@ -42,7 +42,6 @@ from lumbar.deid import DEFAULT_SECRET_ENV, IdentifierGuard, Pseudonymizer, name
 from lumbar.dicom import (
     FrameRecord,
     FrameRefusedError,
-    ImageLimits,
     IndexResult,
     SeriesRules,
     classify_series,
@@ -54,6 +53,7 @@ from lumbar.dicom import (
 )
 from lumbar.errors import InputError
 from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES, Grades, LabelProblem, load_labels
+from lumbar.limits import ImageLimits
 from lumbar.paths import check_output_file, replacing_folder, write_private
 from lumbar.progress import NullProgress, Progress
 from lumbar.roi import crop_roi

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from lumbar.cli._common import clear_errors, show_progress
-from lumbar.dicom import ImageLimits
+from lumbar.limits import ImageLimits
 
 app = typer.Typer(help="Build, inspect, publish and fetch datasets.", no_args_is_help=True)
 
