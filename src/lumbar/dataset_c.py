@@ -667,8 +667,7 @@ def _merge_aliases(
     """
     groups: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for who, disc in grades:
-        canonical = who if _PSEUDONYM_PATTERN.fullmatch(who) else pseudonymizer.pseudonym(who)
-        groups[(canonical, disc)].append((who, disc))
+        groups[(_pseudonym_of(who, pseudonymizer), disc)].append((who, disc))
     kept = dict(grades)
     for (pseudonym, disc), keys in groups.items():
         if len(keys) < 2:

@@ -199,8 +199,7 @@ def fetch_dataset(
         shutil.rmtree(target, ignore_errors=True)  # an altered copy is never served: it is fetched again
     partial = target.with_name(f".{version}.partial")
     store.get_tree("", partial, progress=progress)
-    index = (partial / INDEX).read_text(encoding="utf-8")
-    if version_of(index) != version or file_index(partial) != index:
+    if not _intact(partial, version):
         shutil.rmtree(partial, ignore_errors=True)
         raise StoreError(f"dataset version {version} from {text} does not match its index; it was not cached")
     shutil.rmtree(target, ignore_errors=True)
