@@ -27,7 +27,6 @@ file: used, duplicate, unmapped, or quarantined with its reason).
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import hashlib
 import json
 import os
@@ -40,7 +39,7 @@ import numpy as np
 
 from lumbar import __version__
 from lumbar.errors import InputError
-from lumbar.paths import replacing_folder
+from lumbar.paths import build_time, replacing_folder
 from lumbar.progress import NullProgress, Progress
 from lumbar.split import stratified_assign
 
@@ -306,7 +305,7 @@ def _build(config: LabelledBuildConfig, work: Path, progress: Progress) -> dict:
     }
     report = {
         "lumbar_version": __version__,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": build_time(),
         "summary": summary,
         "files": [
             {k: v for k, v in f.items() if k not in ("label",)} | ({"label": f["label"]} if "label" in f else {})

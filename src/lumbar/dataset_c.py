@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime as dt
 import json
 import multiprocessing
 import os
@@ -54,7 +53,7 @@ from lumbar.dicom import (
 from lumbar.errors import InputError
 from lumbar.labels import FIELD_TITLES, GRADE_FIELDS, GRADE_NAMES, Grades, LabelProblem, load_labels
 from lumbar.limits import ImageLimits
-from lumbar.paths import check_output_file, replacing_folder, write_private
+from lumbar.paths import build_time, check_output_file, replacing_folder, write_private
 from lumbar.progress import NullProgress, Progress
 from lumbar.roi import crop_roi
 from lumbar.selection import (
@@ -815,7 +814,7 @@ def build_dataset_c(config: BuildConfig, progress: Progress | None = None) -> Bu
         withheld = {i.casefold() for i in identifiers}
         report = {
             "lumbar_version": __version__,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "created": build_time(),
             "settings": {
                 "split_by": config.split_by,
                 "fractions": list(config.fractions),

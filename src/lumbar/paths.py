@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -13,8 +14,30 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from lumbar.errors import InputError
+
 #: Environment variable naming the data directory.
 DATA_DIR_ENV = "LUMBAR_DATA_DIR"
+#: The reproducible-builds variable: a build's recorded time, in seconds since 1970 (UTC).
+SOURCE_DATE_ENV = "SOURCE_DATE_EPOCH"
+
+
+def build_time(environ: Mapping[str, str] | None = None) -> str:
+    """The time an output records as its build time, ISO 8601 in UTC to the second.
+
+    ``$SOURCE_DATE_EPOCH`` when set (https://reproducible-builds.org/specs/source-date-epoch/): the same
+    inputs then give byte-identical reports and so the same content-addressed dataset version, whichever
+    machine or container builds them. Otherwise the current time.
+
+    Raises:
+        InputError: When ``SOURCE_DATE_EPOCH`` is not a whole number of seconds.
+    """
+    value = (os.environ if environ is None else environ).get(SOURCE_DATE_ENV, "").strip()
+    if not value:
+        return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    if not value.isdigit():
+        raise InputError(f"{SOURCE_DATE_ENV} must be a whole number of seconds since 1970, not {value[:20]!r}")
+    return dt.datetime.fromtimestamp(int(value), dt.UTC).isoformat(timespec="seconds")
 
 
 def data_dir(environ: Mapping[str, str] | None = None) -> Path:
