@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from launch.warm import warm_tasks
 from lumbar.errors import InputError, LumbarError
 from lumbar.paths import DATA_DIR_ENV, data_dir
 from lumbar.procedures import PROCEDURES
+from lumbar.tracking import RUN_ID_ENV
 from pipelines import dataset_c, paper
 from pipelines.settings import ClusterSettings
 
@@ -171,15 +173,20 @@ def compile_pipeline(
 
 
 @contextmanager
-def _environment(defaults: Mapping[str, str]) -> Iterator[None]:
-    """Set the variables that are not set yet for the duration, then restore the environment."""
-    added = [k for k in defaults if k not in os.environ]
-    os.environ.update({k: defaults[k] for k in added})
+def _environment(defaults: Mapping[str, str], overrides: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Set ``defaults`` not set yet and all ``overrides`` for the duration, then restore the environment."""
+    overrides = dict(overrides or {})
+    saved = {k: os.environ.get(k) for k in {*defaults, *overrides}}
+    os.environ.update({k: v for k, v in defaults.items() if k not in os.environ})
+    os.environ.update(overrides)
     try:
         yield
     finally:
-        for key in added:
-            os.environ.pop(key, None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager
@@ -224,6 +231,7 @@ class LocalRun:
     name: str
     folder: Path
     seconds: float
+    run_id: str = ""
 
 
 def run_local(
@@ -231,11 +239,23 @@ def run_local(
     params: Mapping[str, Any],
     pipeline_root: str | Path | None = None,
     settings: ClusterSettings | None = None,
+    containers: bool = False,
+    images: Mapping[str, str] | None = None,
 ) -> LocalRun:
     """Run ``name`` with kfp.local on this machine and return the run's artifact folder.
 
+    Args:
+        name: The pipeline.
+        params: Its parameters.
+        pipeline_root: The local artifact root (default ``<data dir>/pipelines``).
+        settings: Cluster settings (default: no GPU, local parallelism).
+        containers: Run every task in its component image with kfp's ``DockerRunner`` (see
+            :func:`container_runner`) instead of as a subprocess of this Python.
+        images: With ``containers``: default image -> the image to run (default
+            :func:`local_container_images`).
+
     Raises:
-        InputError: When the pipeline root is not a local folder.
+        InputError: When the pipeline root is not a local folder, or containers have no MLflow server.
         LumbarError: When a task fails (the task's log is printed above the message).
     """
     from kfp import local
@@ -247,6 +267,8 @@ def run_local(
         raise InputError(f"kfp.local needs a local pipeline root, not {root}")
     root = root.absolute()
     root.mkdir(parents=True, exist_ok=True)
+    if containers:
+        return _run_in_containers(name, params, root, settings, images)
     # the task subprocesses inherit the environment: one data directory and one MLflow store for all
     env = {DATA_DIR_ENV: str(data_dir()), "MLFLOW_TRACKING_URI": tracking_uri(), "TF_CPP_MIN_LOG_LEVEL": "2"}
     if env["MLFLOW_TRACKING_URI"].startswith("sqlite:"):
@@ -259,9 +281,17 @@ def run_local(
     pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     before = set(root.iterdir())
+    # the run id the training steps tag their MLflow runs with (kfp.run_id) and the report looks for: an
+    # environment variable, as on a cluster, where it comes from the pod's label and not from a task input
+    run_id = f"local-{uuid.uuid4().hex[:16]}"
     started = time.perf_counter()
     try:
-        with _environment(env), warm_tasks(), one_logger_for_all_tasks(), warnings.catch_warnings():
+        with (
+            _environment(env, {RUN_ID_ENV: run_id}),
+            warm_tasks(),
+            one_logger_for_all_tasks(),
+            warnings.catch_warnings(),
+        ):
             # resources and GPUs are cluster settings; locally they are expected no-ops
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             pipeline(**params)
@@ -271,7 +301,92 @@ def run_local(
     created = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not created:
         raise LumbarError(f"local run of {name} wrote nothing under {root}")
-    return LocalRun(name, created[-1], seconds)
+    return LocalRun(name, created[-1], seconds, run_id)
+
+
+def local_container_images() -> dict[str, str]:
+    """Default image -> the image a local container run uses: the CUDA training image's CPU variant.
+
+    A machine without a GPU runs training in ``TRAIN_CPU_IMAGE`` (the layers of the component image),
+    which ``make images`` builds; every other image is its default (locally built) name.
+    """
+    from components.images import TRAIN_CPU_IMAGE, TRAIN_IMAGE
+
+    return {TRAIN_IMAGE: TRAIN_CPU_IMAGE}
+
+
+def _container_keys() -> tuple[str, ...]:
+    """The variables a task in a container takes from this process's environment.
+
+    The keys a cluster gives every task through its config map and secrets, and the settings of a
+    reproducible local run.
+    """
+    from pipelines.settings import CONFIG_KEYS, MLFLOW_KEYS, PSEUDONYM_KEY, S3_KEYS
+
+    extra = ("SOURCE_DATE_EPOCH", "LUMBAR_S3_RETRY_SECONDS", "TF_CPP_MIN_LOG_LEVEL", "LUMBAR_DEBUG")
+    return (*CONFIG_KEYS, *S3_KEYS, *MLFLOW_KEYS, PSEUDONYM_KEY, *extra)
+
+
+def container_runner(run_id: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The ``kfp.local.DockerRunner`` of a local run in the component images.
+
+    Each container runs as this process's ``uid:gid``, so it can write the bind-mounted pipeline root
+    (host-owned) whatever user the image names (on a cluster the images run as their own non-root
+    user); on the host's network, where the engine of ``make engine`` has no bridge and the local
+    servers listen on loopback; with the cluster's task environment taken from ``environ``
+    (:func:`_container_keys`), the run id, and ``HOME=/tmp`` (the uid may have no home in the image).
+
+    Raises:
+        InputError: When ``MLFLOW_TRACKING_URI`` is not an http(s) server (a container cannot reach this
+            machine's SQLite file).
+    """
+    from kfp import local
+
+    env = os.environ if environ is None else environ
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        raise InputError(
+            "a run in containers logs to an MLflow server: set MLFLOW_TRACKING_URI to one "
+            "(`lumbar services up` starts one on this machine)"
+        )
+    passed = {k: env[k] for k in _container_keys() if env.get(k)}
+    passed.update({RUN_ID_ENV: run_id, "HOME": "/tmp"})
+    return local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", network_mode="host", environment=passed)
+
+
+def _run_in_containers(
+    name: str,
+    params: Mapping[str, Any],
+    root: Path,
+    settings: ClusterSettings | None,
+    images: Mapping[str, str] | None,
+) -> LocalRun:
+    """:func:`run_local` with ``containers``: the compiled pipeline, its images mapped, run by DockerRunner."""
+    from kfp import components, local
+
+    run_id = f"local-{uuid.uuid4().hex[:16]}"
+    runner = container_runner(run_id)
+    compiled = compile_pipeline(
+        name,
+        root / ".compiled" / f"{name}-{run_id}.yaml",
+        settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM),
+        local_container_images() if images is None else images,
+    )
+    pipeline = components.load_component_from_file(str(compiled))
+    local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
+    before = set(root.iterdir())
+    started = time.perf_counter()
+    try:
+        with one_logger_for_all_tasks(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+            pipeline(**params)
+    except RuntimeError as exc:
+        raise LumbarError(f"run of {name} in containers failed: {str(exc).splitlines()[0]}") from None
+    seconds = time.perf_counter() - started
+    created = sorted(set(root.iterdir()) - before - {root / ".compiled"}, key=lambda p: p.stat().st_mtime)
+    if not created:
+        raise LumbarError(f"run of {name} in containers wrote nothing under {root}")
+    return LocalRun(name, created[-1], seconds, run_id)
 
 
 def submit(

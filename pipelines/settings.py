@@ -15,11 +15,14 @@ from kfp import dsl, kubernetes
 
 from lumbar.distribute import REPLICAS_ENV
 from lumbar.errors import InputError
+from lumbar.tracking import RUN_ID_ENV
 
 #: Config map keys (``k8s/base``) read by every task.
 CONFIG_KEYS = ("MLFLOW_TRACKING_URI", "LUMBAR_S3_ENDPOINT", "LUMBAR_STORE_URI", "AWS_REGION", "LUMBAR_WEIGHTS_URI")
 #: Secret keys of each object-store secret (one secret, one S3 identity, per role).
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+#: The pod label that Kubeflow Pipelines' backend gives every task pod of a run: the run's id.
+RUN_ID_LABEL = "pipeline/runid"
 #: Secret keys of the MLflow client secret (MLflow's basic-auth user the tasks log as).
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 PSEUDONYM_KEY = "LUMBAR_PSEUDONYM_SECRET"
@@ -71,6 +74,9 @@ class ClusterSettings:
         kubernetes.use_secret_as_env(task, s3_secret, {k: k for k in S3_KEYS}, optional=True)
         kubernetes.use_secret_as_env(task, self.mlflow_secret, {k: k for k in MLFLOW_KEYS}, optional=True)
         kubernetes.use_config_map_as_env(task, self.config_map, {k: k for k in CONFIG_KEYS}, optional=True)
+        # the run id from the pod's own label, which no cache key sees: a task input would make every
+        # cached training miss across runs; the steps tag their MLflow runs with it (kfp.run_id)
+        kubernetes.use_field_path_as_env(task, RUN_ID_ENV, f"metadata.labels['{RUN_ID_LABEL}']")
 
     def data_task(self, task: dsl.PipelineTask, pseudonyms: bool = False) -> None:
         """A dataset build: CPU only, the dataset builders' keys; never cached.

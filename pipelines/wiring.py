@@ -45,7 +45,6 @@ class Training:
         """Keyword arguments both pretraining components take: this training's profile, image size and seed."""
         return {
             "procedure": procedure,
-            "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             "profile": self.profile,
             "epochs": epochs,
             "image_size": self.image_size,
@@ -136,7 +135,6 @@ def train_and_evaluate(
         mode=mode,
         roi=item.roi,
         procedure=procedure,
-        kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         **source,
         **training.args(),
     )

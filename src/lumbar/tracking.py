@@ -31,8 +31,12 @@ from lumbar.paths import data_dir
 
 _MAX_PARAM_LENGTH = 6000
 _BATCH = 100
-#: Environment variables that carry the Kubeflow run id into a component.
-KFP_RUN_ID_ENVS = ("KFP_RUN_ID", "LUMBAR_KFP_RUN_ID")
+#: The environment variable that carries the Kubeflow run id into a step. On a cluster the compiled
+#: pipelines set it from the pod's ``pipeline/runid`` label (Kubernetes' downward API), locally the
+#: launcher sets it: never a task input, so that the run id does not enter a cached task's cache key.
+RUN_ID_ENV = "LUMBAR_KFP_RUN_ID"
+#: Environment variables that carry the Kubeflow run id into a component, in the order they are read.
+KFP_RUN_ID_ENVS = ("KFP_RUN_ID", RUN_ID_ENV)
 
 
 class TrackingError(LumbarError):
@@ -81,6 +85,12 @@ def git_commit(environ: Mapping[str, str] | None = None) -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
+def kfp_run_id(environ: Mapping[str, str] | None = None) -> str:
+    """The Kubeflow run this process runs in, from :data:`KFP_RUN_ID_ENVS` (empty: not in a pipeline run)."""
+    env = os.environ if environ is None else environ
+    return next((env[name] for name in KFP_RUN_ID_ENVS if env.get(name)), "")
+
+
 def standard_tags(dataset_version: str | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Tags every lumbar run carries: version, git commit, dataset version, KFP run id (those known)."""
     env = os.environ if environ is None else environ
@@ -90,7 +100,7 @@ def standard_tags(dataset_version: str | None = None, environ: Mapping[str, str]
         tags["git.commit"] = commit
     if dataset_version:
         tags["dataset.version"] = dataset_version
-    kfp_run = next((env[name] for name in KFP_RUN_ID_ENVS if env.get(name)), None)
+    kfp_run = kfp_run_id(env)
     if kfp_run:
         tags["kfp.run_id"] = kfp_run
     return tags

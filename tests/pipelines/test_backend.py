@@ -168,6 +168,8 @@ def test_cached_tasks_take_only_content_addressed_inputs(compiled, name, key):
         for param, source in task.get("inputs", {}).get("parameters", {}).items():
             constant = json.dumps(source.get("runtimeValue", {}).get("constant", ""))
             assert "latest" not in constant, (task_name, param)
+            # a run-scoped placeholder ({{$.pipeline_job_uuid}} ...) would make the cache key differ every run
+            assert "{{$.pipeline_job_" not in constant, f"{name}: cached {task_name} takes the run-scoped {param}"
             parent = source.get("componentInputParameter", "")
             if dag == "root" and parent:
                 assert not parent.endswith(MUTABLE), f"{name}: cached {task_name} takes pipeline parameter {parent}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.images import TRAIN_CPU_IMAGE
 from launch.launcher import PIPELINES, compile_pipeline, describe, parse_params
 from pipelines.settings import ClusterSettings
 
@@ -73,6 +74,9 @@ def test_gpu_only_on_training_tasks(compiled, name):
         # credentials only by reference to the secret, the MLflow URI from the config map
         assert placement["secretAsEnv"][0]["secretName"] in ("lumbar-s3-datasets", "lumbar-s3-training")
         assert placement["configMapAsEnv"][0]["configMapName"] == "lumbar-config"
+        # the run id from the pod's label (never a task input: tests/pipelines/test_backend.py, caching)
+        run_id = {"name": "LUMBAR_KFP_RUN_ID", "fieldPath": "metadata.labels['pipeline/runid']"}
+        assert run_id in placement["fieldPathAsEnv"], executor
     if name == "dataset_c":
         assert gpu_seen == 0
     else:
@@ -148,9 +152,11 @@ def test_compile_cli_settings(tmp_path):
             "--gpu-node-selector", "cloud.google.com/gke-accelerator=nvidia-l4",
             "--gpu-toleration", "gpu-only:NoExecute",
         ],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,  # no images.lock.json there
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # no registry given and no lock file: the local names, and one line saying a cluster cannot pull them
+    assert "note: the pipelines use the locally built images (lumbar-train:" in result.stderr
     _, platform = _load(out)
     placement = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
     assert placement["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
@@ -159,11 +165,13 @@ def test_compile_cli_settings(tmp_path):
     cpu_only = tmp_path / "cpu.yaml"
     result = subprocess.run(
         [LUMBAR, "pipeline", "compile", "procedure1", "-o", str(cpu_only), "--no-gpu"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,  # no images.lock.json there
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     spec, platform = _load(cpu_only)
     assert all("accelerator" not in e["container"]["resources"] for e in spec["deploymentSpec"]["executors"].values())
+    # no GPU, no CUDA: training runs in the training image's CPU variant
+    assert spec["deploymentSpec"]["executors"]["exec-train"]["container"]["image"] == TRAIN_CPU_IMAGE
     assert "nodeSelector" not in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
 
 

@@ -32,7 +32,8 @@ def tracked_runs(built_dataset, local_services, tmp_path_factory):
     base = tmp_path_factory.mktemp("report-runs")
     env = local_services.client_env()
     patch = pytest.MonkeyPatch()
-    for key, value in {**env, "LUMBAR_DATA_DIR": str(base / "data")}.items():
+    # the run id reaches a training step through the environment, as a pod label does on a cluster
+    for key, value in {**env, "LUMBAR_DATA_DIR": str(base / "data"), "LUMBAR_KFP_RUN_ID": "kfp-run-1"}.items():
         patch.setenv(key, value)
     try:
         for procedure, configs in {
@@ -46,7 +47,6 @@ def tracked_runs(built_dataset, local_services, tmp_path_factory):
                 train.python_func(
                     dataset=Dataset(name="dataset", uri=str(built_dataset)),
                     model=model,
-                    kfp_run_id="kfp-run-1",
                     **config,
                 )
                 # the default view (abnormal): the tables use normal

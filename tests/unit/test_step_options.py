@@ -5,6 +5,7 @@ import pytest
 from lumbar.errors import InputError
 from lumbar.pretrain import SSL_PROFILES, SSLConfig
 from lumbar.steps.options import CLI_UNSET, PIPELINE_UNSET, config_from_profile, profile_options, tracking_options
+from lumbar.tracking import standard_tags
 
 
 def test_options_named_like_a_field_set_it_and_the_rest_are_not_passed():
@@ -32,12 +33,12 @@ def test_unset_values_keep_the_profile_and_a_flag_is_always_set():
 
 def test_a_step_is_tracked_in_its_procedure_and_tagged_with_the_kubeflow_run(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    tracked = tracking_options("procedure3", "run-7", {"lumbar.weights_source": "ssl"})
-    assert tracked == {
-        "track": True,
-        "experiment": "lumbar-procedure3",
-        "tags": {"kfp.run_id": "run-7", "lumbar.weights_source": "ssl"},
-    }
+    tracked = tracking_options("procedure3", {"lumbar.weights_source": "ssl"})
+    assert tracked == {"track": True, "experiment": "lumbar-procedure3", "tags": {"lumbar.weights_source": "ssl"}}
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    untracked = tracking_options("procedure1", "")
+    untracked = tracking_options("procedure1")
     assert untracked["track"] is False and untracked["tags"] == {}
+    # the Kubeflow run id comes from the environment (a pod label on a cluster), never from a task input
+    monkeypatch.delenv("KFP_RUN_ID", raising=False)
+    monkeypatch.setenv("LUMBAR_KFP_RUN_ID", "run-7")
+    assert standard_tags()["kfp.run_id"] == "run-7"

@@ -87,14 +87,14 @@ def tracking_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("MLFLOW_TRACKING_URI"))
 
 
-def tracking_options(procedure: str, kfp_run_id: str, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+def tracking_options(procedure: str, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``track``, ``experiment`` and ``tags`` for a training function, as a pipeline step tracks it.
 
     The run is tracked when :func:`tracking_enabled`, in the procedure's experiment (``lumbar-<procedure>``),
-    tagged with the Kubeflow run id (when known) and ``tags``.
+    tagged with ``tags``; the training functions add the Kubeflow run id from the environment
+    (:func:`lumbar.tracking.standard_tags`), which is not a task input so that cached training can hit.
     """
-    run_tags = {**({"kfp.run_id": kfp_run_id} if kfp_run_id else {}), **(tags or {})}
-    return {"track": tracking_enabled(), "experiment": experiment_name(procedure), "tags": run_tags}
+    return {"track": tracking_enabled(), "experiment": experiment_name(procedure), "tags": dict(tags or {})}
 
 
 def split_list(text: str, what: str) -> list[str]:

@@ -41,7 +41,6 @@ def pretrain_step(
     out: str | Path,
     backbone: str,
     procedure: str,
-    kfp_run_id: str,
     profile: str,
     epochs: int,
     image_size: int,
@@ -56,8 +55,8 @@ def pretrain_step(
         data: The dataset folder.
         out: The folder to write (a ``Model`` artifact's path).
         backbone: Backbone name.
-        procedure: The procedure (the MLflow experiment is ``lumbar-<procedure>``).
-        kfp_run_id: The Kubeflow run id to tag the MLflow run with (empty: none).
+        procedure: The procedure (the MLflow experiment is ``lumbar-<procedure>``; the Kubeflow run id comes
+            from ``$LUMBAR_KFP_RUN_ID``).
         profile: ``paper`` or ``quick``.
         epochs: Epochs (0: the profile's).
         image_size: Input size (0: the profile's).
@@ -70,7 +69,7 @@ def pretrain_step(
         InputError: For an unknown method.
     """
     options = locals()  # the options named like a config field set it (0: the profile's)
-    tracking = tracking_options(procedure, kfp_run_id)
+    tracking = tracking_options(procedure)
     result = pretrain_from_options(method, data, out, profile, options, PIPELINE_UNSET, **tracking)
     return Pretrained(backbone=backbone, source=method, epochs=result.epochs, run_id=result.run_id or "")
 

@@ -38,12 +38,16 @@ def report_step(
         page: The HTML file to write.
         summary: The Markdown file to write.
         experiment_prefix: The experiments read are ``<prefix>-procedure1`` ...
-        kfp_run_id: The Kubeflow run to report (empty: each procedure's latest).
+        kfp_run_id: The Kubeflow run to report (empty: each procedure's latest); ``$LUMBAR_KFP_RUN_ID``
+            wins when set, the id the training steps of the same run tagged their runs with.
         data_origin: ``synthetic``, ``real`` or ``unknown``.
         mlflow_ui: The MLflow UI address the report links to.
         dataset: Dataset C folder, for the Grad-CAM section (empty: none).
     """
     from lumbar.report import ReportConfig, build_report
+    from lumbar.tracking import kfp_run_id as run_in_environment
+
+    kfp_run_id = run_in_environment() or kfp_run_id
 
     with tempfile.TemporaryDirectory(prefix="lumbar-report-") as scratch:
         config = ReportConfig(

@@ -32,7 +32,6 @@ def train_step(
     mode: str,
     roi: bool,
     procedure: str,
-    kfp_run_id: str,
     weights: str,
     profile: str,
     epochs: int,
@@ -51,8 +50,8 @@ def train_step(
         backbone: Backbone name.
         mode: ``frozen`` or ``finetune``.
         roi: ROI crops instead of full images.
-        procedure: ``procedure1`` ... (the MLflow experiment is ``lumbar-<procedure>``, the run is tagged with it).
-        kfp_run_id: The Kubeflow run id to tag the MLflow run with.
+        procedure: ``procedure1`` ... (the MLflow experiment is ``lumbar-<procedure>``, the run is tagged with it;
+            the Kubeflow run id comes from ``$LUMBAR_KFP_RUN_ID``).
         weights: ``imagenet``, ``none``, or a pretraining step's output folder.
         profile: ``paper`` or ``quick``.
         epochs: Epochs (0: the profile's).
@@ -70,7 +69,7 @@ def train_step(
     source = weights_source(weights)
     config = config_from_profile(TrainConfig, profile, locals(), PIPELINE_UNSET)
     tags = {"lumbar.procedure": procedure, "lumbar.weights_source": source}
-    result = train_model(config, dataset, out, **tracking_options(procedure, kfp_run_id, tags))
+    result = train_model(config, dataset, out, **tracking_options(procedure, tags))
     return TrainedModel(
         name=config.run_name,
         backbone=backbone,
