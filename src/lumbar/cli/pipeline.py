@@ -54,7 +54,7 @@ _REGISTRY = Annotated[
     typer.Option(
         "--image-registry",
         envvar="LUMBAR_IMAGE_REGISTRY",
-        help="Registry the images were pushed to (default ghcr.io/lumbar-mlops; the lock file wins when present).",
+        help="Registry the images were pushed to (default: none, the locally built names; the lock file wins).",
     ),
 ]
 _LOCK = Annotated[
@@ -65,15 +65,28 @@ _LOCK = Annotated[
 ]
 
 
-def _images(registry: str | None, lock: Path | None) -> dict[str, str]:
-    from components.images import LOCK_FILE, compiled_images
+def _images(registry: str | None, lock: Path | None, gpu: bool = True) -> dict[str, str]:
+    """The compiled pipelines' images (without GPUs the training tasks run the training image's CPU variant)."""
+    from components.images import LOCK_FILE, TRAIN_CPU_IMAGE, TRAIN_IMAGE, compiled_images
     from lumbar.errors import InputError
 
     if lock is not None and not lock.is_file():
         raise InputError(f"--images-lock {lock} does not exist")
     if lock is None and Path(LOCK_FILE).is_file():
         lock = Path(LOCK_FILE)
-    return compiled_images(registry, lock)
+    mapping = compiled_images(registry, lock)
+    if not gpu:
+        mapping[TRAIN_IMAGE] = mapping[TRAIN_CPU_IMAGE]
+    return mapping
+
+
+def _say_if_local(images: dict[str, str]) -> None:
+    """One line on stderr when the compiled images are local names that no cluster can pull."""
+    from components.images import local_note
+
+    note = local_note(images)
+    if note:
+        typer.echo(note, err=True)
 
 
 @app.command("list")
@@ -117,9 +130,10 @@ def pipeline_compile(
 
     with clear_errors():
         settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, cache_training, gpus)
-        images = _images(image_registry, images_lock)
+        images = _images(image_registry, images_lock, gpu)
         path = compile_pipeline(name, output or Path(f"{name}.yaml"), settings, images)
     typer.echo(f"compiled {name} to {path}")
+    _say_if_local(images)
 
 
 @app.command("run")
@@ -131,8 +145,15 @@ def pipeline_run(
         Path | None, typer.Option(help="Local artifact root (default: <data dir>/pipelines).")
     ] = None,
     parallelism: Annotated[int, typer.Option(help="Training runs at once (kfp.local allows at most 2).")] = 1,
+    containers: Annotated[
+        bool,
+        typer.Option(
+            "--containers",
+            help="Run each task in its component image on the Docker engine (make images), not as a subprocess.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a pipeline locally with kfp.local (each task a subprocess of this Python)."""
+    """Run a pipeline locally with kfp.local (each task a subprocess of this Python, or a container)."""
     from launch.launcher import parse_params, run_local
     from lumbar.errors import InputError
 
@@ -140,7 +161,8 @@ def pipeline_run(
         if not local:
             raise InputError("only --local runs are supported here; use `lumbar pipeline submit` for a cluster")
         values = parse_params(name, params or [])
-        result = run_local(name, values, pipeline_root, _settings(gpu=False, parallelism=parallelism))
+        settings = _settings(gpu=False, parallelism=parallelism)
+        result = run_local(name, values, pipeline_root, settings, containers=containers)
     typer.echo(f"{name} finished in {result.seconds:.1f} s; artifacts in {result.folder}")
 
 
@@ -175,7 +197,7 @@ def pipeline_submit(
     with clear_errors():
         values = parse_params(name, params or [])
         settings = _settings(gpu, gpu_node_selector, gpu_toleration, parallelism, gpus=gpus)
-        images = _images(image_registry, images_lock)
+        images = _images(image_registry, images_lock, gpu)
         url = submit(
             name,
             host,
@@ -188,3 +210,4 @@ def pipeline_submit(
             images=images,
         )
     typer.echo(f"submitted {name}: {url}")
+    _say_if_local(images)
