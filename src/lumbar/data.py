@@ -24,10 +24,26 @@ import numpy as np
 from lumbar.dataset_c import read_manifest
 from lumbar.errors import InputError, check_choice
 
-TARGETS: dict[str, int] = {"binary": 2, "disc_state": 4}
+TARGETS: dict[str, int] = {"binary": 2, "disc_state": 4, "pfirrmann": 5}
+#: The manifest column each target reads, and the value of its first class (Pfirrmann grades start at 1).
+TARGET_FIELDS: dict[str, tuple[str, int]] = {
+    "binary": ("label", 0),
+    "disc_state": ("disc_state", 0),
+    "pfirrmann": ("pfirrmann", 1),
+}
+#: Class names of each target, in class-index order.
+TARGET_CLASSES: dict[str, tuple[str, ...]] = {
+    "binary": ("normal", "abnormal"),
+    "disc_state": ("normal", "degeneration", "bulge", "herniation"),
+    "pfirrmann": ("grade 1", "grade 2", "grade 3", "grade 4", "grade 5"),
+}
+#: The first class index that counts as abnormal in a target's binary view (Pfirrmann 3 or more: degeneration).
+ABNORMAL_FROM: dict[str, int] = {"binary": 1, "disc_state": 1, "pfirrmann": 2}
 #: Manifest columns training needs (Dataset C and Dataset A manifests both have them).
 TRAINING_COLUMNS: tuple[str, ...] = ("image_path", "label", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Every labelled image of a dataset, whatever its split: an external test set (patients never trained on).
+ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -80,9 +96,10 @@ def split_records(dataset: str | Path, split: str, roi: bool = False, target: st
     Raises:
         InputError: If the split has no labelled image, or ROI images are asked for and missing.
     """
-    check_choice("split", split, SPLITS)
+    check_choice("split", split, (*SPLITS, ALL))
+    check_choice("target", target, TARGETS)
     root = Path(dataset)
-    rows = [r for r in read_manifest(root, TRAINING_COLUMNS) if r["label"] != "" and r["split"] == split]
+    rows = [r for r in read_manifest(root, TRAINING_COLUMNS) if r["label"] != "" and split in (ALL, r["split"])]
     if not rows:
         raise InputError(f"dataset {root} has no labelled images in split {split!r}")
     column = "roi_path" if roi else "image_path"
@@ -92,10 +109,17 @@ def split_records(dataset: str | Path, split: str, roi: bool = False, target: st
             f"dataset {root}: {len(missing)} {split} row(s) have no {column} (first: {missing[0]['patient']}"
             f"_{missing[0]['item']})"
         )
-    field = "label" if target == "binary" else "disc_state"
+    field, first = TARGET_FIELDS[target]
     if any(field not in r for r in rows[:1]):
         raise InputError(f"dataset {root} has no {field} column; use --target binary")
-    labels = np.asarray([int(r[field]) for r in rows], dtype=np.int32)
+    try:
+        labels = np.asarray([int(r[field]) - first for r in rows], dtype=np.int32)
+    except ValueError:
+        raise InputError(f"dataset {root}: a labelled row has no whole-number {field}") from None
+    if labels.min() < 0 or labels.max() >= TARGETS[target]:
+        raise InputError(
+            f"dataset {root}: {field} values lie outside the {TARGETS[target]} classes of --target {target}"
+        )
     return SplitRecords([str(root / r[column]) for r in rows], labels, rows)
 
 

@@ -28,6 +28,10 @@ PSEUDONYM_HEX_LENGTH = 16
 #: same way. Anyone can reverse pseudonyms made with it: it is accepted only for exports ``lumbar synth``
 #: wrote (:func:`lumbar.dataset_c.check_demo_key`).
 DEMO_SECRET = "lumbar-demo-synthetic-patients-only"
+#: The published key for public datasets whose patient ids are already public numbers, not identifiers
+#: (SPIDER's 1-257): pseudonyms made with it hide nothing, they only make every import split the same
+#: way. ``lumbar dataset import spider`` uses it unless given another key; no PACS export may use it.
+PUBLIC_DATA_SECRET = "lumbar-public-datasets-ids-are-public"
 
 #: Prefix of a file token (the keyed stand-in for a source path or UID in every output).
 TOKEN_PREFIX = "F"

@@ -3,7 +3,9 @@
 Every metric and formula (both positive views, ROC-AUC, the confusion matrix, the paper's Equations 4-8) is
 defined once in :mod:`lumbar.metrics`; this module applies them to a trained model's predictions and records
 the result (``metrics.json``, plots, MLflow). For the four-class ``disc_state`` target the plain metrics are
-macro averages, and both binary views are recorded with abnormal = any state but normal.
+macro averages, and both binary views are recorded with abnormal = any state but normal; the ``pfirrmann``
+target adds balanced accuracy, linearly weighted kappa and the share off by more than one grade, and its
+binary views count grade 3 or more as abnormal.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lumbar.metrics import (
     check_positive,
     confusion_matrix,
     multiclass_metrics,
+    ordinal_metrics,
     roc_auc,
     roc_curve,
     view_scores,
@@ -74,7 +77,7 @@ def evaluate_model(
         InputError: For an unknown ``positive`` (or split, or an unusable dataset).
     """
     check_positive(positive)
-    from lumbar.data import InputConfig, make_dataset, split_records
+    from lumbar.data import ABNORMAL_FROM, InputConfig, make_dataset, split_records
     from lumbar.models import load_model, read_model_info
     from lumbar.versions import fetch_dataset
 
@@ -96,9 +99,12 @@ def evaluate_model(
         abnormal = records.labels
         metrics = binary_metrics(abnormal, score, positive=positive)
     else:
-        score = 1.0 - output[:, 0]
-        abnormal = (records.labels != 0).astype(int)
+        first = ABNORMAL_FROM[config["target"]]  # the classes of the binary view's abnormal side
+        score = output[:, first:].sum(axis=1)
+        abnormal = (records.labels >= first).astype(int)
         metrics = multiclass_metrics(records.labels, output, output.shape[1], info.get("classes"))
+        if config["target"] == "pfirrmann":
+            metrics.update(ordinal_metrics(records.labels, output))
         binary = binary_metrics(abnormal, score, positive=positive)
         metrics["binary"] = binary
         metrics.update({k: v for k, v in binary.items() if k.startswith(tuple(f"{p}_" for p in POSITIVES))})

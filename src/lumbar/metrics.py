@@ -284,6 +284,36 @@ def multiclass_metrics(
     }
 
 
+def ordinal_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
+    """Agreement on an ordered scale (Pfirrmann grades), as disc-grading studies report it.
+
+    * ``balanced_accuracy``: the mean recall over the grades present;
+    * ``kappa_linear``: Cohen's kappa with linear weights ``|i - j| / (k - 1)``;
+    * ``off_by_more_than_one``: the share of discs predicted more than one grade away.
+
+    Args:
+        y_true: Class indices (grade - 1).
+        y_prob: Class probabilities, one column per grade.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    prob = np.asarray(y_prob, dtype=float)
+    k = prob.shape[1]
+    y_pred = prob.argmax(axis=1)
+    confusion = np.zeros((k, k), dtype=float)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    present = confusion.sum(axis=1) > 0
+    recalls = np.diag(confusion)[present] / confusion.sum(axis=1)[present]
+    n = confusion.sum()
+    weights = np.abs(np.subtract.outer(np.arange(k), np.arange(k))) / (k - 1)
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / n if n else confusion
+    disagreement = _safe(float((weights * confusion).sum()), float((weights * expected).sum()))
+    return {
+        "balanced_accuracy": float(recalls.mean()) if recalls.size else 0.0,
+        "kappa_linear": 1.0 - disagreement if n else 0.0,
+        "off_by_more_than_one": _safe(float((np.abs(y_true - y_pred) > 1).sum()), len(y_true)),
+    }
+
+
 def confusion_matrix(metrics: Mapping[str, Any]) -> tuple[list[str], list[list[int]]]:
     """``(classes, matrix)`` of an evaluation's confusion matrix (also from files written before it was labelled)."""
     confusion = metrics["confusion"]

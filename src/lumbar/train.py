@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lumbar.backbones import BACKBONES, DEFAULT_BACKBONE, MODES, config_name
-from lumbar.data import TARGETS, InputConfig, SplitRecords, class_weights, make_dataset, split_records
+from lumbar.data import TARGET_CLASSES, TARGETS, InputConfig, SplitRecords, class_weights, make_dataset, split_records
 from lumbar.errors import InputError, check_choice
 from lumbar.models import ModelConfig, head_description, parse_unfreeze
 from lumbar.procedures import TRAIN_EXPERIMENT
@@ -100,7 +100,8 @@ class TrainConfig:
         weights: ``imagenet``, ``none``, or a path / URI of a backbone saved by lumbar.
         mode: ``frozen`` (train the head) or ``finetune`` (also the top blocks).
         roi: Train on the ROI crops instead of the full images.
-        target: ``binary`` (normal/abnormal, the paper) or ``disc_state`` (four classes).
+        target: ``binary`` (normal/abnormal, the paper), ``disc_state`` (four classes) or ``pfirrmann``
+            (grades 1-5, datasets that have them: SPIDER).
         profile: The profile the defaults came from (recorded with the run).
         image_size: Input size in pixels.
         batch_size: Images per batch.
@@ -853,9 +854,7 @@ def _finish(
         "run_id": run.run_id if run is not None else None,
         "dataset_version": version,
         **runtime,
-        "classes": ["normal", "abnormal"]
-        if config.target == "binary"
-        else ["normal", "degeneration", "bulge", "herniation"],
+        "classes": list(TARGET_CLASSES[config.target]),
     }
     (out / "model.json").write_text(json.dumps(info, indent=2))
     if run is not None:

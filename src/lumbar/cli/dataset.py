@@ -176,6 +176,73 @@ def dataset_build(
         raise typer.Exit(1)
 
 
+import_app = typer.Typer(help="Import a public dataset into Dataset C's format.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("spider")
+def dataset_import_spider(
+    source: Annotated[Path, typer.Option("--source", help="SPIDER folder (boxed/, discs/, slices/, gradings).")],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to write.")],
+    sequences: Annotated[
+        str, typer.Option(help="Sequences to import, comma-separated: t2 (the paper's), t1, t2_space.")
+    ] = "t2",
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    fractions: Annotated[str, typer.Option(help="Train,validation,test shares of patients.")] = "0.70,0.15,0.15",
+    key_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            "--key-secret-env",
+            help="Environment variable holding a pseudonymisation secret (default: the key declared for public "
+            "data, so every import splits the same way).",
+        ),
+    ] = None,
+    publish: Annotated[
+        str | None, typer.Option("--publish", help="Also publish it as an immutable version to this store.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Dataset name used by --publish.")] = "spider",
+    create_bucket: _CREATE_BUCKET = False,
+) -> None:
+    """Import SPIDER's real lumbar MRI (van der Graaf et al. 2024, CC BY 4.0) as a Dataset C folder."""
+    import os
+
+    from lumbar.errors import InputError
+    from lumbar.progress import rich_progress
+    from lumbar.spider import CREDIT, SpiderConfig, import_spider
+    from lumbar.versions import publish_dataset
+
+    with clear_errors(unexpected="the import"):
+        secret = None
+        if key_secret_env:
+            secret = os.environ.get(key_secret_env, "")
+            if not secret:
+                raise InputError(f"--key-secret-env {key_secret_env}: that environment variable is not set")
+        config = SpiderConfig(
+            source=source,
+            out=out,
+            sequences=tuple(sequences.split(",")),
+            fractions=_fractions(fractions),
+            seed=seed,
+            secret=secret,
+        )
+        with rich_progress("series", show_progress()) as progress:
+            result = import_spider(config, progress)
+            if publish:
+                version = publish_dataset(
+                    result.out, publish, name, create_bucket=create_bucket, progress=progress.task("publishing", None)
+                )
+    files = result.files
+    typer.echo(
+        f"imported {result.out}: {result.patients} patients, {result.images} disc images "
+        f"({result.labelled_images} labelled), version {result.version}; input files: {files.get('used', 0)} used, "
+        f"{files.get('not_needed', 0)} not needed, {files.get('quarantined', 0)} quarantined "
+        f"(reasons in {result.out}/report.json)"
+    )
+    if publish:
+        typer.echo(f"published {version.uri} (version {version.version}; latest -> it)")
+    typer.echo(f"credit (CC BY 4.0): {CREDIT}")
+
+
 @app.command("describe")
 def dataset_describe(
     dataset: Annotated[str, typer.Argument(help="A dataset folder or a published version URI.")],

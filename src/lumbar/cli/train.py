@@ -40,7 +40,9 @@ def train(
     class_weights: Annotated[
         str | None, typer.Option(help="none | balanced (n / (k * n_class)) loss weights (profile: paper none).")
     ] = None,
-    target: Annotated[str, typer.Option(help="binary (normal/abnormal) | disc_state (4 classes).")] = "binary",
+    target: Annotated[
+        str, typer.Option(help="binary (normal/abnormal) | disc_state (4 classes) | pfirrmann (grades 1-5).")
+    ] = "binary",
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="The paper's augmentation (default: the profile's).")
     ] = None,
