@@ -45,6 +45,7 @@ LONGEST_FIRST = (
     "tests/k8s/test_object_store.py",
     "tests/test_cli.py",
     "tests/integration/test_storage.py",
+    "tests/test_spider.py",
     "tests/test_models.py",
 )
 

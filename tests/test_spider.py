@@ -135,6 +135,24 @@ def test_no_drawn_line_is_left_in_the_full_images():
     assert np.mean(off_filled) < 0.4 * np.mean(off_drawn)  # they follow the tissue instead
 
 
+def test_unlabelled_slices_are_a_pretraining_source_without_held_out_patients(imported, tmp_path):
+    """The clean slices feed self-supervised pretraining (Dataset B), never a validation or test patient's."""
+    from lumbar.dataset_b import UnlabelledBuildConfig, build_dataset_b
+
+    result, report, rows = imported
+    pool = sorted((result.out / "unlabelled").glob("*.png"))
+    held_out = {r["patient"] for r in rows if r["split"] in ("val", "test")}
+    assert pool and held_out
+    assert not {p.name.split("_")[0] for p in pool} & held_out
+    assert len(pool) == report["summary"]["unlabelled_slices"]
+    kept_out = [f for f in report["files"] if f["reason"].startswith("a validation or test patient's slice")]
+    assert kept_out  # some held-out patients do have clean slices: they were kept out, and said so
+    shards = build_dataset_b(
+        UnlabelledBuildConfig(sources=(result.out / "unlabelled",), out=tmp_path / "b", image_size=32)
+    )
+    assert shards.images == len(pool)
+
+
 def test_series_whose_rectangles_and_gradings_disagree_are_quarantined(imported):
     _, report, rows = imported
     quarantined = [s for s in report["series"] if "quarantined" in s]

@@ -20,6 +20,10 @@ disc of one series:
 * labels follow :func:`disc_state` (herniation over bulging over degeneration) and :func:`binary`;
   the Pfirrmann grade is kept for ``--target pfirrmann``.
 
+The clean ``slices/`` have no rectangles: they are real unlabelled MRI, written to ``unlabelled/`` as a
+self-supervised pretraining source (``lumbar dataset build-unlabelled --source <out>/unlabelled``) except
+those of validation and test patients.
+
 Every input file is accounted for in ``report.json`` (used, not needed, or quarantined with a reason),
 as in a Dataset C build, and the output is a Dataset C folder: training, evaluation, the pipelines and
 the report read it unchanged.
@@ -81,6 +85,8 @@ GRADING_COLUMNS: dict[str, tuple[str, range]] = {
     "LOW endplate": ("low_endplate", range(2)),
     "Spondylolisthesis": ("spondylolisthesis", range(2)),
 }
+#: The folder of an import that holds the unlabelled slices (a self-supervised pretraining source).
+UNLABELLED = "unlabelled"
 #: Smallest height and width of a usable sagittal slice (SPIDER's across-the-stack renderings are 17-21 px).
 MIN_SLICE = 64
 _NAME = re.compile(r"(?P<patient>\d+)_(?P<sequence>t1|t2|t2_SPACE)(?:_disc_(?P<k>\d+))?\.png", re.IGNORECASE)
@@ -432,7 +438,6 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
             accounting.mark(relpath, "used", f"{len(outcome)} discs")
             series_report.append({"patient": pseudonym, "sequence": sequence, "discs": len(outcome)})
         _account_crops(files, accounting, imported, rows, source)
-        _account_slices(files, source, accounting)
         for relpath in files:
             if relpath == "overview.csv":
                 accounting.mark(relpath, "not_needed", "series metadata; not needed for the images or labels")
@@ -443,6 +448,8 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
             raise InputError(f"no labelled disc could be imported from {source} (see the reasons above)")
         assign_splits(rows, "patient", config.fractions, config.seed)
         rows.sort(key=lambda r: (r["patient"], r["sequence"], r["disc"]))
+        held_out = {r["patient"] for r in rows if r["split"] in ("val", "test")}
+        unlabelled = _unlabelled_slices(files, source, accounting, pseudonymizer, held_out, work / UNLABELLED)
         columns = (*MANIFEST_COLUMNS, *SPIDER_COLUMNS)
         with (work / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -473,6 +480,7 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
                 "patients": len(seen_patients),
                 "images": len(rows),
                 "labelled_images": len(labelled),
+                "unlabelled_slices": unlabelled,
                 "grading_rows_left_out": len(grading_problems),
             },
             "files": [
@@ -597,25 +605,51 @@ def _account_crops(files: list[str], accounting: _Accounting, imported: set, row
             accounting.mark(relpath, "not_needed", reason)
 
 
-def _account_slices(files: list[str], source: Path, accounting: _Accounting) -> None:
-    """``slices/``: quarantined when not a sagittal image, else unlabelled real MRI (no rectangles)."""
+def _unlabelled_slices(
+    files: list[str],
+    source: Path,
+    accounting: _Accounting,
+    pseudonymizer: Pseudonymizer,
+    held_out: set[str],
+    out: Path,
+) -> int:
+    """``slices/``: the pretraining pool of real unlabelled MRI, written to ``out``; returns how many.
+
+    A slice is quarantined when it is not a sagittal image; it stays out of the pool when its patient
+    is a validation or test patient of the labelled split (self-supervised pretraining must not see
+    them); every other slice, of any sequence, is written as ``<pseudonym>_<sequence>.png`` (8-bit grey).
+    """
     from PIL import Image
 
+    out.mkdir()
+    written = 0
     for relpath in files:
         if not relpath.startswith("slices/"):
             continue
+        match = _NAME.fullmatch(Path(relpath).name)
         try:
             with Image.open(source / relpath) as image:
-                width, height = image.size
+                image.load()
+                pixels = image.convert("L")
         except (OSError, ValueError, SyntaxError) as exc:
             accounting.mark(relpath, "quarantined", f"not a readable image ({exc.__class__.__name__})")
             continue
+        width, height = pixels.size
         if min(width, height) < MIN_SLICE:
-            accounting.mark(
-                relpath, "quarantined", f"{height}x{width} px: a slice across the stack, not a sagittal image"
-            )
-        else:
-            accounting.mark(relpath, "not_needed", "a clean slice without rectangles: unlabelled real MRI")
+            reason = f"{height}x{width} px: a slice across the stack, not a sagittal image"
+            accounting.mark(relpath, "quarantined", reason)
+            continue
+        if match is None or match["k"]:
+            accounting.mark(relpath, "quarantined", "not named <patient>_<sequence>.png")
+            continue
+        pseudonym = pseudonymizer.pseudonym(match["patient"])
+        if pseudonym in held_out:
+            accounting.mark(relpath, "not_needed", "a validation or test patient's slice: kept out of pretraining")
+            continue
+        pixels.save(out / f"{pseudonym}_{match['sequence'].lower()}.png", compress_level=3)
+        accounting.mark(relpath, "used", f"unlabelled real MRI for self-supervised pretraining ({UNLABELLED}/)")
+        written += 1
+    return written
 
 
 def spider_datacard(rows: list[dict], report: Mapping) -> str:
