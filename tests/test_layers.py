@@ -39,7 +39,7 @@ LAYERS: dict[str, int] = {
          "lumbar.distribute", "lumbar.models", "lumbar.spider"),
         1,
     ),
-    **dict.fromkeys(("lumbar.train", "lumbar.evaluate", "lumbar.pretrain", "lumbar.gradcam"), 2),
+    **dict.fromkeys(("lumbar.train", "lumbar.evaluate", "lumbar.pretrain", "lumbar.gradcam", "lumbar.baselines"), 2),
     **dict.fromkeys(("lumbar.compare", "lumbar.report"), 3),
     "lumbar.steps": 4,
     "lumbar.cli": 5,

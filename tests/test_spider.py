@@ -286,3 +286,22 @@ def test_real_discs_train_and_evaluate_on_pfirrmann_grades(imported, tmp_path):
     assert len(metrics["confusion"]["matrix"]) == 5 and metrics["confusion"]["classes"][0] == "grade 1"
     # the binary view: Pfirrmann 3 or more is abnormal
     assert sum(evaluation.y_true) == sum(1 for r in rows if int(r["pfirrmann"]) >= 3)
+
+
+def test_one_feature_baselines_are_fitted_on_training_patients(imported):
+    """The disc's level and its brightness, each fitted on the training split, scored on the test split."""
+    from lumbar.baselines import evaluate_baselines, fit
+
+    result, _, rows = imported
+    level_rule, brightness_rule = evaluate_baselines(result.out)
+    assert level_rule.sign == 1  # lower discs are abnormal more often
+    assert brightness_rule.sign == -1  # degenerated discs lose T2 signal
+    test = [r for r in rows if r["split"] == "test"]
+    for rule in (level_rule, brightness_rule):
+        assert rule.support == len(test) and rule.auc is not None
+        assert rule.auc_interval[0] <= rule.auc <= rule.auc_interval[1]
+        assert rule.f1_interval[0] <= rule.f1 <= rule.f1_interval[1]
+    # the rule's direction and threshold come from the data it is given: reversed labels reverse it
+    feature = np.asarray([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    assert fit(feature, np.asarray([0, 0, 0, 1, 1, 1]))[0] == 1
+    assert fit(feature, np.asarray([1, 1, 1, 0, 0, 0]))[0] == -1

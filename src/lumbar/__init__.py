@@ -8,9 +8,9 @@ Layer order, bottom to top (a module imports only from its own layer and those b
 
 0. foundation: errors, paths, the registries (``backbones``, ``metrics``, ``procedures``), the paper's numbers
    (``paper``), small pure helpers (``selection``, ``split``, ``roi``, ``progress``, ``limits``);
-1. data and models: DICOM, de-identification, labels, the dataset builders, storage, versions, tracking,
-   services, ``models``;
-2. training and evaluation: ``train``, ``evaluate``, ``pretrain``, ``gradcam``;
+1. data and models: DICOM, de-identification, labels, the dataset builders (``spider`` among them),
+   storage, versions, tracking, services, ``models``;
+2. training and evaluation: ``train``, ``evaluate``, ``pretrain``, ``gradcam``, ``baselines``;
 3. results: ``compare``, ``report``;
 4. ``steps``, the adapters the components call;
 5. ``cli``; outside the package, above it: ``components/``, ``pipelines/``, ``launch/``.

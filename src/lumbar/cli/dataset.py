@@ -243,6 +243,25 @@ def dataset_import_spider(
     typer.echo(f"credit (CC BY 4.0): {CREDIT}")
 
 
+@app.command("baselines")
+def dataset_baselines(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder with labelled train and test discs.")],
+    split: Annotated[str, typer.Option(help="The split scored: test | val.")] = "test",
+) -> None:
+    """One-feature baselines fitted on the training patients: the disc's level alone, its brightness alone."""
+    from lumbar.baselines import evaluate_baselines
+
+    with clear_errors():
+        results = evaluate_baselines(dataset, split=split)
+    for b in results:
+        auc = "n/a" if b.auc is None else f"{b.auc:.3f} ({b.auc_interval[0]:.2f}-{b.auc_interval[1]:.2f})"
+        typer.echo(
+            f"{b.name:<10} ROC-AUC {auc}  F1 {b.f1:.3f} ({b.f1_interval[0]:.2f}-{b.f1_interval[1]:.2f}) on "
+            f"{b.support} {split} discs; fitted on train: {'larger' if b.sign > 0 else 'smaller'} is abnormal"
+        )
+    typer.echo("(95 % intervals: bootstrap over the test patients)")
+
+
 @app.command("describe")
 def dataset_describe(
     dataset: Annotated[str, typer.Argument(help="A dataset folder or a published version URI.")],

@@ -1,0 +1,171 @@
+"""One-feature baselines: what a disc's level alone, or its brightness alone, already tells.
+
+On real discs the lower levels are abnormal far more often, and degenerated discs lose T2 signal; a
+network that beats neither has not shown that it reads more of the image. Each baseline is one number
+per disc and is *fitted on the training patients only*: the direction (does a larger value mean
+abnormal?) and the threshold that maximises F1 there. Its ROC-AUC on the test discs needs no threshold
+(one feature: any monotone model ranks the same); its F1 uses the training threshold.
+
+* ``level``: the disc's position from the top (lower discs: larger), from the manifest's ``disc`` code;
+* ``brightness``: the mean grey value of the disc's ROI image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lumbar.errors import InputError
+from lumbar.metrics import binary_metrics, roc_auc
+
+#: Disc codes from the top of the spine down (thoracic levels, then Dataset C's five lumbar ones).
+LEVEL_ORDER: tuple[str, ...] = (
+    *(f"T{n}{n + 1}" for n in range(1, 11)),
+    "T1112",
+    "T12L1",
+    "L12",
+    "L23",
+    "L34",
+    "L45",
+    "L51",
+)
+BASELINES: tuple[str, ...] = ("level", "brightness")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A fitted one-feature baseline and its test metrics.
+
+    Attributes:
+        name: ``level`` or ``brightness``.
+        sign: +1 when a larger feature means abnormal, -1 when a smaller one does (chosen on training).
+        threshold: The feature value (times ``sign``) above which a disc is called abnormal.
+        auc: ROC-AUC on the test discs (None with one class only).
+        f1: F1 (abnormal positive) on the test discs at the training threshold.
+        support: Test discs.
+        auc_interval: 95 % bootstrap interval of the ROC-AUC (test discs resampled by patient).
+        f1_interval: 95 % bootstrap interval of the F1, likewise.
+    """
+
+    name: str
+    sign: int
+    threshold: float
+    auc: float | None
+    f1: float
+    support: int
+    auc_interval: tuple[float, float] = (0.0, 1.0)
+    f1_interval: tuple[float, float] = (0.0, 1.0)
+
+
+def level_feature(row: Mapping[str, str], root: Path) -> float:
+    """The disc's position from the top of the spine (L5-S1 the largest)."""
+    try:
+        return float(LEVEL_ORDER.index(row["disc"]))
+    except ValueError:
+        raise InputError(f"disc code {row['disc']!r} of {row['image_path']} is not a known level") from None
+
+
+def brightness_feature(row: Mapping[str, str], root: Path) -> float:
+    """The mean grey value of the disc's ROI image."""
+    from PIL import Image
+
+    with Image.open(root / row["roi_path"]) as image:
+        return float(np.asarray(image.convert("L"), dtype=float).mean())
+
+
+FEATURES: dict[str, Callable[[Mapping[str, str], Path], float]] = {
+    "level": level_feature,
+    "brightness": brightness_feature,
+}
+
+
+def fit(feature: np.ndarray, label: np.ndarray) -> tuple[int, float]:
+    """Direction and threshold of a one-feature rule, chosen to maximise F1 (abnormal positive) on ``label``."""
+    auc = roc_auc(label, feature)
+    sign = 1 if auc is None or auc >= 0.5 else -1
+    scored = sign * feature
+    best, threshold = -1.0, float(np.min(scored)) - 1.0
+    for candidate in np.unique(scored):
+        predicted = scored >= candidate
+        tp = float(np.sum(predicted & (label == 1)))
+        f1 = 2 * tp / (predicted.sum() + label.sum()) if predicted.sum() + label.sum() else 0.0
+        if f1 > best:
+            best, threshold = f1, float(candidate) - 1e-9
+    return sign, threshold
+
+
+def evaluate_baselines(dataset: str | Path, names: Sequence[str] = BASELINES, split: str = "test") -> list[Baseline]:
+    """Fit each baseline on the training split of ``dataset`` and score it on ``split``.
+
+    Raises:
+        InputError: For an unknown baseline, or a dataset without labelled training and test discs.
+    """
+    from lumbar.dataset_c import read_manifest
+
+    root = Path(dataset)
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise InputError(f"unknown baseline {unknown[0]!r}; choose from {', '.join(FEATURES)}")
+    rows = [r for r in read_manifest(root, ("patient", "disc", "roi_path", "label", "split")) if r["label"] != ""]
+    train = [r for r in rows if r["split"] == "train"]
+    test = [r for r in rows if r["split"] == split]
+    if not train or not test:
+        raise InputError(f"dataset {root} needs labelled train and {split} discs for the baselines")
+    results = []
+    for name in names:
+        feature = FEATURES[name]
+        x_train = np.asarray([feature(r, root) for r in train])
+        y_train = np.asarray([int(r["label"]) for r in train])
+        sign, threshold = fit(x_train, y_train)
+        x_test = sign * np.asarray([feature(r, root) for r in test])
+        y_test = np.asarray([int(r["label"]) for r in test])
+        predicted = (x_test > threshold).astype(float)
+        metrics = binary_metrics(y_test, predicted, threshold=0.5)
+        patients = [r["patient"] for r in test]
+        auc_interval, f1_interval = bootstrap(y_test, x_test, predicted, patients)
+        results.append(
+            Baseline(
+                name,
+                sign,
+                threshold,
+                roc_auc(y_test, x_test),
+                metrics["abnormal_f1"],
+                len(test),
+                auc_interval,
+                f1_interval,
+            )
+        )
+    return results
+
+
+def bootstrap(
+    label: np.ndarray,
+    score: np.ndarray,
+    predicted: np.ndarray,
+    patients: Sequence[str],
+    draws: int = 1000,
+    seed: int = 0,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """95 % percentile intervals of ROC-AUC and F1, resampling whole patients (their discs are not independent)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    for i, patient in enumerate(patients):
+        groups.setdefault(patient, []).append(i)
+    members = list(groups.values())
+    aucs, f1s = [], []
+    for _ in range(draws):
+        pick = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
+        auc = roc_auc(label[pick], score[pick])
+        if auc is not None:
+            aucs.append(auc)
+        tp = float(np.sum((predicted[pick] == 1) & (label[pick] == 1)))
+        total = float(predicted[pick].sum() + label[pick].sum())
+        f1s.append(2 * tp / total if total else 0.0)
+
+    def interval(values: list[float]) -> tuple[float, float]:
+        return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (0.0, 1.0)
+
+    return interval(aucs), interval(f1s)
