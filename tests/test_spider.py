@@ -305,3 +305,71 @@ def test_one_feature_baselines_are_fitted_on_training_patients(imported):
     feature = np.asarray([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
     assert fit(feature, np.asarray([0, 0, 0, 1, 1, 1]))[0] == 1
     assert fit(feature, np.asarray([1, 1, 1, 0, 0, 0]))[0] == -1
+
+
+# --- SPIDER's original layout (volumes and masks), on small volumes the tests write ---------------
+
+
+def _volume(stack_along: int, label_one_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A 9-slice sagittal stack with five discs (IVD labels 1-5) in its middle slices, each its own grey."""
+    volume = np.full((9, 120, 120), 300, dtype=np.int16)
+    mask = np.zeros_like(volume, dtype=np.uint8)
+    for k, ivd in enumerate(range(1, 6) if label_one_first else range(5, 0, -1)):
+        start = 10 + 22 * k
+        box = (slice(3, 6), slice(start, start + 8), slice(40, 80))
+        if stack_along == 2:  # the discs stack along the columns: the volume lies on its side
+            box = (box[0], box[2], box[1])
+        volume[box] = 500 + 100 * ivd
+        mask[box] = 200 + ivd
+    return volume, mask
+
+
+def _write_original(root: Path, volumes: dict[str, tuple[np.ndarray, np.ndarray | None]], gradings: list[tuple]):
+    import SimpleITK
+
+    for folder in ("images", "masks"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for name, (volume, mask) in volumes.items():
+        SimpleITK.WriteImage(SimpleITK.GetImageFromArray(volume), str(root / "images" / name))
+        if mask is not None:
+            SimpleITK.WriteImage(SimpleITK.GetImageFromArray(mask), str(root / "masks" / name))
+    return _tiny_spider(root, {}, gradings)
+
+
+def test_the_original_layout_reads_volumes_and_masks(tmp_path):
+    from lumbar.spider import mid_sagittal
+
+    grades = [(p, ivd, 0, 0, 0, 0, 0, 0, 0, 1 + ivd % 5) for p in (1, 2, 3, 4) for ivd in range(1, 6)]
+    upright, sideways = _volume(1, label_one_first=False), _volume(2, label_one_first=True)
+    short_mask = (upright[0], upright[1][:, :60])
+    source = _write_original(
+        tmp_path / "spider",
+        {"1_t2.mha": upright, "2_t2.mha": sideways, "3_t2.mha": (upright[0], None), "4_t2.mha": short_mask},
+        grades,
+    )
+    (source / "boxed").rmdir()
+    for folder in ("images", "masks"):
+        (source / folder / "5_t2.mha").write_bytes(b"ObjectType = Image\nNDims = 3\nbroken")
+    result = import_spider(SpiderConfig(source=source, out=tmp_path / "out", fractions=(1.0, 0.0, 0.0)))
+    report = json.loads((result.out / "report.json").read_text())
+    fates = {f["file"]: f for f in report["files"]}
+    assert report["source"].startswith("SPIDER (original layout")
+    assert fates["images/1_t2.mha"]["fate"] == fates["images/2_t2.mha"]["fate"] == "used"
+    assert fates["masks/1_t2.mha"]["reason"] == "the disc positions of images/1_t2.mha"
+    assert fates["images/3_t2.mha"]["reason"] == "no mask masks/3_t2.mha: the discs cannot be located"
+    assert "differ in shape" in fates["images/4_t2.mha"]["reason"]
+    assert fates["images/5_t2.mha"]["reason"].startswith("not a readable MetaImage")
+    assert result.labelled_images == 10
+    with (result.out / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # the labels come from the mask's values: each disc's ROI has its own grey, brighter with its IVD label
+    for patient in ("1", "2"):
+        mine = {r["disc"]: r for r in rows if r["patient"] == _pseudonym(patient)}
+        assert mine["L51"]["pfirrmann"] == "2" and mine["L12"]["pfirrmann"] == "1"
+        means = [np.asarray(Image.open(result.out / mine[code]["roi_path"])).mean() for code in ("L51", "L45", "L34")]
+        assert means[0] < means[1] < means[2]
+    # whatever way the volume lies, the slice comes back upright with L5-S1 at the bottom
+    for volume, mask in (upright, sideways):
+        image, labels = mid_sagittal(volume, mask)
+        rows_of = {ivd: np.argwhere(labels == 200 + ivd)[:, 0].mean() for ivd in (1, 5)}
+        assert rows_of[1] > rows_of[5] and image.dtype == np.uint8

@@ -162,7 +162,7 @@ class SpiderConfig:
             raise InputError(f"split fractions must be three non-negative shares summing to 1, got {self.fractions}")
         if not self.source.is_dir():
             raise InputError(f"SPIDER folder {self.source} does not exist or is not a folder")
-        if not (self.source / "radiological_gradings.csv").is_file():
+        if not (self.source / "radiological_gradings.csv").is_file():  # both layouts have it
             raise InputError(f"{self.source} has no radiological_gradings.csv: is it a SPIDER folder?")
         out, source = self.out.resolve(), self.source.resolve()
         if out == source or source in out.parents or out in source.parents:
@@ -415,28 +415,46 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
     with replacing_folder(config.out) as work:
         (work / "images").mkdir()
         (work / "roi").mkdir()
-        boxed = [f for f in files if f.startswith("boxed/")]
-        step = progress.task("SPIDER series", len(boxed))
-        for relpath in boxed:
+        original = is_original_layout(source)
+        folder, suffix = ("images/", ".mha") if original else ("boxed/", ".png")
+        series = [f for f in files if f.startswith(folder)]
+        step = progress.task("SPIDER series", len(series))
+        for relpath in series:
             step(1)
-            match = _NAME.fullmatch(Path(relpath).name)
-            if match is None or match["k"]:
-                accounting.mark(relpath, "quarantined", "not named <patient>_<sequence>.png")
+            match = _NAME.fullmatch(Path(relpath).stem + ".png")
+            if match is None or match["k"] or not relpath.endswith(suffix):
+                accounting.mark(relpath, "quarantined", f"not named <patient>_<sequence>{suffix}")
                 continue
             patient, sequence = match["patient"], match["sequence"].lower()
             pseudonym = pseudonymizer.pseudonym(patient)
             if sequence not in config.sequences:
                 accounting.mark(relpath, "not_needed", f"sequence {sequence} not imported (--sequences)")
                 continue
-            outcome = _import_series(source / relpath, patient, pseudonym, sequence, gradings, graded, work)
+            note = ""
+            if original:
+                mask = f"masks/{Path(relpath).name}"
+                if mask not in accounting.fates:
+                    outcome: list[dict] | str = f"no mask {mask}: the discs cannot be located"
+                else:
+                    outcome = _import_volume(
+                        source / relpath, source / mask, patient, pseudonym, sequence, gradings, work
+                    )
+                    if not isinstance(outcome, str):
+                        outcome, note = outcome
+                        accounting.mark(mask, "used", f"the disc positions of {relpath}")
+            else:
+                outcome = _import_series(source / relpath, patient, pseudonym, sequence, gradings, graded, work)
             if isinstance(outcome, str):
                 accounting.mark(relpath, "quarantined", outcome)
                 series_report.append({"patient": pseudonym, "sequence": sequence, "quarantined": outcome})
                 continue
             rows.extend(outcome)
             imported.add((patient, sequence))
-            accounting.mark(relpath, "used", f"{len(outcome)} discs")
-            series_report.append({"patient": pseudonym, "sequence": sequence, "discs": len(outcome)})
+            accounting.mark(relpath, "used", f"{len(outcome)} discs" + (f"; {note}" if note else ""))
+            series_report.append({"patient": pseudonym, "sequence": sequence, "discs": len(outcome), "note": note})
+        for relpath in files:
+            if relpath.startswith("masks/") and accounting.fates[relpath][1].startswith("not read"):
+                accounting.mark(relpath, "not_needed", "the mask of a series not imported")
         _account_crops(files, accounting, imported, rows, source)
         for relpath in files:
             if relpath == "overview.csv":
@@ -462,7 +480,7 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
         report = {
             "lumbar_version": __version__,
             "created": build_time(),
-            "source": "SPIDER (sample layout)",
+            "source": "SPIDER (original layout: volumes and masks)" if original else "SPIDER (sample layout)",
             "credit": CREDIT,
             "settings": {
                 "sequences": list(config.sequences),
@@ -525,8 +543,6 @@ def _import_series(
     work: Path,
 ) -> list[dict] | str:
     """The rows of one boxed series with its images written, or the reason it is quarantined."""
-    from PIL import Image
-
     try:
         rgb = _read_png(path)
     except (OSError, ValueError, SyntaxError) as exc:
@@ -549,35 +565,157 @@ def _import_series(
     count = len(rectangles)
     for k, rect in enumerate(rectangles, start=1):
         ivd = count + 1 - k  # crops from the top, IVD labels from the bottom (SPIDER's README)
-        code, _ = level(ivd)
-        grades = gradings[(patient, ivd)]
-        stem = f"{pseudonym}_{sequence}_{code}"
         top, bottom, left, right = rect.inner
         roi = grey(rgb[top:bottom, left:right])
         full, _ = without_lines(rgb, full_window(rect, rgb.shape[:2]))
-        Image.fromarray(roi).save(work / "roi" / f"{stem}.png", optimize=False, compress_level=3)
-        Image.fromarray(full).save(work / "images" / f"{stem}.png", optimize=False, compress_level=3)
-        rows.append(
-            {
-                "patient": pseudonym,
-                "item": f"{sequence}_{code}",
-                "disc": code,
-                "series": f"sag_{sequence}",
-                "source_frame": "",
-                "image_path": f"images/{stem}.png",
-                "roi_path": f"roi/{stem}.png",
-                "disc_state": disc_state(grades),
-                "herniation": "",
-                "scs": "",
-                "rfs": "",
-                "lfs": "",
-                "label": binary(grades),
-                "split": "",
-                "sequence": sequence,
-                **grades,
-            }
-        )
+        rows.append(_disc_row(pseudonym, sequence, ivd, gradings[(patient, ivd)], roi, full, work))
     return rows
+
+
+def _disc_row(
+    pseudonym: str,
+    sequence: str,
+    ivd: int,
+    grades: Mapping[str, int] | None,
+    roi: np.ndarray,
+    full: np.ndarray,
+    work: Path,
+) -> dict:
+    """Write one disc's ROI and full image; its manifest row (unlabelled when ``grades`` is None)."""
+    from PIL import Image
+
+    code, _ = level(ivd)
+    stem = f"{pseudonym}_{sequence}_{code}"
+    Image.fromarray(roi).save(work / "roi" / f"{stem}.png", optimize=False, compress_level=3)
+    Image.fromarray(full).save(work / "images" / f"{stem}.png", optimize=False, compress_level=3)
+    labels = (
+        {"disc_state": disc_state(grades), "label": binary(grades), **grades}
+        if grades
+        else {"disc_state": "", "label": ""}
+    )
+    return {
+        "patient": pseudonym,
+        "item": f"{sequence}_{code}",
+        "disc": code,
+        "series": f"sag_{sequence}",
+        "source_frame": "",
+        "image_path": f"images/{stem}.png",
+        "roi_path": f"roi/{stem}.png",
+        "herniation": "",
+        "scs": "",
+        "rfs": "",
+        "lfs": "",
+        "split": "",
+        "sequence": sequence,
+        **labels,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# SPIDER's original layout: 3-D MetaImage volumes and masks (as downloaded from Zenodo)
+# --------------------------------------------------------------------------------------------------
+
+#: In SPIDER's masks a disc's voxels hold 200 + its IVD label (the spinal canal 100, vertebrae 1-25), as
+#: read in public code that uses SPIDER; not checked on the original files here (they were not available).
+DISC_MASK_OFFSET = 200
+
+
+def is_original_layout(source: Path) -> bool:
+    """Whether ``source`` holds SPIDER as downloaded: ``images/*.mha`` and ``masks/*.mha``."""
+    return (source / "images").is_dir() and (source / "masks").is_dir()
+
+
+def window_to_8bit(values: np.ndarray) -> np.ndarray:
+    """MRI intensities (any range) to 8-bit grey: the 0.5th to 99.5th percentile stretched to 0-255."""
+    low, high = np.percentile(values, (0.5, 99.5))
+    scaled = (values.astype(np.float64) - low) / (high - low) if high > low else np.zeros(values.shape)
+    return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+
+
+def mid_sagittal(volume: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | str:
+    """The sagittal slice with the most disc voxels, oriented with the spine upright, caudal discs at the bottom.
+
+    The sagittal axis is the volume's shortest (a sagittal stack has tens of slices of hundreds of
+    pixels). Returns the 8-bit slice and its mask slice, or the reason there is none.
+    """
+    if volume.shape != mask.shape:
+        return f"image {volume.shape} and mask {mask.shape} differ in shape"
+    if volume.ndim != 3:
+        return f"a {volume.ndim}-D image, not a 3-D volume"
+    axis = int(np.argmin(volume.shape))
+    discs = (mask > DISC_MASK_OFFSET) & (mask < DISC_MASK_OFFSET + 100)
+    per_slice = discs.sum(axis=tuple(a for a in range(3) if a != axis))
+    if not per_slice.any():
+        return "the mask holds no disc"
+    middle = volume.shape[axis] / 2
+    best = max(range(volume.shape[axis]), key=lambda i: (per_slice[i], -abs(i - middle)))
+    image, labels = np.take(volume, best, axis=axis), np.take(mask, best, axis=axis)
+    centres = {
+        int(v) - DISC_MASK_OFFSET: np.argwhere(labels == v).mean(axis=0)
+        for v in np.unique(labels)
+        if DISC_MASK_OFFSET < v < DISC_MASK_OFFSET + 100
+    }
+    if len(centres) >= 2:
+        spread = np.ptp(np.asarray(list(centres.values())), axis=0)
+        if spread[1] > spread[0]:  # the discs stack along the columns: turn the spine upright
+            image, labels = image.T, labels.T
+            centres = {k: c[::-1] for k, c in centres.items()}
+        if centres[min(centres)][0] < centres[max(centres)][0]:  # IVD label 1 must be the lowest disc
+            image, labels = image[::-1], labels[::-1]
+    return window_to_8bit(image), labels
+
+
+def _import_volume(
+    image_path: Path,
+    mask_path: Path,
+    patient: str,
+    pseudonym: str,
+    sequence: str,
+    gradings: Mapping[tuple[str, int], Mapping[str, int]],
+    work: Path,
+) -> tuple[list[dict], str] | str:
+    """The rows of one original series (its graded discs found in the mask) and a note, or why it is quarantined."""
+    import SimpleITK
+
+    try:
+        volume = SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(str(image_path)))
+        mask = SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(str(mask_path)))
+    except RuntimeError as exc:
+        return f"not a readable MetaImage ({str(exc).strip().splitlines()[-1][:80] if str(exc).strip() else 'ITK'})"
+    sliced = mid_sagittal(volume, mask)
+    if isinstance(sliced, str):
+        return sliced
+    image, labels = sliced
+    rows, missing = [], []
+    found = sorted(
+        int(v) - DISC_MASK_OFFSET for v in np.unique(labels) if DISC_MASK_OFFSET < v < DISC_MASK_OFFSET + 100
+    )
+    for ivd in found:
+        where = np.argwhere(labels == DISC_MASK_OFFSET + ivd)
+        (top, left), (bottom, right) = where.min(axis=0), where.max(axis=0) + 1
+        if min(bottom - top, right - left) < 4:
+            missing.append(ivd)
+            continue
+        rect = Rectangle((int(top), int(bottom), int(left), int(right)), (int(top), int(bottom), int(left), int(right)))
+        wtop, wbottom, wleft, wright = full_window(rect, image.shape)
+        rows.append(
+            _disc_row(
+                pseudonym,
+                sequence,
+                ivd,
+                gradings.get((patient, ivd)),
+                image[top:bottom, left:right].copy(),
+                image[wtop:wbottom, wleft:wright].copy(),
+                work,
+            )
+        )
+    graded = {ivd for p, ivd in gradings if p == patient}
+    notes = []
+    if graded - set(found):
+        notes.append(f"graded discs not in the mid-sagittal slice: IVD {_ranges(sorted(graded - set(found)))}")
+    if missing:
+        notes.append(f"discs under 4 px in that slice: IVD {_ranges(missing)}")
+    return rows, "; ".join(notes)
 
 
 def _ranges(values: Sequence[int]) -> str:
