@@ -18,11 +18,12 @@ PATIENTS ?=
 WORKERS ?= 2
 
 
-.PHONY: test-images images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services engine engine-down base-image wheelhouse
+.PHONY: demo-real test-images images push constraints kind-up kind-down kind-e2e kubectl chromium demo-services engine engine-down base-image wheelhouse
 .PHONY: help venv install demo test test-fast test-all lint bench bench-ingest bench-store bench-input bench-train bench-shards bench-pipeline bench-ssl bench-input-deps services-up services-down clean
 
 help:
 	@echo "make demo      create .venv, install, and run the main job on synthetic data"
+	@echo "make demo-real the same on real lumbar MRI (SPIDER, imported from ../shared)"
 	@echo "make test      create/update .venv, install .[dev] and run the test suite"
 	@echo "make test-fast the unit tier (pure tests, under 2 minutes): the inner loop"
 	@echo "make test-all  the suite including slow tests"
@@ -171,6 +172,10 @@ kind-e2e: $(STAMP)
 # the main job end to end: synthetic export -> the paper pipeline (kfp.local, quick profile) -> report
 demo: $(STAMP)
 	$(BIN)/lumbar demo --out $(DATA)/demo $(if $(PATIENTS),--patients $(PATIENTS))
+
+# the paper's procedures on real discs: SPIDER's lumbar MRI (../shared/data/spider-lumbar, CC BY 4.0) imported
+demo-real: $(STAMP)
+	$(BIN)/lumbar demo --data spider --out $(DATA)/demo-real
 
 # the same against the local S3 and MLflow servers (left running: `make services-down` stops them)
 demo-services: $(STAMP)

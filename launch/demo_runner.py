@@ -35,10 +35,11 @@ class DemoConfig:
     Attributes:
         out: Demo folder (export, labelled collection, report, pipeline runs).
         patients: Synthetic patients (five graded discs each).
-        fractions: Dataset C's train, validation and test shares of the patients. The demo's default
-            (64 patients at 0.25/0.08/0.67: 16 training, 5 validation and 43 test patients, about 215 test
-            discs) trains at two cores' cost and measures each F1 to about ±0.03 (on 55 test discs, ±0.05:
-            runs whose F1 is a few points above the majority class's fell below it on some splits).
+        fractions: Dataset C's train, validation and test shares of the patients (empty: the data's default).
+            The synthetic default, :data:`DEFAULT_FRACTIONS` (64 patients at 0.25/0.08/0.67: 16 training, 5
+            validation and 43 test patients, about 215 test discs), trains at two cores' cost and measures each
+            F1 to about ±0.03 (on 55 test discs, ±0.05: runs whose F1 is a few points above the majority
+            class's fell below it on some splits).
         backbones: Procedure 1's backbones (comma-separated; default: the procedure registry's).
         pretrain_backbones: Procedures 2 and 3's backbones (default: the procedure registry's).
         image_size: Model input size.
@@ -48,11 +49,15 @@ class DemoConfig:
         weights: Procedure 1's weights (``imagenet`` needs the Keras files offline; else ``none``).
         services: Use the local S3 and MLflow servers (their environment must be set).
         workers: Processes for the synthetic export.
+        data: ``synthetic`` (a made-up PACS export, the default) or ``spider``: SPIDER's real lumbar MRI
+            (``../shared/data/spider-lumbar``), imported and run through pipeline ``paper_dataset``; its
+            fractions default to :data:`SPIDER_FRACTIONS` and ``patients`` does not apply.
+        spider: The SPIDER folder (default: the shared sample).
     """
 
     out: Path
     patients: int = 64
-    fractions: str = "0.25,0.08,0.67"
+    fractions: str = ""
     backbones: str = field(default_factory=lambda: PROCEDURES["procedure1"].default_backbones())
     pretrain_backbones: str = field(default_factory=lambda: PROCEDURES["procedure2"].default_backbones())
     image_size: int = 64
@@ -62,8 +67,14 @@ class DemoConfig:
     weights: str = "auto"
     services: bool = False
     workers: int = 2
+    data: str = "synthetic"
+    spider: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.data not in DATA:
+            raise InputError(f"--data must be one of {', '.join(DATA)}, got {self.data!r}")
+        if self.data == "spider" and self.spider is None and shared_spider() is None:
+            raise InputError("--data spider needs SPIDER: ../shared/data/spider-lumbar is not here; give --spider DIR")
         if self.patients < 6:
             raise InputError("the demo needs at least 6 patients (train, validation and test must all hold some)")
         if self.weights not in ("auto", "imagenet", "none"):
@@ -84,12 +95,33 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def shared_brain_sample() -> Path | None:
-    """The real brain MRI sample in the shared data, if this checkout has it."""
+#: The synthetic demo's split (:class:`DemoConfig`, ``fractions``).
+DEFAULT_FRACTIONS = "0.25,0.08,0.67"
+#: What the demo runs on.
+DATA = ("synthetic", "spider")
+#: SPIDER's split for the demo: about 17 test patients (some 115 test discs) of the sample's 58, so each
+#: number carries an interval of about +/-0.1, and 32 training patients.
+SPIDER_FRACTIONS = "0.55,0.15,0.30"
+
+
+def _shared() -> list[Path]:
     base = os.environ.get(SHARED_ENV)
     beside = Path(__file__).resolve().parents[2] / "shared"  # ../shared next to the checkout
-    candidates = [Path(base)] if base else [Path.cwd().parent / "shared", beside]
-    for shared in candidates:
+    return [Path(base)] if base else [Path.cwd().parent / "shared", beside]
+
+
+def shared_spider() -> Path | None:
+    """SPIDER's lumbar sample in the shared data, if this checkout has it."""
+    for shared in _shared():
+        sample = shared / "data" / "spider-lumbar"
+        if (sample / "radiological_gradings.csv").is_file():
+            return sample
+    return None
+
+
+def shared_brain_sample() -> Path | None:
+    """The real brain MRI sample in the shared data, if this checkout has it."""
+    for shared in _shared():
         sample = shared / "data" / "brain-mri-sample"
         if (sample / "yes").is_dir() and (sample / "no").is_dir():
             return sample
@@ -158,7 +190,10 @@ def run_demo(config: DemoConfig, say: Callable[[str], None] | None = None) -> De
             if say:
                 say(text)
 
-        line(f"lumbar demo: synthetic export -> pipeline `paper` with kfp.local -> report; full logs in {log}")
+        if config.data == "spider":
+            line(f"lumbar demo: SPIDER's real lumbar MRI -> pipeline `paper_dataset` -> report; full logs in {log}")
+        else:
+            line(f"lumbar demo: synthetic export -> pipeline `paper` with kfp.local -> report; full logs in {log}")
         result = _stages(config, out, console, line, watcher, log)
         result.log = log
         result.seconds = time.perf_counter() - started
@@ -189,9 +224,22 @@ def _stages(
         if not quiet:
             line(f"[{timings[name]:7.1f} s] {name}")
 
+    real = config.data == "spider"
     started = time.perf_counter()
-    write_pacs_export(out / "export", SynthConfig(patients=config.patients, seed=0, size=256, workers=config.workers))
-    stage(f"synthetic PACS export ({config.patients} patients)", started)
+    if real:
+        from lumbar.spider import CREDIT, SpiderConfig, import_spider
+
+        fractions = tuple(float(f) for f in (config.fractions or SPIDER_FRACTIONS).split(","))
+        imported = import_spider(
+            SpiderConfig(source=config.spider or shared_spider(), out=out / "spider", fractions=fractions)
+        )
+        stage(f"SPIDER imported ({imported.patients} patients, {imported.labelled_images} T2 discs)", started)
+        line(f"  data: {CREDIT}")
+    else:
+        write_pacs_export(
+            out / "export", SynthConfig(patients=config.patients, seed=0, size=256, workers=config.workers)
+        )
+        stage(f"synthetic PACS export ({config.patients} patients)", started)
 
     started = time.perf_counter()
     sample = shared_brain_sample()
@@ -200,6 +248,8 @@ def _stages(
 
     export_uri = str(out / "export")
     publish_to = (out / "store").as_uri()
+    if config.services and real:
+        raise InputError("--services runs the synthetic demo only; run --data spider without it")
     if config.services:
         if not os.environ.get("LUMBAR_S3_ENDPOINT") or not os.environ.get("MLFLOW_TRACKING_URI"):
             raise InputError("--services needs the local servers' environment: run `lumbar services up` and source it")
@@ -219,6 +269,19 @@ def _stages(
         "labelled_sources": f"brain={labelled}",
         "unlabelled_sources": export_uri,
         "publish_to": publish_to,
+        "fractions": config.fractions or DEFAULT_FRACTIONS,
+        "data_origin": "synthetic",
+    }
+    name = "paper"
+    if real:  # the imported dataset, pinned; its unlabelled slices are procedure 3's pretraining data
+        name = "paper_dataset"
+        params = {
+            "dataset_uri": str(out / "spider"),
+            "labelled_sources": f"brain={labelled}",
+            "unlabelled_sources": str(out / "spider" / "unlabelled"),
+            "data_origin": "real",
+        }
+    params |= {
         "backbones": config.backbones,
         "pretrain_backbones": config.pretrain_backbones,
         "weights": weights,
@@ -228,15 +291,13 @@ def _stages(
         "epochs": config.epochs,
         "pretrain_epochs": config.pretrain_epochs,
         "pretrain_steps": config.pretrain_steps,
-        "data_origin": "synthetic",
-        "fractions": config.fractions,
     }
     from google.protobuf.json_format import MessageToDict
 
-    total = expected_tasks(MessageToDict(get("paper").pipeline_spec), params)
-    line(f"pipeline `paper`: {total or 'its'} tasks, one line each as it finishes (task, status, seconds)")
+    total = expected_tasks(MessageToDict(get(name).pipeline_spec), params)
+    line(f"pipeline `{name}`: {total or 'its'} tasks, one line each as it finishes (task, status, seconds)")
     started = time.perf_counter()
-    columns = (TextColumn("pipeline `paper`"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn(f"pipeline `{name}`"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
         job = bar.add_task("tasks", total=total)
 
@@ -247,7 +308,7 @@ def _stages(
         watcher.on_finish = finished
         try:
             with _pseudonym_secret():
-                run = run_local("paper", params, out / "pipelines")
+                run = run_local(name, params, out / "pipelines")
         except LumbarError:
             failed = watcher.failed
             if failed is not None:
@@ -255,7 +316,7 @@ def _stages(
                 for text in failed.tail:
                     line(f"  | {text.removeprefix('    ')[:160]}")  # kfp.local indents a task's lines by 4
             raise
-    stage("pipeline `paper` with kfp.local", started)
+    stage(f"pipeline `{name}` with kfp.local", started)
 
     started = time.perf_counter()
     report_dir = out / "report"
@@ -263,8 +324,11 @@ def _stages(
     report_task = run.folder / "report"
     shutil.copyfile(report_task / "page", report_dir / "report.html")
     shutil.copyfile(report_task / "summary", report_dir / "report.md")
-    dataset = out / "dataset-c"  # where the README's tour expects it (`lumbar dataset describe data/demo/dataset-c`)
-    shutil.copytree(run.folder / "build-dataset-c" / "dataset", dataset, dirs_exist_ok=True)
+    if real:
+        dataset = out / "spider"
+    else:  # where the README's tour expects it (`lumbar dataset describe data/demo/dataset-c`)
+        dataset = out / "dataset-c"
+        shutil.copytree(run.folder / "build-dataset-c" / "dataset", dataset, dirs_exist_ok=True)
     stage("report and Dataset C copied out of the run", started, quiet=True)  # in the timing table only
     return DemoResult(
         report_dir / "report.html",
@@ -333,7 +397,7 @@ def _summary(result: DemoResult, console: Any, line: Callable[[str], None]) -> N
     )
     line(f"done in {result.seconds:.0f} s (procedure 1 weights: {result.weights})")
     line(f"report:       {result.report}  (open it in a browser; Markdown beside it)")
-    line(f"Dataset C:    {result.dataset}  (pseudonymised; try `lumbar dataset describe` on it)")
+    line(f"dataset:      {result.dataset}  (pseudonymised; try `lumbar dataset describe` on it)")
     line(f"pipeline run: {result.run_folder}")
     line(f"MLflow UI:    {mlflow}")
     line(f"logs:         {result.log}")

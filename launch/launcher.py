@@ -49,6 +49,7 @@ PIPELINES: dict[str, Callable[[ClusterSettings], Any]] = {
     "dataset_c": dataset_c.build,
     **{name: _builder(p.pipeline) for name, p in PROCEDURES.items()},
     "paper": paper.build,
+    "paper_dataset": paper.build_from_dataset,
 }
 
 

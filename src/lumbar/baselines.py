@@ -169,3 +169,73 @@ def bootstrap(
         return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (0.0, 1.0)
 
     return interval(aucs), interval(f1s)
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """A trained configuration's test numbers, beside which the baselines are read.
+
+    Attributes:
+        procedure: ``procedure1`` ...
+        label: The configuration (``vgg16-finetune-roi (imagenet)``).
+        auc: ROC-AUC (abnormal positive) on the test discs.
+        auc_interval: Its 95 % bootstrap interval over the test patients.
+        f1: F1 (abnormal positive).
+        majority_f1: F1 of always answering the majority class on the same discs (abnormal positive).
+        support: Test discs.
+    """
+
+    procedure: str
+    label: str
+    auc: float | None
+    auc_interval: tuple[float, float]
+    f1: float
+    majority_f1: float
+    support: int
+
+
+def model_score(
+    procedure: str, label: str, true: Sequence[int], score: Sequence[float], patients: Sequence[str], f1: float
+) -> ModelScore:
+    """A :class:`ModelScore` from an evaluation's per-disc predictions (``true`` 1 = abnormal)."""
+    from lumbar.metrics import majority_f1
+
+    y = np.asarray(true, dtype=int)
+    s = np.asarray(score, dtype=float)
+    auc_interval, _ = bootstrap(y, s, (s >= 0.5).astype(float), patients)
+    return ModelScore(procedure, label, roc_auc(y, s), auc_interval, f1, majority_f1(len(y), int(y.sum())), len(y))
+
+
+def _than(value: float | None, other: float | None) -> str:
+    if value is None or other is None:
+        return "cannot be compared with"
+    return "above" if value > other else "not above"
+
+
+def verdicts(models: Sequence[ModelScore], baselines: Sequence[Baseline]) -> list[str]:
+    """One sentence per procedure, generated from the numbers.
+
+    Its best configuration (by test ROC-AUC) against each baseline's ROC-AUC and the majority-class F1,
+    with the interval that the test size allows.
+    """
+    by_name = {b.name: b for b in baselines}
+    sentences = []
+    for procedure in dict.fromkeys(m.procedure for m in models):
+        group = [m for m in models if m.procedure == procedure and m.auc is not None]
+        if not group:
+            continue
+        best = max(group, key=lambda m: m.auc or 0.0)
+        half = (best.auc_interval[1] - best.auc_interval[0]) / 2
+        parts = [
+            f"{procedure}: its best configuration by test ROC-AUC, {best.label}, ranks the {best.support} test discs "
+            f"with ROC-AUC {best.auc:.2f} ({best.auc_interval[0]:.2f}-{best.auc_interval[1]:.2f}, about +/-{half:.2f})"
+        ]
+        for name in BASELINES:
+            if name in by_name:
+                b = by_name[name]
+                shown = "n/a" if b.auc is None else f"{b.auc:.2f}"
+                parts.append(f"{_than(best.auc, b.auc)} the {name} baseline's {shown}")
+        majority = _than(best.f1, best.majority_f1)
+        parts.append(f"and its F1 {best.f1:.2f} is {majority} the majority-class F1 {best.majority_f1:.2f}")
+        sentences.append(", ".join(parts[:1]) + ": " + ", ".join(parts[1:]) + ".")
+    return sentences

@@ -13,7 +13,11 @@ writes ``report.html`` (self-contained: plots embedded) and ``report.md`` (plots
   class (normal), the paper's own number beside it (:mod:`lumbar.paper`), the test-set sizes side by side,
   an interval on each accuracy and the majority-class F1;
 * plots: F1 per configuration, training curves, confusion matrices, ROC curves in both positive views,
-  and a Grad-CAM panel per pretraining source (the paper's Figures 17-18) when the dataset is given.
+  and a Grad-CAM panel per pretraining source (the paper's Figures 17-18) when the dataset is given;
+* with the dataset, when it names its source (an imported public dataset such as SPIDER), that source
+  and its credit on the first screen, and the one-feature baselines (:mod:`lumbar.baselines`: the disc's
+  level alone, its brightness alone, fitted on the training patients) beside each procedure's best
+  configuration, in sentences generated from the numbers.
 """
 
 from __future__ import annotations
@@ -276,7 +280,63 @@ def choices(runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[Choice, str, 
     return out
 
 
-def conditions(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the report reads from the dataset itself: its local folder and, for an import, its source."""
+
+    folder: Path
+    source: str = ""
+    credit: str = ""
+
+
+def dataset_facts(config: ReportConfig) -> DatasetFacts | None:
+    """The dataset's folder (fetched when a URI) and the source and credit its ``report.json`` names."""
+    if not config.dataset:
+        return None
+    from lumbar.versions import fetch_dataset
+
+    folder = fetch_dataset(config.dataset)
+    try:
+        built = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        built = {}
+    return DatasetFacts(folder, str(built.get("source", "")), str(built.get("credit", "")))
+
+
+def baseline_comparison(facts: DatasetFacts | None, runs: Mapping[str, Sequence[RunRecord]]) -> tuple[list, list[str]]:
+    """The one-feature baselines on the test discs and the generated sentences (empty without a dataset)."""
+    from lumbar.baselines import evaluate_baselines, model_score, verdicts
+    from lumbar.dataset_c import read_manifest
+
+    if facts is None:
+        return [], []
+    try:
+        baselines = evaluate_baselines(facts.folder)
+    except InputError:
+        return [], []
+    patient_of = {r["image_path"]: r["patient"] for r in read_manifest(facts.folder, ("image_path", "patient"))}
+    models = []
+    for group in runs.values():
+        for record in group:
+            predictions = record.evaluation.get("predictions") or []
+            if not predictions or any(p["image"] not in patient_of for p in predictions):
+                continue
+            models.append(
+                model_score(
+                    record.procedure,
+                    record.label,
+                    [p["true"] for p in predictions],
+                    [p["score"] for p in predictions],
+                    [patient_of[p["image"]] for p in predictions],
+                    record.row.get(view_key("abnormal", "f1")) or 0.0,
+                )
+            )
+    return baselines, verdicts(models, baselines)
+
+
+def conditions(
+    config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]], facts: DatasetFacts | None = None
+) -> list[tuple[str, str]]:
     """The run conditions stated on the first screen, as (name, value) pairs."""
     records = [r for group in runs.values() for r in group]
 
@@ -289,6 +349,11 @@ def conditions(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) ->
         "real": "real hospital data",
         "unknown": "not stated",
     }[config.data_origin]
+    if facts is not None and facts.credit:
+        origin = (
+            f"real MRI, {facts.source}: sagittal discs graded by the dataset's radiologists, where the paper "
+            f"classified axial T2 images of its own hospital's patients. Credit (CC BY 4.0): {facts.credit}"
+        )
     items = [
         ("Data", origin),
         ("Dataset version", values("dataset.version", "tags")),
@@ -532,6 +597,8 @@ def render_html(
     all_tables: Mapping[str, list[Table]],
     plots: Mapping[str, bytes],
     panels: Mapping[str, bytes],
+    facts: DatasetFacts | None = None,
+    baselines: tuple[list, list[str]] = ([], []),
 ) -> str:
     """The self-contained HTML page."""
     links = {r.row["run_id"]: run_link(config, r) for group in runs.values() for r in group}
@@ -539,7 +606,7 @@ def render_html(
         f"<li><b>{html.escape(k)}:</b> "
         + (f"<span class='warning'>{html.escape(v)}</span>" if "not transfer learning" in v else html.escape(v))
         + "</li>"
-        for k, v in conditions(config, runs)
+        for k, v in conditions(config, runs, facts)
     )
     sections = []
     titles = {
@@ -547,6 +614,20 @@ def render_html(
         "procedure2": "Procedure 2: pretrained on Dataset A (Tables 11-12)",
         "procedure3": "Procedure 3: self-supervised on Dataset B (Tables 13-14)",
     }
+    rules, sentences = baselines
+    if rules:
+        rows = "".join(
+            f"<tr><td>{html.escape(line[0])}</td><td>{html.escape(line[1])}</td><td>{html.escape(line[2])}</td>"
+            f"<td>{html.escape(line[3])}</td></tr>"
+            for line in _baseline_lines(rules)
+        )
+        said = "".join(f"<li>{html.escape(s)}</li>" for s in sentences)
+        sections.append(
+            "<h2 id='baselines'>What the images add: one-feature baselines</h2>"
+            f"<p class='note'>{html.escape(BASELINES_NOTE)}</p>"
+            "<table><tr><th>Baseline</th><th>ROC-AUC (95 %)</th><th>F1 (95 %)</th><th>Fitted on the training "
+            f"patients</th></tr>{rows}</table><ul>{said}</ul>"
+        )
     for procedure, group_tables in all_tables.items():
         sections.append(f"<h2 id='{procedure}'>{titles[procedure]}</h2>")
         sections += [_html_table(t, config, links) for t in group_tables]
@@ -579,11 +660,22 @@ Improvement rates follow the paper's Equation 8: (new - old) / old x 100.</p></d
 
 
 def render_markdown(
-    config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]], all_tables: Mapping[str, list[Table]], plots: dict
+    config: ReportConfig,
+    runs: Mapping[str, Sequence[RunRecord]],
+    all_tables: Mapping[str, list[Table]],
+    plots: dict,
+    facts: DatasetFacts | None = None,
+    baselines: tuple[list, list[str]] = ([], []),
 ) -> str:
     """The Markdown report (plots referenced from ``plots/``)."""
     lines = ["# lumbar results report", "", "## Conditions", ""]
-    lines += [f"- **{k}:** {v}" for k, v in conditions(config, runs)]
+    lines += [f"- **{k}:** {v}" for k, v in conditions(config, runs, facts)]
+    rules, sentences = baselines
+    if rules:
+        lines += ["", "## What the images add: one-feature baselines", "", BASELINES_NOTE, ""]
+        lines += ["| Baseline | ROC-AUC (95 %) | F1 (95 %) | Fitted on the training patients |", "|---|---|---|---|"]
+        lines += [f"| {' | '.join(line)} |" for line in _baseline_lines(rules)]
+        lines += [""] + [f"- {s}" for s in sentences]
     lines += [
         "",
         "### The paper's procedure where the project drifted, or a declared choice where the paper is vague",
@@ -600,9 +692,29 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
+BASELINES_NOTE = (
+    "A disc's level alone and its mean brightness alone, each fitted on the training patients (direction and "
+    "F1-best threshold) and scored on the same test discs as the models (abnormal positive). A model that does "
+    "not rank the discs better than these has not shown that it reads more of the image. Intervals: 95 %, "
+    "bootstrap over the test patients."
+)
+
+
+def _baseline_lines(rules: Sequence[Any]) -> list[tuple[str, str, str, str]]:
+    lines = []
+    for b in rules:
+        auc = "n/a" if b.auc is None else f"{b.auc:.2f} ({b.auc_interval[0]:.2f}-{b.auc_interval[1]:.2f})"
+        f1 = f"{b.f1:.2f} ({b.f1_interval[0]:.2f}-{b.f1_interval[1]:.2f})"
+        direction = f"{'larger' if b.sign > 0 else 'smaller'} is abnormal, {b.support} test discs"
+        lines.append((b.name, auc, f1, direction))
+    return lines
+
+
 def build_report(config: ReportConfig) -> Report:
     """Read the runs, build the tables and plots, write ``report.html``, ``report.md`` and ``plots/``."""
     runs = collect_runs(config)
+    facts = dataset_facts(config)
+    compared = baseline_comparison(facts, runs)
     all_tables = tables(runs, config.data_origin)
     plots = {
         "f1": plot_f1(runs),
@@ -616,8 +728,8 @@ def build_report(config: ReportConfig) -> Report:
     for name, data in {**plots, **{f"gradcam-{k}": v for k, v in panels.items()}}.items():
         (out / "plots" / f"{name}.png").write_bytes(data)
     page = out / "report.html"
-    page.write_text(render_html(config, runs, all_tables, plots, panels), encoding="utf-8")
+    page.write_text(render_html(config, runs, all_tables, plots, panels, facts, compared), encoding="utf-8")
     markdown = out / "report.md"
     plot_names = {**plots, **{f"gradcam-{k}": v for k, v in panels.items()}}
-    markdown.write_text(render_markdown(config, runs, all_tables, plot_names), encoding="utf-8")
+    markdown.write_text(render_markdown(config, runs, all_tables, plot_names, facts, compared), encoding="utf-8")
     return Report(page, markdown, runs, all_tables)

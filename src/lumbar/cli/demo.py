@@ -31,8 +31,14 @@ def demo(
     services: Annotated[
         bool, typer.Option("--services", help="Use the local S3 and MLflow servers (lumbar services up).")
     ] = False,
+    data: Annotated[
+        str, typer.Option(help="synthetic (a made-up export) | spider (SPIDER's real lumbar MRI, imported).")
+    ] = "synthetic",
+    spider: Annotated[
+        Path | None, typer.Option(help="SPIDER folder for --data spider (default ../shared/data/spider-lumbar).")
+    ] = None,
 ) -> None:
-    """Synthetic export -> the `paper` pipeline locally (all procedures, quick profile) -> the results report."""
+    """An export (synthetic, or SPIDER's real MRI) -> all procedures locally (quick profile) -> the results report."""
     from launch.demo_runner import DemoConfig, run_demo
 
     with clear_errors():  # DemoConfig checks every value and raises the one-line InputError
@@ -48,6 +54,8 @@ def demo(
             image_size=image_size,
             weights=weights,
             services=services,
+            data=data,
+            spider=spider,
             **{name: value for name, value in given.items() if value is not None},  # else DemoConfig's defaults
         )
         run_demo(config)  # the terminal shows stages, tasks and timings; the rest goes to the demo's log
