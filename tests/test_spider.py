@@ -286,6 +286,15 @@ def test_real_discs_train_and_evaluate_on_pfirrmann_grades(imported, tmp_path):
     assert len(metrics["confusion"]["matrix"]) == 5 and metrics["confusion"]["classes"][0] == "grade 1"
     # the binary view: Pfirrmann 3 or more is abnormal
     assert sum(evaluation.y_true) == sum(1 for r in rows if int(r["pfirrmann"]) >= 3)
+    # the command prints the agreement beside the published references
+    shown = subprocess.run(
+        [LUMBAR, "evaluate", "--model", str(tmp_path / "model"), "--dataset", str(result.out), "--split", "all",
+         "--no-track", "--out", str(tmp_path / "eval-cli")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert f"linearly weighted kappa {metrics['kappa_linear']:.3f}" in shown.stdout
+    assert "McSweeney et al., Spine 2023" in shown.stdout and "Niemeyer et al." in shown.stdout
 
 
 def test_one_feature_baselines_are_fitted_on_training_patients(imported):

@@ -105,7 +105,9 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Option("--model", help="A model folder written by lumbar train.")],
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset folder or published version URI.")],
-    split: Annotated[str, typer.Option(help="train | val | test")] = "test",
+    split: Annotated[
+        str, typer.Option(help="train | val | test | all (every labelled image: a dataset of unseen patients)")
+    ] = "test",
     positive: Annotated[
         str,
         typer.Option(
@@ -157,6 +159,16 @@ def evaluate(
         for c, r in zip(classes, matrix, strict=True)
     )
     typer.echo(f"confusion (predicted): {rows}; files in {result.out_dir}")
+    if "kappa_linear" in metrics:  # --target pfirrmann: agreement on the ordered grades, beside published results
+        from lumbar.metrics import PFIRRMANN_REFERENCES
+
+        typer.echo(
+            f"Pfirrmann grades: balanced accuracy {metrics['balanced_accuracy']:.3f}, linearly weighted kappa "
+            f"{metrics['kappa_linear']:.3f}, {100 * metrics['off_by_more_than_one']:.1f} % of {n} discs off by more "
+            "than one grade"
+        )
+        for source, result_text in PFIRRMANN_REFERENCES:
+            typer.echo(f"  published: {source}: {result_text}")
 
 
 def predict(
