@@ -382,3 +382,19 @@ def test_the_original_layout_reads_volumes_and_masks(tmp_path):
         image, labels = mid_sagittal(volume, mask)
         rows_of = {ivd: np.argwhere(labels == 200 + ivd)[:, 0].mean() for ivd in (1, 5)}
         assert rows_of[1] > rows_of[5] and image.dtype == np.uint8
+
+
+def test_the_real_data_demo_is_checked_before_it_runs(tmp_path):
+    """`lumbar demo --data spider` finds the shared sample; a wrong --data or folder is one sentence."""
+    from launch.demo_runner import DemoConfig, shared_spider
+
+    assert shared_spider() == SPIDER.resolve() or shared_spider().samefile(SPIDER)
+    assert DemoConfig(out=tmp_path / "d", data="spider").data == "spider"
+    with pytest.raises(InputError, match="--data must be one of synthetic, spider"):
+        DemoConfig(out=tmp_path / "d", data="mri")
+    bad = subprocess.run(
+        [LUMBAR, "demo", "--data", "spider", "--spider", str(tmp_path / "nowhere"), "--out", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "SPIDER folder" in bad.stderr and "nowhere" in bad.stderr
