@@ -22,6 +22,7 @@ made on exit. ``tests/k8s/test_containers.py`` checks the translation against th
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets as random_secrets
 import shutil
@@ -335,8 +336,6 @@ class ServiceStack:
         self.stop()
 
     def _docker(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> str:
-        import os
-
         result = subprocess.run(
             ["docker", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
         )
@@ -422,8 +421,6 @@ def _hand_to(folder: str, user: str) -> None:
 
     Owned by it when this process may chown (root), else readable by all in a folder only this user lists.
     """
-    import os
-
     path = Path(folder)
     if user and os.geteuid() == 0:
         uid, gid = (int(x) for x in user.split(":"))

@@ -268,8 +268,12 @@ def run_local(
         raise InputError(f"kfp.local needs a local pipeline root, not {root}")
     root = root.absolute()
     root.mkdir(parents=True, exist_ok=True)
+    # the run id the training steps tag their MLflow runs with (kfp.run_id) and the report looks for: an
+    # environment variable, as on a cluster, where it comes from the pod's label and not from a task input
+    run_id = f"local-{uuid.uuid4().hex[:16]}"
+    settings = settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM)
     if containers:
-        return _run_in_containers(name, params, root, settings, images)
+        return _run_and_find(name, *_in_containers(name, root, settings, images, run_id), params, root, run_id)
     # the task subprocesses inherit the environment: one data directory and one MLflow store for all
     env = {DATA_DIR_ENV: str(data_dir()), "MLFLOW_TRACKING_URI": tracking_uri(), "TF_CPP_MIN_LOG_LEVEL": "2"}
     if env["MLFLOW_TRACKING_URI"].startswith("sqlite:"):
@@ -279,29 +283,42 @@ def run_local(
 
         Path(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).search_experiments(max_results=1)
-    pipeline = get(name, settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM))
+    pipeline = get(name, settings)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    context = _subprocess_tasks(env, run_id)  # entered by _run_and_find, inside its error handling
+    return _run_and_find(name, pipeline, context, f"local run of {name}", params, root, run_id)
+
+
+@contextmanager
+def _subprocess_tasks(env: Mapping[str, str], run_id: str) -> Iterator[None]:
+    """The task subprocesses' environment (``env`` where unset, and the run id) and their warm starts."""
+    with _environment(env, {RUN_ID_ENV: run_id}), warm_tasks():
+        yield
+
+
+def _run_and_find(
+    name: str,
+    pipeline: Any,
+    context: contextlib.AbstractContextManager,
+    what: str,
+    params: Mapping[str, Any],
+    root: Path,
+    run_id: str,
+) -> LocalRun:
+    """Run ``pipeline`` inside ``context`` (kfp.local already set up) and find the folder it wrote under ``root``."""
     before = set(root.iterdir())
-    # the run id the training steps tag their MLflow runs with (kfp.run_id) and the report looks for: an
-    # environment variable, as on a cluster, where it comes from the pod's label and not from a task input
-    run_id = f"local-{uuid.uuid4().hex[:16]}"
     started = time.perf_counter()
     try:
-        with (
-            _environment(env, {RUN_ID_ENV: run_id}),
-            warm_tasks(),
-            one_logger_for_all_tasks(),
-            warnings.catch_warnings(),
-        ):
+        with context, one_logger_for_all_tasks(), warnings.catch_warnings():
             # resources and GPUs are cluster settings; locally they are expected no-ops
             warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
             pipeline(**params)
     except RuntimeError as exc:
-        raise LumbarError(f"local run of {name} failed: {str(exc).splitlines()[0]}") from None
+        raise LumbarError(f"{what} failed: {str(exc).splitlines()[0]}") from None
     seconds = time.perf_counter() - started
     created = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not created:
-        raise LumbarError(f"local run of {name} wrote nothing under {root}")
+        raise LumbarError(f"{what} wrote nothing under {root}")
     return LocalRun(name, created[-1], seconds, run_id)
 
 
@@ -355,39 +372,22 @@ def container_runner(run_id: str, environ: Mapping[str, str] | None = None) -> A
     return local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", network_mode="host", environment=passed)
 
 
-def _run_in_containers(
-    name: str,
-    params: Mapping[str, Any],
-    root: Path,
-    settings: ClusterSettings | None,
-    images: Mapping[str, str] | None,
-) -> LocalRun:
-    """:func:`run_local` with ``containers``: the compiled pipeline, its images mapped, run by DockerRunner."""
+def _in_containers(
+    name: str, root: Path, settings: ClusterSettings, images: Mapping[str, str] | None, run_id: str
+) -> tuple[Any, contextlib.AbstractContextManager, str]:
+    """:func:`run_local` with ``containers``: the compiled pipeline with its images mapped, DockerRunner set up."""
     from kfp import components, local
 
-    run_id = f"local-{uuid.uuid4().hex[:16]}"
     runner = container_runner(run_id)
     compiled = compile_pipeline(
         name,
         root / ".compiled" / f"{name}-{run_id}.yaml",
-        settings or ClusterSettings(gpu=False, parallelism=LOCAL_PARALLELISM),
+        settings,
         local_container_images() if images is None else images,
     )
     pipeline = components.load_component_from_file(str(compiled))
     local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
-    before = set(root.iterdir())
-    started = time.perf_counter()
-    try:
-        with one_logger_for_all_tasks(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
-            pipeline(**params)
-    except RuntimeError as exc:
-        raise LumbarError(f"run of {name} in containers failed: {str(exc).splitlines()[0]}") from None
-    seconds = time.perf_counter() - started
-    created = sorted(set(root.iterdir()) - before - {root / ".compiled"}, key=lambda p: p.stat().st_mtime)
-    if not created:
-        raise LumbarError(f"run of {name} in containers wrote nothing under {root}")
-    return LocalRun(name, created[-1], seconds, run_id)
+    return pipeline, contextlib.nullcontext(), f"run of {name} in containers"
 
 
 def submit(

@@ -82,6 +82,12 @@ FEATURES: dict[str, Callable[[Mapping[str, str], Path], float]] = {
 }
 
 
+def _f1(predicted: np.ndarray, label: np.ndarray) -> float:
+    """F1 of boolean predictions against 0/1 labels, abnormal positive (0 when neither has a positive)."""
+    total = float(predicted.sum() + label.sum())
+    return 2 * float(np.sum(predicted & (label == 1))) / total if total else 0.0
+
+
 def fit(feature: np.ndarray, label: np.ndarray) -> tuple[int, float]:
     """Direction and threshold of a one-feature rule, chosen to maximise F1 (abnormal positive) on ``label``."""
     auc = roc_auc(label, feature)
@@ -89,9 +95,7 @@ def fit(feature: np.ndarray, label: np.ndarray) -> tuple[int, float]:
     scored = sign * feature
     best, threshold = -1.0, float(np.min(scored)) - 1.0
     for candidate in np.unique(scored):
-        predicted = scored >= candidate
-        tp = float(np.sum(predicted & (label == 1)))
-        f1 = 2 * tp / (predicted.sum() + label.sum()) if predicted.sum() + label.sum() else 0.0
+        f1 = _f1(scored >= candidate, label)
         if f1 > best:
             best, threshold = f1, float(candidate) - 1e-9
     return sign, threshold
@@ -161,9 +165,7 @@ def bootstrap(
         auc = roc_auc(label[pick], score[pick])
         if auc is not None:
             aucs.append(auc)
-        tp = float(np.sum((predicted[pick] == 1) & (label[pick] == 1)))
-        total = float(predicted[pick].sum() + label[pick].sum())
-        f1s.append(2 * tp / total if total else 0.0)
+        f1s.append(_f1(predicted[pick] == 1, label[pick]))
 
     def interval(values: list[float]) -> tuple[float, float]:
         return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (0.0, 1.0)

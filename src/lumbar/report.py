@@ -494,9 +494,14 @@ def plot_rocs(runs: Mapping[str, Sequence[RunRecord]]) -> bytes:
     return _figure_png(fig)
 
 
-def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]) -> dict[str, bytes]:
-    """One Grad-CAM panel per pretraining source: the best run (F1, normal positive) of each source, on test images."""
-    if not config.dataset:
+def gradcam_panels(
+    config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]], local: Path | None
+) -> dict[str, bytes]:
+    """One Grad-CAM panel per pretraining source: the best run (F1, normal positive) of each source, on test images.
+
+    ``local`` is the dataset's folder (:func:`dataset_facts` fetched it; None: no panels).
+    """
+    if local is None:
         return {}
     import mlflow
     from PIL import Image
@@ -505,9 +510,7 @@ def gradcam_panels(config: ReportConfig, runs: Mapping[str, Sequence[RunRecord]]
     from lumbar.data import split_records
     from lumbar.gradcam import gradcam, overlay
     from lumbar.tracking import fluent_tracking_uri, tracking_uri
-    from lumbar.versions import fetch_dataset
 
-    local = fetch_dataset(config.dataset)
     best: dict[str, RunRecord] = {}
     for record in (r for group in runs.values() for r in group):
         source = record.row["weights_source"]
@@ -722,7 +725,7 @@ def build_report(config: ReportConfig) -> Report:
         "confusion-matrices": plot_confusions(runs),
         "roc-curves": plot_rocs(runs),
     }
-    panels = gradcam_panels(config, runs)
+    panels = gradcam_panels(config, runs, facts.folder if facts else None)  # the dataset fetched once for both
     out = Path(config.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, data in {**plots, **{f"gradcam-{k}": v for k, v in panels.items()}}.items():

@@ -394,8 +394,6 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
     Raises:
         InputError: For a folder that is not SPIDER's, or when no labelled disc is left.
     """
-    from PIL import Image
-
     from lumbar.versions import file_index, version_of
 
     progress = progress or NullProgress()
@@ -455,7 +453,7 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
         for relpath in files:
             if relpath.startswith("masks/") and accounting.fates[relpath][1].startswith("not read"):
                 accounting.mark(relpath, "not_needed", "the mask of a series not imported")
-        _account_crops(files, accounting, imported, rows, source)
+        _account_crops(files, accounting, imported)
         for relpath in files:
             if relpath == "overview.csv":
                 accounting.mark(relpath, "not_needed", "series metadata; not needed for the images or labels")
@@ -519,9 +517,6 @@ def import_spider(config: SpiderConfig, progress: Progress | None = None) -> Imp
         }
         (work / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         (work / "datacard.md").write_text(spider_datacard(rows, report), encoding="utf-8")
-        for image in (work / "images").iterdir():  # the window sizes vary: check every file is a PNG
-            with Image.open(image) as check:
-                check.verify()
     version = version_of(file_index(config.out))
     return ImportResult(config.out, len(rows), len(labelled), len(seen_patients), counts, version)
 
@@ -722,7 +717,7 @@ def _ranges(values: Sequence[int]) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def _account_crops(files: list[str], accounting: _Accounting, imported: set, rows: list[dict], source: Path) -> None:
+def _account_crops(files: list[str], accounting: _Accounting, imported: set[tuple[str, str]]) -> None:
     """``discs/`` crops: a check of the rectangles found, never an image of the dataset."""
     per_series: dict[tuple[str, str], list[str]] = defaultdict(list)
     for relpath in files:
@@ -795,7 +790,7 @@ def spider_datacard(rows: list[dict], report: Mapping) -> str:
     s = report["summary"]
     discs = {(r["patient"], r["disc"]): r for r in rows if r["label"] != ""}  # one disc counts once
     codes = sorted({code for _, code in discs}, key=_ivd_of, reverse=True)
-    names = [dict(level(_ivd_of(c)) for c in codes)[c] for c in codes] if codes else []
+    names = [level(_ivd_of(code))[1] for code in codes]
     lines = [
         "# Dataset: SPIDER lumbar MRI (real, sagittal), imported by lumbar",
         "",

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from components.images import LOCK_FILE, read_lock
+from tests.pipelines.test_local_runs import _outputs  # a local run's task outputs, read as the other runs read them
 
 pytestmark = pytest.mark.images
 
@@ -103,11 +104,6 @@ def runs(stack, synthetic_export, tmp_path_factory):
                 "summary": Path(page.outputs["summary"].path),
             }
     return results
-
-
-def _outputs(task_dir: Path) -> dict:
-    data = json.loads((task_dir / "executor_output.json").read_text())
-    return {name: spec["artifacts"][0] for name, spec in data.get("artifacts", {}).items()}
 
 
 def _metrics(run_folder: Path) -> dict:
