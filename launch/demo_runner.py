@@ -35,35 +35,36 @@ class DemoConfig:
     Attributes:
         out: Demo folder (export, labelled collection, report, pipeline runs).
         patients: Synthetic patients (five graded discs each).
-        fractions: Dataset C's train, validation and test shares of the patients (empty: the data's default).
-            The synthetic default, :data:`DEFAULT_FRACTIONS` (64 patients at 0.25/0.08/0.67: 16 training, 5
-            validation and 43 test patients, about 215 test discs), trains at two cores' cost and measures each
-            F1 to about ±0.03 (on 55 test discs, ±0.05: runs whose F1 is a few points above the majority
-            class's fell below it on some splits).
+        fractions: Dataset C's train, validation and test shares of the patients.
         backbones: Procedure 1's backbones (comma-separated; default: the procedure registry's).
-        pretrain_backbones: Procedures 2 and 3's backbones (default: the procedure registry's).
+        pretrain_backbones: Procedures 2 and 3's backbones.
         image_size: Model input size.
         epochs: Transfer epochs (0: the ``quick`` profile's).
-        pretrain_epochs: Pretraining epochs.
-        pretrain_steps: SSL batches per epoch.
+        supervised_epochs: Procedure 2's pretraining epochs on Dataset A.
+        ssl_epochs: Procedure 3's SimCLR epochs.
+        ssl_steps: Procedure 3's SimCLR batches per epoch.
         weights: Procedure 1's weights (``imagenet`` needs the Keras files offline; else ``none``).
         services: Use the local S3 and MLflow servers (their environment must be set).
         workers: Processes for the synthetic export.
         data: ``synthetic`` (a made-up PACS export, the default) or ``spider``: SPIDER's real lumbar MRI
             (``../shared/data/spider-lumbar``), imported and run through pipeline ``paper_dataset``; its
-            fractions default to :data:`SPIDER_FRACTIONS` and ``patients`` does not apply.
+            ``patients`` does not apply.
         spider: The SPIDER folder (default: the shared sample).
+
+    ``fractions``, ``pretrain_backbones`` and the pretraining sizes left at None take the data's defaults,
+    :data:`DATA_DEFAULTS` (:meth:`setting`).
     """
 
     out: Path
     patients: int = 64
-    fractions: str = ""
+    fractions: str | None = None
     backbones: str = field(default_factory=lambda: PROCEDURES["procedure1"].default_backbones())
-    pretrain_backbones: str = field(default_factory=lambda: PROCEDURES["procedure2"].default_backbones())
+    pretrain_backbones: str | None = None
     image_size: int = 64
     epochs: int = 0
-    pretrain_epochs: int = 2
-    pretrain_steps: int = 5
+    supervised_epochs: int | None = None
+    ssl_epochs: int | None = None
+    ssl_steps: int | None = None
     weights: str = "auto"
     services: bool = False
     workers: int = 2
@@ -79,6 +80,15 @@ class DemoConfig:
             raise InputError("the demo needs at least 6 patients (train, validation and test must all hold some)")
         if self.weights not in ("auto", "imagenet", "none"):
             raise InputError("weights must be auto, imagenet or none")
+        for name in ("supervised_epochs", "ssl_epochs", "ssl_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+    def setting(self, name: str) -> Any:
+        """The value of ``name``: the one given, else the data's default (:data:`DATA_DEFAULTS`)."""
+        given = getattr(self, name)
+        return DATA_DEFAULTS[self.data][name] if given is None else given
 
 
 @dataclass
@@ -95,13 +105,32 @@ class DemoResult:
     seconds: float = 0.0
 
 
-#: The synthetic demo's split (:class:`DemoConfig`, ``fractions``).
-DEFAULT_FRACTIONS = "0.25,0.08,0.67"
 #: What the demo runs on.
 DATA = ("synthetic", "spider")
-#: SPIDER's split for the demo: about 17 test patients (some 115 test discs) of the sample's 58, so each
-#: number carries an interval of about +/-0.1, and 32 training patients.
-SPIDER_FRACTIONS = "0.55,0.15,0.30"
+#: Each data's defaults of the :class:`DemoConfig` settings left at None, sized for 20 minutes on two cores.
+#:
+#: * synthetic: 64 patients at 0.25/0.08/0.67 are 16 training, 5 validation and 43 test patients (about
+#:   215 test discs), so each F1 is measured to about ±0.03 at two cores' cost.
+#: * spider: of the sample's 58 patients about 17 test patients (some 115 test discs, so each number carries
+#:   an interval of about ±0.1), 9 validation patients to choose each procedure's configuration on, and 32
+#:   training patients. Procedures 2 and 3 pretrain VGG16 only, which pays for 8 supervised epochs: with the
+#:   synthetic demo's 2, brain pretraining had not yet learnt what transfers to real discs.
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "synthetic": {
+        "fractions": "0.25,0.08,0.67",
+        "pretrain_backbones": PROCEDURES["procedure2"].default_backbones(),
+        "supervised_epochs": 2,
+        "ssl_epochs": 2,
+        "ssl_steps": 5,
+    },
+    "spider": {
+        "fractions": "0.55,0.15,0.30",
+        "pretrain_backbones": "vgg16",
+        "supervised_epochs": 8,
+        "ssl_epochs": 2,
+        "ssl_steps": 5,
+    },
+}
 
 
 def _shared() -> list[Path]:
@@ -229,7 +258,7 @@ def _stages(
     if real:
         from lumbar.spider import CREDIT, SpiderConfig, import_spider
 
-        fractions = tuple(float(f) for f in (config.fractions or SPIDER_FRACTIONS).split(","))
+        fractions = tuple(float(f) for f in config.setting("fractions").split(","))
         imported = import_spider(
             SpiderConfig(source=config.spider or shared_spider(), out=out / "spider", fractions=fractions)
         )
@@ -269,7 +298,7 @@ def _stages(
         "labelled_sources": f"brain={labelled}",
         "unlabelled_sources": export_uri,
         "publish_to": publish_to,
-        "fractions": config.fractions or DEFAULT_FRACTIONS,
+        "fractions": config.setting("fractions"),
         "data_origin": "synthetic",
     }
     name = "paper"
@@ -283,14 +312,15 @@ def _stages(
         }
     params |= {
         "backbones": config.backbones,
-        "pretrain_backbones": config.pretrain_backbones,
+        "pretrain_backbones": config.setting("pretrain_backbones"),
         "weights": weights,
         "profile": "quick",
         "shard_image_size": config.image_size,
         "image_size": config.image_size,
         "epochs": config.epochs,
-        "pretrain_epochs": config.pretrain_epochs,
-        "pretrain_steps": config.pretrain_steps,
+        "supervised_epochs": config.setting("supervised_epochs"),
+        "ssl_epochs": config.setting("ssl_epochs"),
+        "ssl_steps": config.setting("ssl_steps"),
     }
     from google.protobuf.json_format import MessageToDict
 

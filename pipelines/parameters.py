@@ -59,8 +59,10 @@ PARAMETERS: dict[str, Parameter] = {
     "profile": Parameter(str, "quick"),
     "shard_image_size": Parameter(int, 224),
     "shard_fit": Parameter(str, "pad"),
-    "pretrain_epochs": Parameter(int, 0),
-    "pretrain_steps": Parameter(int, 0),
+    # procedure 2's supervised pretraining epochs; procedure 3's SimCLR epochs and batches per epoch
+    "supervised_epochs": Parameter(int, 0),
+    "ssl_epochs": Parameter(int, 0),
+    "ssl_steps": Parameter(int, 0),
     "epochs": Parameter(int, 0),
     "image_size": Parameter(int, 0),
     "batch_size": Parameter(int, 0),

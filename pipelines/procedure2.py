@@ -19,7 +19,7 @@ class SupervisedPretraining:
 
     labelled_sources: Text
     mapping_uri: Text
-    pretrain_epochs: Number
+    supervised_epochs: Number
 
 
 def wire(
@@ -39,7 +39,7 @@ def wire(
             dataset=labelled.outputs["dataset"],
             backbone=item.backbone,
             batch_size=transfer.training.batch_size,
-            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.pretrain_epochs),
+            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.supervised_epochs),
         )
 
     return transfer_from_pretrained(settings, procedure=PROCEDURE, transfer=transfer, pretrain=pretrain)
@@ -51,7 +51,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         settings,
         procedure=PROCEDURE,
         description="Dataset A -> supervised pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
-        names="dataset_uri labelled_sources mapping_uri backbones images profile pretrain_epochs epochs image_size"
+        names="dataset_uri labelled_sources mapping_uri backbones images profile supervised_epochs epochs image_size"
         " batch_size seed data_origin",
         pretraining=SupervisedPretraining,
         wire=wire,

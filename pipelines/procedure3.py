@@ -20,8 +20,8 @@ class SSLPretraining:
     unlabelled_sources: Text
     shard_image_size: Number
     shard_fit: Text
-    pretrain_epochs: Number
-    pretrain_steps: Number
+    ssl_epochs: Number
+    ssl_steps: Number
 
 
 def wire(
@@ -40,8 +40,8 @@ def wire(
         return pretrain_ssl(
             shards=shards.outputs["shards"],
             backbone=item.backbone,
-            steps_per_epoch=pretraining.pretrain_steps,
-            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.pretrain_epochs),
+            steps_per_epoch=pretraining.ssl_steps,
+            **transfer.training.pretrain_args(procedure=PROCEDURE, epochs=pretraining.ssl_epochs),
         )
 
     return transfer_from_pretrained(settings, procedure=PROCEDURE, transfer=transfer, pretrain=pretrain)
@@ -53,8 +53,8 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         settings,
         procedure=PROCEDURE,
         description="Dataset B -> SimCLR pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
-        names="dataset_uri unlabelled_sources backbones images profile shard_image_size shard_fit pretrain_epochs"
-        " pretrain_steps epochs image_size batch_size seed data_origin",
+        names="dataset_uri unlabelled_sources backbones images profile shard_image_size shard_fit ssl_epochs"
+        " ssl_steps epochs image_size batch_size seed data_origin",
         pretraining=SSLPretraining,
         wire=wire,
     )

@@ -173,6 +173,12 @@ def test_the_kept_epoch_has_the_lowest_validation_error(trained, learnable_datas
     assert all(h["val_error"] == pytest.approx(1 - h["val_accuracy"]) for h in result.history)
     val = evaluate_model(base / "model", learnable_dataset, "val", base / "eval-val", track=False)
     assert val.metrics["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-6)
+    # the test evaluation also scored the validation patients: the numbers configurations are chosen on
+    selection = json.loads((base / "model" / "eval-test" / "metrics.json").read_text())["selection"]
+    assert selection["split"] == "val" and selection["support"] == len(val.y_true)
+    assert selection["abnormal_f1"] == pytest.approx(val.metrics["abnormal_f1"])
+    assert selection["roc_auc"] == pytest.approx(val.metrics["abnormal_roc_auc"])
+    assert json.loads((base / "eval-val" / "metrics.json").read_text())["selection"] == {}
     info = json.loads((base / "model" / "model.json").read_text())
     assert (info["monitor"], info["best_epoch"]) == ("val_error", result.best_epoch)
 
@@ -195,6 +201,7 @@ def test_training_is_in_mlflow(trained):
     assert run.data.metrics["best_val_error"] == pytest.approx(result.best_val_error)
     assert len(client.get_metric_history(result.run_id, "val_loss")) == EPOCHS
     assert run.data.metrics["test_f1"] == pytest.approx(evaluation.metrics["f1"])
+    assert run.data.metrics["selection_support"] > 0 and "selection_roc_auc" in run.data.metrics
     assert (
         run.data.tags["dataset.version"] == json.loads((base / "model" / "model.json").read_text())["dataset_version"]
     )

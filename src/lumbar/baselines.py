@@ -185,6 +185,8 @@ class ModelScore:
         f1: F1 (abnormal positive).
         majority_f1: F1 of always answering the majority class on the same discs (abnormal positive).
         support: Test discs.
+        selection_auc: ROC-AUC on the validation patients, on which configurations are compared (None when the
+            evaluation recorded none).
     """
 
     procedure: str
@@ -194,10 +196,17 @@ class ModelScore:
     f1: float
     majority_f1: float
     support: int
+    selection_auc: float | None = None
 
 
 def model_score(
-    procedure: str, label: str, true: Sequence[int], score: Sequence[float], patients: Sequence[str], f1: float
+    procedure: str,
+    label: str,
+    true: Sequence[int],
+    score: Sequence[float],
+    patients: Sequence[str],
+    f1: float,
+    selection_auc: float | None = None,
 ) -> ModelScore:
     """A :class:`ModelScore` from an evaluation's per-disc predictions (``true`` 1 = abnormal)."""
     from lumbar.metrics import majority_f1
@@ -205,7 +214,8 @@ def model_score(
     y = np.asarray(true, dtype=int)
     s = np.asarray(score, dtype=float)
     auc_interval, _ = bootstrap(y, s, (s >= 0.5).astype(float), patients)
-    return ModelScore(procedure, label, roc_auc(y, s), auc_interval, f1, majority_f1(len(y), int(y.sum())), len(y))
+    majority = majority_f1(len(y), int(y.sum()))
+    return ModelScore(procedure, label, roc_auc(y, s), auc_interval, f1, majority, len(y), selection_auc)
 
 
 def _than(value: float | None, other: float | None) -> str:
@@ -214,11 +224,23 @@ def _than(value: float | None, other: float | None) -> str:
     return "above" if value > other else "not above"
 
 
+def choose(group: Sequence[ModelScore]) -> tuple[ModelScore, str]:
+    """The configuration to report of one procedure, and how it was chosen.
+
+    The one with the best ROC-AUC on the validation patients (never the test split: a maximum over test
+    scores is optimistic). Only when some run recorded no validation numbers is the test ROC-AUC used, and
+    the returned phrase says so.
+    """
+    if all(m.selection_auc is not None for m in group):
+        return max(group, key=lambda m: m.selection_auc or 0.0), "chosen on the validation patients (ROC-AUC)"
+    return max(group, key=lambda m: m.auc or 0.0), "the best by test ROC-AUC (no validation numbers: optimistic)"
+
+
 def verdicts(models: Sequence[ModelScore], baselines: Sequence[Baseline]) -> list[str]:
     """One sentence per procedure, generated from the numbers.
 
-    Its best configuration (by test ROC-AUC) against each baseline's ROC-AUC and the majority-class F1,
-    with the interval that the test size allows.
+    Its configuration chosen on the validation patients (:func:`choose`), read on the test discs against
+    each baseline's ROC-AUC and the majority-class F1, with the interval that the test size allows.
     """
     by_name = {b.name: b for b in baselines}
     sentences = []
@@ -226,10 +248,10 @@ def verdicts(models: Sequence[ModelScore], baselines: Sequence[Baseline]) -> lis
         group = [m for m in models if m.procedure == procedure and m.auc is not None]
         if not group:
             continue
-        best = max(group, key=lambda m: m.auc or 0.0)
+        best, how = choose(group)
         half = (best.auc_interval[1] - best.auc_interval[0]) / 2
         parts = [
-            f"{procedure}: its best configuration by test ROC-AUC, {best.label}, ranks the {best.support} test discs "
+            f"{procedure}: its configuration {how}, {best.label}, ranks the {best.support} test discs "
             f"with ROC-AUC {best.auc:.2f} ({best.auc_interval[0]:.2f}-{best.auc_interval[1]:.2f}, about +/-{half:.2f})"
         ]
         for name in BASELINES:

@@ -71,37 +71,25 @@ def evaluate_model(
 
     Both positive views are computed and recorded; ``positive`` chooses the one under the plain names.
     The metrics go to the model's own MLflow run (prefixed ``<split>_``) when it has one, with the chosen
-    view as the tag ``lumbar.positive``.
+    view as the tag ``lumbar.positive``. Evaluating the test split also scores the validation patients
+    (``selection`` in ``metrics.json``, ``selection_*`` in MLflow), the numbers on which configurations are
+    compared and chosen.
 
     Raises:
         InputError: For an unknown ``positive`` (or split, or an unusable dataset).
     """
     check_positive(positive)
-    from lumbar.data import ABNORMAL_FROM, InputConfig, make_dataset, split_records
     from lumbar.models import load_model, read_model_info
     from lumbar.versions import fetch_dataset
 
     info = read_model_info(model_dir)
     config = info["config"]
     local = fetch_dataset(dataset)
-    records = split_records(local, split, config["roi"], config["target"])
-    inputs = InputConfig(
-        image_size=config["image_size"],
-        batch_size=batch_size,
-        roi=config["roi"],
-        target=config["target"],
-        augment=False,
-    )
     model = load_model(model_dir)
-    output = np.asarray(model.predict(make_dataset(local, split, inputs, records=records), verbose=0), dtype=float)
+    records, output, abnormal, score = _predict(model, local, split, config, batch_size)
     if config["target"] == "binary":
-        score = output.reshape(-1)
-        abnormal = records.labels
         metrics = binary_metrics(abnormal, score, positive=positive)
     else:
-        first = ABNORMAL_FROM[config["target"]]  # the classes of the binary view's abnormal side
-        score = output[:, first:].sum(axis=1)
-        abnormal = (records.labels >= first).astype(int)
         metrics = multiclass_metrics(records.labels, output, output.shape[1], info.get("classes"))
         if config["target"] == "pfirrmann":
             metrics.update(ordinal_metrics(records.labels, output))
@@ -109,6 +97,7 @@ def evaluate_model(
         metrics["binary"] = binary
         metrics.update({k: v for k, v in binary.items() if k.startswith(tuple(f"{p}_" for p in POSITIVES))})
         metrics["positive"] = positive
+    selection = _selection(model, local, split, config, batch_size)
     per_disc = {}
     discs = np.asarray([r.get("disc", "") for r in records.rows])
     for disc in DISCS:
@@ -124,6 +113,7 @@ def evaluate_model(
         "positive": positive,
         "metrics": metrics,
         "per_disc": per_disc,
+        "selection": selection,
         "predictions": [
             {
                 "image": r["image_path"],
@@ -145,10 +135,65 @@ def evaluate_model(
         tracker = Tracker.for_run(info["run_id"])
         run = tracker.attach(info["run_id"])
         run.log_metrics({f"{split}_{k}": v for k, v in result.summary().items()})
+        if selection:
+            run.log_metrics(
+                {f"{SELECTION_PREFIX}{k}": selection[k] for k in SELECTION_METRICS if selection[k] is not None}
+            )
         run.set_tags({"lumbar.positive": positive})
         for name in ("metrics.json", "confusion.png", "roc.png"):
             run.log_artifact(out / name, f"eval-{split}")
     return result
+
+
+#: The split a configuration is chosen on, and the MLflow names of its numbers (``selection_roc_auc`` ...):
+#: not ``val_*``, which Keras uses for the per-epoch validation curves of the same run.
+SELECTION_SPLIT = "val"
+SELECTION_PREFIX = "selection_"
+SELECTION_METRICS = ("roc_auc", "abnormal_f1", "support")
+
+
+def _predict(model: Any, local: Path, split: str, config: dict[str, Any], batch_size: int) -> tuple[Any, ...]:
+    """A split's labelled records, the model's raw outputs, and the abnormal view's labels and scores."""
+    from lumbar.data import ABNORMAL_FROM, InputConfig, make_dataset, split_records
+
+    records = split_records(local, split, config["roi"], config["target"])
+    inputs = InputConfig(
+        image_size=config["image_size"],
+        batch_size=batch_size,
+        roi=config["roi"],
+        target=config["target"],
+        augment=False,
+    )
+    output = np.asarray(model.predict(make_dataset(local, split, inputs, records=records), verbose=0), dtype=float)
+    if config["target"] == "binary":
+        return records, output, records.labels, output.reshape(-1)
+    first = ABNORMAL_FROM[config["target"]]  # the classes of the binary view's abnormal side
+    return records, output, (records.labels >= first).astype(int), output[:, first:].sum(axis=1)
+
+
+def _selection(model: Any, local: Path, split: str, config: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The model's ROC-AUC and F1 (abnormal positive) on the validation patients.
+
+    Configurations are compared and chosen on these numbers, never on the test split. Empty when evaluating
+    the validation split itself or a whole dataset (``all``: an external test set), or when the dataset has
+    no labelled validation image.
+    """
+    from lumbar.data import ALL
+    from lumbar.errors import InputError
+
+    if split in (SELECTION_SPLIT, ALL):
+        return {}
+    try:
+        _, _, abnormal, score = _predict(model, local, SELECTION_SPLIT, config, batch_size)
+    except InputError:
+        return {}
+    binary = binary_metrics(abnormal, score, positive="abnormal")
+    return {
+        "split": SELECTION_SPLIT,
+        "roc_auc": roc_auc(abnormal, score),
+        "abnormal_f1": binary["abnormal_f1"],
+        "support": len(abnormal),
+    }
 
 
 def plot_confusion(classes: Sequence[str], confusion: Sequence[Sequence[int]], path: Path) -> None:

@@ -16,8 +16,8 @@ writes ``report.html`` (self-contained: plots embedded) and ``report.md`` (plots
   and a Grad-CAM panel per pretraining source (the paper's Figures 17-18) when the dataset is given;
 * with the dataset, when it names its source (an imported public dataset such as SPIDER), that source
   and its credit on the first screen, and the one-feature baselines (:mod:`lumbar.baselines`: the disc's
-  level alone, its brightness alone, fitted on the training patients) beside each procedure's best
-  configuration, in sentences generated from the numbers.
+  level alone, its brightness alone, fitted on the training patients) beside each procedure's configuration
+  chosen on the validation patients, in sentences generated from the numbers.
 """
 
 from __future__ import annotations
@@ -329,6 +329,7 @@ def baseline_comparison(facts: DatasetFacts | None, runs: Mapping[str, Sequence[
                     [p["score"] for p in predictions],
                     [patient_of[p["image"]] for p in predictions],
                     record.row.get(view_key("abnormal", "f1")) or 0.0,
+                    (record.evaluation.get("selection") or {}).get("roc_auc"),
                 )
             )
     return baselines, verdicts(models, baselines)

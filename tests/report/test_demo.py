@@ -17,7 +17,14 @@ from tests.pipelines.test_local_runs import check_procedure1, check_procedure2
 REPO = Path(__file__).resolve().parents[2]
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
 #: The smallest training settings that still run every stage of the demo.
-SMALLEST = {"pretrain_backbones": "vgg16", "image_size": 32, "epochs": 1, "pretrain_epochs": 1, "pretrain_steps": 2}
+SMALLEST = {
+    "pretrain_backbones": "vgg16",
+    "image_size": 32,
+    "epochs": 1,
+    "supervised_epochs": 1,
+    "ssl_epochs": 1,
+    "ssl_steps": 2,
+}
 
 
 @dataclass

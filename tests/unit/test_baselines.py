@@ -15,15 +15,21 @@ def _rules(level_auc: float, brightness_auc: float) -> list[Baseline]:
     ]
 
 
-def _model(procedure: str, label: str, auc: float, f1: float, majority: float = 0.74) -> ModelScore:
-    return ModelScore(procedure, label, auc, (auc - 0.08, auc + 0.08), f1, majority, 100)
+def _model(
+    procedure: str, label: str, auc: float, f1: float, majority: float = 0.74, selection: float | None = 0.8
+) -> ModelScore:
+    return ModelScore(procedure, label, auc, (auc - 0.08, auc + 0.08), f1, majority, 100, selection)
 
 
 @pytest.mark.parametrize(("auc", "f1"), [(0.82, 0.80), (0.70, 0.80), (0.60, 0.70)])
 def test_each_sentence_says_what_its_numbers_say(auc, f1):
-    models = [_model("procedure1", "vgg16-frozen-roi (imagenet)", auc, f1), _model("procedure1", "worse", 0.5, 0.9)]
+    models = [
+        _model("procedure1", "vgg16-frozen-roi (imagenet)", auc, f1, selection=0.9),
+        _model("procedure1", "worse", 0.5, 0.9, selection=0.7),
+    ]
     (sentence,) = verdicts(models, _rules(0.65, 0.76))
-    assert "vgg16-frozen-roi (imagenet)" in sentence  # the best by ROC-AUC, not the best by F1
+    assert "vgg16-frozen-roi (imagenet)" in sentence  # the best on validation, not the best by F1
+    assert "chosen on the validation patients" in sentence
     said = dict(
         re.findall(r"(above|not above) the (level|brightness) baseline", sentence)[::-1][i][::-1] for i in range(2)
     )
@@ -31,6 +37,20 @@ def test_each_sentence_says_what_its_numbers_say(auc, f1):
     assert said["brightness"] == ("above" if auc > 0.76 else "not above")
     assert re.search(rf"is {'above' if f1 > 0.74 else 'not above'} the majority-class F1 0.74", sentence)
     assert f"ROC-AUC {auc:.2f} ({auc - 0.08:.2f}-{auc + 0.08:.2f}, about +/-0.08)" in sentence
+
+
+def test_the_configuration_is_chosen_on_validation_never_on_test():
+    """The run best on the test discs is not the one reported when another was better on validation."""
+    models = [
+        _model("procedure1", "best-on-test", 0.95, 0.9, selection=0.70),
+        _model("procedure1", "best-on-validation", 0.80, 0.8, selection=0.85),
+    ]
+    (sentence,) = verdicts(models, _rules(0.65, 0.76))
+    assert "best-on-validation" in sentence and "ROC-AUC 0.80" in sentence and "best-on-test" not in sentence
+    # a run without validation numbers: the test maximum, and the sentence says it is optimistic
+    models.append(_model("procedure1", "unvalidated", 0.6, 0.7, selection=None))
+    (sentence,) = verdicts(models, _rules(0.65, 0.76))
+    assert "best-on-test" in sentence and "optimistic" in sentence
 
 
 def test_one_sentence_per_procedure_in_order():

@@ -11,11 +11,22 @@ from lumbar.cli._common import clear_errors
 from lumbar.procedures import PROCEDURES
 
 
+def _defaults(name: str) -> str:
+    """A setting's default for each kind of data, for the help (``synthetic 2; spider 8``)."""
+    from launch.demo_runner import DATA_DEFAULTS
+
+    values = {data: defaults[name] for data, defaults in DATA_DEFAULTS.items()}
+    if len(set(values.values())) == 1:
+        return str(next(iter(values.values())))
+    return "; ".join(f"{data} {value}" for data, value in values.items())
+
+
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Demo folder (replaced).")] = Path("data/demo"),
     patients: Annotated[int | None, typer.Option(help="Synthetic patients (default 64).")] = None,
     fractions: Annotated[
-        str | None, typer.Option(help="Train,validation,test shares of the patients (default 0.25,0.08,0.67).")
+        str | None,
+        typer.Option(help=f"Train,validation,test shares of the patients (default {_defaults('fractions')})."),
     ] = None,
     backbones: Annotated[
         str | None,
@@ -23,10 +34,20 @@ def demo(
     ] = None,
     pretrain_backbones: Annotated[
         str | None,
-        typer.Option(help=f"Procedures 2 and 3's backbones (default {PROCEDURES['procedure2'].default_backbones()})."),
+        typer.Option(help=f"Procedures 2 and 3's backbones (default {_defaults('pretrain_backbones')})."),
     ] = None,
     image_size: Annotated[int, typer.Option(help="Model input size.")] = 64,
     epochs: Annotated[int | None, typer.Option(help="Transfer epochs (default: the quick profile's).")] = None,
+    supervised_epochs: Annotated[
+        int | None,
+        typer.Option(help=f"Procedure 2's pretraining epochs on Dataset A (default {_defaults('supervised_epochs')})."),
+    ] = None,
+    ssl_epochs: Annotated[
+        int | None, typer.Option(help=f"Procedure 3's SimCLR epochs (default {_defaults('ssl_epochs')}).")
+    ] = None,
+    ssl_steps: Annotated[
+        int | None, typer.Option(help=f"Procedure 3's SimCLR batches per epoch (default {_defaults('ssl_steps')}).")
+    ] = None,
     weights: Annotated[str, typer.Option(help="auto (ImageNet when its files are here) | imagenet | none.")] = "auto",
     services: Annotated[
         bool, typer.Option("--services", help="Use the local S3 and MLflow servers (lumbar services up).")
@@ -48,6 +69,9 @@ def demo(
             "epochs": epochs,
             "backbones": backbones,
             "pretrain_backbones": pretrain_backbones,
+            "supervised_epochs": supervised_epochs,
+            "ssl_epochs": ssl_epochs,
+            "ssl_steps": ssl_steps,
         }
         config = DemoConfig(
             out=out,
