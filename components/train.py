@@ -15,6 +15,7 @@ def train(
     model: Output[Model],
     weights: str = "imagenet",
     profile: str = "quick",
+    target: str = "binary",
     epochs: int = 0,
     image_size: int = 0,
     batch_size: int = 0,
@@ -27,7 +28,8 @@ def train(
 ):
     """Train one configuration; ``pretrained`` (a pretraining step's output) replaces ``weights``.
 
-    Numbers at 0 and empty strings take the profile's value (``unfreeze`` blocks:N | layers:N, ``monitor``
+    ``target``: ``binary`` (the paper's), ``disc_state`` or ``pfirrmann``. Numbers at 0 and empty strings
+    take the profile's value (``unfreeze`` blocks:N | layers:N, ``monitor``
     val_error | val_loss, ``class_weights`` none | balanced).
     """
     from lumbar.steps.train import train_step
@@ -40,6 +42,7 @@ def train(
         roi=roi,
         weights=pretrained.path if pretrained is not None else weights,
         profile=profile,
+        target=target,
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,

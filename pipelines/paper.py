@@ -22,8 +22,8 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     )
     @parameters(
         "export_uri labelled_sources unlabelled_sources labels_uri publish_to mapping_uri backbones pretrain_backbones"
-        " pretrain_images weights profile shard_image_size shard_fit supervised_epochs ssl_epochs ssl_steps epochs"
-        " image_size batch_size seed data_origin fractions mlflow_ui"
+        " pretrain_images weights profile target shard_image_size shard_fit supervised_epochs ssl_epochs ssl_steps"
+        " epochs image_size batch_size seed data_origin fractions mlflow_ui"
     )
     def paper(values: SimpleNamespace) -> None:
         built = build_dataset_c(**inputs_of(build_dataset_c, values))
@@ -42,7 +42,7 @@ def build_from_dataset(settings: ClusterSettings = ClusterSettings()):  # noqa: 
     )
     @parameters(
         "dataset_uri labelled_sources unlabelled_sources mapping_uri backbones pretrain_backbones pretrain_images"
-        " weights profile shard_image_size shard_fit supervised_epochs ssl_epochs ssl_steps epochs image_size"
+        " weights profile target shard_image_size shard_fit supervised_epochs ssl_epochs ssl_steps epochs image_size"
         " batch_size seed data_origin mlflow_ui"
     )
     def paper_dataset(values: SimpleNamespace) -> None:

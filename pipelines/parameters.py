@@ -57,6 +57,8 @@ PARAMETERS: dict[str, Parameter] = {
     "weights": Parameter(str, "imagenet"),
     # how: the profile, Dataset B's shards, pretraining, training
     "profile": Parameter(str, "quick"),
+    # what the classifiers predict: binary (normal/abnormal, the paper's), disc_state, pfirrmann (lumbar.data)
+    "target": Parameter(str, "binary"),
     "shard_image_size": Parameter(int, 224),
     "shard_fit": Parameter(str, "pad"),
     # procedure 2's supervised pretraining epochs; procedure 3's SimCLR epochs and batches per epoch

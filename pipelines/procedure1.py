@@ -54,7 +54,9 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
     """The pipeline, compiled against ``settings``."""
 
     @dsl.pipeline(name="lumbar-procedure1", description="Dataset C -> transfer from ImageNet -> evaluate -> compare.")
-    @parameters("dataset_uri backbones modes images weights profile epochs image_size batch_size seed data_origin")
+    @parameters(
+        "dataset_uri backbones modes images weights profile target epochs image_size batch_size seed data_origin"
+    )
     def procedure1(values: SimpleNamespace) -> None:
         wire(
             settings,

@@ -51,8 +51,8 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         settings,
         procedure=PROCEDURE,
         description="Dataset A -> supervised pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
-        names="dataset_uri labelled_sources mapping_uri backbones images profile supervised_epochs epochs image_size"
-        " batch_size seed data_origin",
+        names="dataset_uri labelled_sources mapping_uri backbones images profile target supervised_epochs epochs"
+        " image_size batch_size seed data_origin",
         pretraining=SupervisedPretraining,
         wire=wire,
     )

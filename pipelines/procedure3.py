@@ -53,7 +53,7 @@ def build(settings: ClusterSettings = ClusterSettings()):  # noqa: B008 (frozen,
         settings,
         procedure=PROCEDURE,
         description="Dataset B -> SimCLR pretraining (VGG16, VGG19) -> transfer to Dataset C -> compare.",
-        names="dataset_uri unlabelled_sources backbones images profile shard_image_size shard_fit ssl_epochs"
+        names="dataset_uri unlabelled_sources backbones images profile target shard_image_size shard_fit ssl_epochs"
         " ssl_steps epochs image_size batch_size seed data_origin",
         pretraining=SSLPretraining,
         wire=wire,

@@ -32,6 +32,7 @@ class Training:
     """The pipeline parameters every training step takes, passed along together (0: the profile's value)."""
 
     profile: Text
+    target: Text
     epochs: Number
     image_size: Number
     batch_size: Number

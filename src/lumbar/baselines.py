@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lumbar.errors import InputError
-from lumbar.metrics import binary_metrics, roc_auc
+from lumbar.metrics import binary_metrics, patient_bootstrap, roc_auc
 
 #: Disc codes from the top of the spine down (thoracic levels, then Dataset C's five lumbar ones).
 LEVEL_ORDER: tuple[str, ...] = (
@@ -153,24 +153,17 @@ def bootstrap(
     draws: int = 1000,
     seed: int = 0,
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """95 % percentile intervals of ROC-AUC and F1, resampling whole patients (their discs are not independent)."""
-    rng = np.random.default_rng(seed)
-    groups: dict[str, list[int]] = {}
-    for i, patient in enumerate(patients):
-        groups.setdefault(patient, []).append(i)
-    members = list(groups.values())
-    aucs, f1s = [], []
-    for _ in range(draws):
-        pick = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
-        auc = roc_auc(label[pick], score[pick])
-        if auc is not None:
-            aucs.append(auc)
-        f1s.append(_f1(predicted[pick] == 1, label[pick]))
-
-    def interval(values: list[float]) -> tuple[float, float]:
-        return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (0.0, 1.0)
-
-    return interval(aucs), interval(f1s)
+    """95 % intervals of ROC-AUC and F1, resampling whole patients (:func:`lumbar.metrics.patient_bootstrap`)."""
+    intervals = patient_bootstrap(
+        {
+            "auc": lambda pick: roc_auc(label[pick], score[pick]),
+            "f1": lambda pick: _f1(predicted[pick] == 1, label[pick]),
+        },
+        patients,
+        draws,
+        seed,
+    )
+    return intervals["auc"], intervals["f1"]
 
 
 @dataclass(frozen=True)

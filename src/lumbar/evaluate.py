@@ -4,8 +4,8 @@ Every metric and formula (both positive views, ROC-AUC, the confusion matrix, th
 defined once in :mod:`lumbar.metrics`; this module applies them to a trained model's predictions and records
 the result (``metrics.json``, plots, MLflow). For the four-class ``disc_state`` target the plain metrics are
 macro averages, and both binary views are recorded with abnormal = any state but normal; the ``pfirrmann``
-target adds balanced accuracy, linearly weighted kappa and the share off by more than one grade, and its
-binary views count grade 3 or more as abnormal.
+target adds balanced accuracy, linearly weighted kappa and the share off by more than one grade, each with
+its 95 % interval (patients resampled), and its binary views count grade 3 or more as abnormal.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from lumbar.metrics import (
     check_positive,
     confusion_matrix,
     multiclass_metrics,
+    ordinal_intervals,
     ordinal_metrics,
     roc_auc,
     roc_curve,
@@ -93,6 +94,9 @@ def evaluate_model(
         metrics = multiclass_metrics(records.labels, output, output.shape[1], info.get("classes"))
         if config["target"] == "pfirrmann":
             metrics.update(ordinal_metrics(records.labels, output))
+            # patients resampled, not discs: a spine's discs are not independent (no patient column: each disc)
+            patients = [r.get("patient") or r["image_path"] for r in records.rows]
+            metrics["ordinal_intervals"] = ordinal_intervals(records.labels, output, patients)
         binary = binary_metrics(abnormal, score, positive=positive)
         metrics["binary"] = binary
         metrics.update({k: v for k, v in binary.items() if k.startswith(tuple(f"{p}_" for p in POSITIVES))})

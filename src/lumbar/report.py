@@ -17,7 +17,9 @@ writes ``report.html`` (self-contained: plots embedded) and ``report.md`` (plots
 * with the dataset, when it names its source (an imported public dataset such as SPIDER), that source
   and its credit on the first screen, and the one-feature baselines (:mod:`lumbar.baselines`: the disc's
   level alone, its brightness alone, fitted on the training patients) beside each procedure's configuration
-  chosen on the validation patients, in sentences generated from the numbers.
+  chosen on the validation patients, in sentences generated from the numbers;
+* for runs trained on Pfirrmann grades (``target=pfirrmann``), balanced accuracy, linearly weighted kappa and
+  the share of discs off by more than one grade, with intervals, beside the published references.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ import numpy as np
 from lumbar.backbones import config_name, weights_source
 from lumbar.compare import SOURCE_NAMES, Table, paper_view, procedure_tables, row_majority_f1, to_markdown
 from lumbar.errors import InputError
-from lumbar.metrics import METRIC_NAMES, POSITIVES, confusion_matrix, view_key, views_from_confusion
+from lumbar.metrics import (
+    METRIC_NAMES,
+    PFIRRMANN_REFERENCES,
+    POSITIVES,
+    confusion_matrix,
+    ordinal_text,
+    view_key,
+    views_from_confusion,
+)
 from lumbar.paper import PAPER_POSITIVE
 from lumbar.procedures import EXPERIMENT_PREFIX, PROCEDURES, experiment_name
 
@@ -362,6 +372,7 @@ def conditions(
         ("Profile", values("profile")),
         ("Image size", values("image_size") + " px"),
         ("Epochs", values("epochs")),
+        ("Target", _target_text(values("target"))),
     ]
     for procedure, group in runs.items():
         sources = sorted({r.row["weights_source"] for r in group})
@@ -381,6 +392,54 @@ def conditions(
         )
     )
     return items
+
+
+def _target_text(targets: str) -> str:
+    """The first screen's target line: what the classifiers predict, and how the binary tables read them."""
+    if targets in ("binary", "unknown"):
+        return "binary (normal / abnormal), the paper's" if targets == "binary" else "not recorded"
+    return (
+        f"{targets}; the paper's tables read each model's binary view (abnormal: any state but normal; for "
+        "Pfirrmann grades, grade 3 or more)"
+    )
+
+
+#: The Pfirrmann section's note: what the published numbers are and what a comparison with them can mean.
+PFIRRMANN_NOTE = (
+    "Agreement on Pfirrmann grades (1-5) on the test discs, with 95 % intervals from resampling the test patients, "
+    "beside published results. Those come from other patients, scanners and graders (SpineNet: 1,331 participants), "
+    "so they show the scale of what is achievable, not a ranking; where our interval contains a published number, "
+    "the data cannot tell the two apart."
+)
+
+
+def pfirrmann_lines(runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[str, str, str, str, str]]:
+    """``(configuration, test discs, balanced accuracy, kappa, off by more than one)`` of each Pfirrmann run."""
+    lines = []
+    for record in (r for group in runs.values() for r in group):
+        metrics = (record.evaluation or {}).get("metrics", {})
+        if "kappa_linear" not in metrics:
+            continue
+        discs = str(int((metrics.get("binary") or metrics).get("support", 0)))
+        lines.append(
+            (
+                f"{record.procedure}: {record.label}",
+                discs,
+                ordinal_text(metrics, "balanced_accuracy", 100, 1),
+                ordinal_text(metrics, "kappa_linear"),
+                ordinal_text(metrics, "off_by_more_than_one", 100, 1),
+            )
+        )
+    return lines
+
+
+PFIRRMANN_COLUMNS = (
+    "Configuration",
+    "Test discs",
+    "Balanced accuracy % (95 %)",
+    "Linearly weighted kappa (95 %)",
+    "Off by more than one grade % (95 %)",
+)
 
 
 # --- plots ----------------------------------------------------------------------------------------
@@ -508,7 +567,7 @@ def gradcam_panels(
     from PIL import Image
 
     import lumbar.models  # noqa: F401 (registers lumbar's Keras layers, which the logged models use)
-    from lumbar.data import split_records
+    from lumbar.data import ABNORMAL_FROM, split_records
     from lumbar.gradcam import gradcam, overlay
     from lumbar.tracking import fluent_tracking_uri, tracking_uri
 
@@ -531,12 +590,15 @@ def gradcam_panels(
         with fluent_tracking_uri(config.tracking_uri or tracking_uri()):
             model = mlflow.keras.load_model(f"runs:/{record.row['run_id']}/model")
         maps, outputs = gradcam(model, images, record.row["backbone"])
+        # P(abnormal): the sigmoid itself, or the sum over the abnormal classes of a multi-class target
+        first = ABNORMAL_FROM.get(record.params.get("target", "binary"), 1)
+        abnormal = outputs[:, 0] if outputs.shape[1] == 1 else outputs[:, first:].sum(axis=1)
         fig, axes = _pyplot().subplots(1, len(picks), figsize=(2.2 * len(picks), 2.6), squeeze=False)
         for k, ax in enumerate(axes[0]):
             ax.imshow(overlay(images[k, ..., 0], maps[k]))
             ax.axis("off")
             truth = "abnormal" if records.labels[picks[k]] else "normal"
-            ax.set_title(f"true {truth}\nP(abn.) {float(outputs[k, 0]):.2f}", fontsize=7)
+            ax.set_title(f"true {truth}\nP(abn.) {float(abnormal[k]):.2f}", fontsize=7)
         fig.suptitle(f"{SOURCE_NAMES.get(source, source)}: {record.label}", fontsize=9)
         panels[source] = _figure_png(fig)
     return panels
@@ -632,6 +694,18 @@ def render_html(
             "<table><tr><th>Baseline</th><th>ROC-AUC (95 %)</th><th>F1 (95 %)</th><th>Fitted on the training "
             f"patients</th></tr>{rows}</table><ul>{said}</ul>"
         )
+    graded = pfirrmann_lines(runs)
+    if graded:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in PFIRRMANN_COLUMNS)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>" for line in graded)
+        published = "".join(
+            f"<li>{html.escape(source)}: {html.escape(result)}</li>" for source, result in PFIRRMANN_REFERENCES
+        )
+        sections.append(
+            "<h2 id='pfirrmann'>Pfirrmann grades beside the published state of the art</h2>"
+            f"<p class='note'>{html.escape(PFIRRMANN_NOTE)}</p><table><tr>{head}</tr>{rows}</table>"
+            f"<p>Published:</p><ul>{published}</ul>"
+        )
     for procedure, group_tables in all_tables.items():
         sections.append(f"<h2 id='{procedure}'>{titles[procedure]}</h2>")
         sections += [_html_table(t, config, links) for t in group_tables]
@@ -680,6 +754,12 @@ def render_markdown(
         lines += ["| Baseline | ROC-AUC (95 %) | F1 (95 %) | Fitted on the training patients |", "|---|---|---|---|"]
         lines += [f"| {' | '.join(line)} |" for line in _baseline_lines(rules)]
         lines += [""] + [f"- {s}" for s in sentences]
+    graded = pfirrmann_lines(runs)
+    if graded:
+        lines += ["", "## Pfirrmann grades beside the published state of the art", "", PFIRRMANN_NOTE, ""]
+        lines += [f"| {' | '.join(PFIRRMANN_COLUMNS)} |", "|---|" + "---:|" * (len(PFIRRMANN_COLUMNS) - 1)]
+        lines += [f"| {' | '.join(line)} |" for line in graded]
+        lines += ["", "Published:", ""] + [f"- {source}: {result}" for source, result in PFIRRMANN_REFERENCES]
     lines += [
         "",
         "### The paper's procedure where the project drifted, or a declared choice where the paper is vague",

@@ -160,15 +160,10 @@ def evaluate(
     )
     typer.echo(f"confusion (predicted): {rows}; files in {result.out_dir}")
     if "kappa_linear" in metrics:  # --target pfirrmann: agreement on the ordered grades, beside published results
-        from lumbar.metrics import PFIRRMANN_REFERENCES
+        from lumbar.metrics import pfirrmann_lines
 
-        typer.echo(
-            f"Pfirrmann grades: balanced accuracy {metrics['balanced_accuracy']:.3f}, linearly weighted kappa "
-            f"{metrics['kappa_linear']:.3f}, {100 * metrics['off_by_more_than_one']:.1f} % of {n} discs off by more "
-            "than one grade"
-        )
-        for source, result_text in PFIRRMANN_REFERENCES:
-            typer.echo(f"  published: {source}: {result_text}")
+        for text in pfirrmann_lines(metrics, n):
+            typer.echo(text)
 
 
 def predict(

@@ -34,6 +34,7 @@ def train_step(
     procedure: str,
     weights: str,
     profile: str,
+    target: str,
     epochs: int,
     image_size: int,
     batch_size: int,
@@ -54,6 +55,7 @@ def train_step(
             the Kubeflow run id comes from ``$LUMBAR_KFP_RUN_ID``).
         weights: ``imagenet``, ``none``, or a pretraining step's output folder.
         profile: ``paper`` or ``quick``.
+        target: ``binary`` (the paper's), ``disc_state`` or ``pfirrmann`` (:data:`lumbar.data.TARGETS`).
         epochs: Epochs (0: the profile's).
         image_size: Input size (0: the profile's).
         batch_size: Batch size (0: the profile's).
