@@ -54,6 +54,14 @@ def test_supervised_pretraining_on_dataset_a(brain_dataset_a, built_dataset, tmp
     backbone_dir = sup / "backbone"
     info = json.loads((backbone_dir / "backbone.json").read_text())
     assert info["backbone"] == "vgg16" and info["source"] == "supervised"
+    # how far it got on its own task, beside always answering Dataset A's validation majority
+    from lumbar.data import split_records
+
+    share = float(split_records(brain_dataset_a, "val").labels.mean())
+    assert info["majority_val_error"] == pytest.approx(min(share, 1 - share))
+    assert info["best_val_error"] == pytest.approx(
+        json.loads((sup / "classifier" / "model.json").read_text())["best_val_error"]
+    )
     classifier = json.loads((tmp_path / "sup" / "classifier" / "model.json").read_text())
     assert classifier["config"]["weights"] == "none" and classifier["config"]["mode"] == "finetune"
     # lumbar train loads it as --weights PATH

@@ -204,6 +204,20 @@ def read_backbone_meta(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
+#: The tags a run trained from a supervised-pretrained backbone carries: how well the pretraining did on
+#: its own validation split, beside always answering that split's majority class.
+PRETRAINING_TAGS = ("lumbar.pretraining.val_error", "lumbar.pretraining.majority_val_error")
+
+
+def pretraining_tags(weights: str) -> dict[str, str]:
+    """:data:`PRETRAINING_TAGS` of a backbone saved by supervised pretraining (empty for any other weights)."""
+    meta = read_backbone_meta(weights) if weights not in ("imagenet", "none") else None
+    if not meta or meta.get("best_val_error") is None or meta.get("majority_val_error") is None:
+        return {}
+    values = (meta["best_val_error"], meta["majority_val_error"])
+    return {tag: f"{float(value):.4f}" for tag, value in zip(PRETRAINING_TAGS, values, strict=True)}
+
+
 def weights_source(weights: str) -> str:
     """``imagenet``, ``none``, or the ``source`` recorded with a backbone saved by lumbar (``supervised``/``ssl``)."""
     if weights in ("imagenet", "none"):

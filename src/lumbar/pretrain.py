@@ -74,8 +74,10 @@ def pretrain_supervised(
         **overrides: Training settings (``epochs``, ``batch_size``, ``image_size``, ``learning_rate``,
             ``seed``, ``augment``).
     """
+    from lumbar.data import split_records
     from lumbar.models import load_model, save_backbone
     from lumbar.train import TrainConfig, train_model
+    from lumbar.versions import fetch_dataset
 
     check_choice("profile", profile, PRETRAIN_PROFILES)
     settings = {**PRETRAIN_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
@@ -95,6 +97,9 @@ def pretrain_supervised(
     )
     model = load_model(out / "classifier")
     info = json.loads((out / "classifier" / "model.json").read_text())
+    # did it learn Dataset A's task at all? the error of always answering its validation split's majority class
+    val_labels = split_records(fetch_dataset(dataset), "val").labels
+    share = float(val_labels.mean()) if len(val_labels) else 0.5
     save_backbone(
         model,
         backbone,
@@ -105,6 +110,8 @@ def pretrain_supervised(
             "run_id": result.run_id,
             "image_size": config.image_size,
             "best_epoch": result.best_epoch,
+            "best_val_error": result.best_val_error,
+            "majority_val_error": min(share, 1.0 - share),
         },
     )
     return PretrainResult(out / "backbone", result.run_id, result.epochs_run, result.history)

@@ -52,6 +52,8 @@ from lumbar.paper import PAPER_POSITIVE
 from lumbar.procedures import EXPERIMENT_PREFIX, PROCEDURES, experiment_name
 
 ORIGINS = ("synthetic", "real", "unknown")
+#: Where a first-screen condition turns into a warning (the HTML shows such a condition in red).
+WARNING = " — "
 PAPER_NOTE = (
     "Paper values are the published numbers of Al-kubaisi & Khamiss (Electronics 2022, 11(1), 85), "
     "measured on their hospital's data (test sets of 182 and 91 discs), not on this dataset: they are there to "
@@ -379,8 +381,15 @@ def conditions(
         text = ", ".join(SOURCE_NAMES.get(s, s) for s in sources)
         if procedure == "procedure1" and "imagenet" not in sources:
             text += (
-                " — ImageNet weights were not available offline, so the procedure 1 rows ran from random "
+                f"{WARNING}ImageNet weights were not available offline, so the procedure 1 rows ran from random "
                 "initialisation: they are not transfer learning"
+            )
+        unlearned = _unlearned_pretraining(group)
+        if unlearned:
+            text += (
+                f"{WARNING}its pretraining did not learn its own task: validation error {unlearned[0]}, no better than "
+                f"always answering the majority class ({unlearned[1]}), so these rows say nothing about what "
+                "that data can teach"
             )
         items.append((f"Weights, {procedure}", text))
     items.append(
@@ -392,6 +401,17 @@ def conditions(
         )
     )
     return items
+
+
+def _unlearned_pretraining(group: Sequence[RunRecord]) -> tuple[str, str] | None:
+    """The pretraining's validation error and its majority-class error, when a run's pretraining was no better."""
+    from lumbar.backbones import PRETRAINING_TAGS
+
+    for record in group:
+        error, majority = (record.tags.get(tag) for tag in PRETRAINING_TAGS)
+        if error is not None and majority is not None and float(error) >= float(majority):
+            return error, majority
+    return None
 
 
 def _target_text(targets: str) -> str:
@@ -670,7 +690,7 @@ def render_html(
     links = {r.row["run_id"]: run_link(config, r) for group in runs.values() for r in group}
     items = "".join(
         f"<li><b>{html.escape(k)}:</b> "
-        + (f"<span class='warning'>{html.escape(v)}</span>" if "not transfer learning" in v else html.escape(v))
+        + (f"<span class='warning'>{html.escape(v)}</span>" if WARNING in v else html.escape(v))
         + "</li>"
         for k, v in conditions(config, runs, facts)
     )

@@ -129,9 +129,18 @@ def check_procedure2(run_folder: Path, tracking_uri: str, backbone: str = "vgg16
     assert "### Table 11: pretrained on Dataset A (supervised, from scratch) (positive class normal" in table
     section = table.split("### Table 11:")[1].split("###")[0]
     assert len(re.findall(rf"^\| {backbone} \| (frozen|finetune) \| ROI \|", section, flags=re.M)) == 2
-    names = {r.info.run_name for r in _mlflow_runs(tracking_uri, "lumbar-procedure2")}
+    runs = _mlflow_runs(tracking_uri, "lumbar-procedure2")
+    names = {r.info.run_name for r in runs}
     assert {f"{backbone}-frozen-roi", f"{backbone}-finetune-roi"} <= names
     assert len(names) == 3  # and the pretraining run
+    # the transfer runs say how far the pretraining got on its own task (the report warns when not at all)
+    meta = json.loads((pretrained / "backbone" / "backbone.json").read_text())
+    transfers = [r for r in runs if r.data.tags.get("lumbar.procedure") == "procedure2"]
+    assert transfers and all(
+        float(r.data.tags["lumbar.pretraining.majority_val_error"])
+        == pytest.approx(meta["majority_val_error"], abs=1e-4)
+        for r in transfers
+    )
 
 
 @pytest.mark.slow

@@ -250,3 +250,24 @@ def test_report_renders_in_a_real_browser(report, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
+
+
+def test_a_pretraining_that_learned_nothing_is_said_on_the_first_screen(tmp_path):
+    """Runs whose supervised pretraining ended no better than the majority class get a warning in red."""
+    from lumbar.report import conditions, render_html
+
+    def record(procedure: str, tags: dict[str, str]) -> RunRecord:
+        row = {"backbone": "vgg16", "mode": "finetune", "roi": True, "weights_source": "supervised", "run_id": "r"}
+        return RunRecord(procedure, row, "1", {}, tags)
+
+    tags = {"lumbar.pretraining.val_error": "0.3750", "lumbar.pretraining.majority_val_error": "0.3750"}
+    config = ReportConfig(out=tmp_path)
+    said = dict(conditions(config, {"procedure2": [record("procedure2", tags)]}))["Weights, procedure2"]
+    assert "did not learn its own task: validation error 0.3750, no better than always answering the majority" in said
+    learned = {**tags, "lumbar.pretraining.val_error": "0.1000"}
+    assert (
+        "did not learn"
+        not in dict(conditions(config, {"procedure2": [record("procedure2", learned)]}))["Weights, procedure2"]
+    )
+    page = render_html(config, {"procedure2": [record("procedure2", tags)]}, {}, {}, {})
+    assert "<span class='warning'>Dataset A" in page

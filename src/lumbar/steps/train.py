@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lumbar.backbones import pretrained_backbone, weights_source
+from lumbar.backbones import pretrained_backbone, pretraining_tags, weights_source
 from lumbar.steps.options import PIPELINE_UNSET, StepResult, config_from_profile, tracking_options
 
 
@@ -70,7 +70,7 @@ def train_step(
         weights = pretrained_backbone(weights)
     source = weights_source(weights)
     config = config_from_profile(TrainConfig, profile, locals(), PIPELINE_UNSET)
-    tags = {"lumbar.procedure": procedure, "lumbar.weights_source": source}
+    tags = {"lumbar.procedure": procedure, "lumbar.weights_source": source, **pretraining_tags(weights)}
     result = train_model(config, dataset, out, **tracking_options(procedure, tags))
     return TrainedModel(
         name=config.run_name,
