@@ -59,6 +59,7 @@ def test_supervised_pretraining_on_dataset_a(brain_dataset_a, built_dataset, tmp
 
     share = float(split_records(brain_dataset_a, "val").labels.mean())
     assert info["majority_val_error"] == pytest.approx(min(share, 1 - share))
+    assert 0.0 <= info["best_val_auc"] <= 1.0
     assert info["best_val_error"] == pytest.approx(
         json.loads((sup / "classifier" / "model.json").read_text())["best_val_error"]
     )

@@ -205,8 +205,12 @@ def read_backbone_meta(folder: str | Path) -> dict[str, Any] | None:
 
 
 #: The tags a run trained from a supervised-pretrained backbone carries: how well the pretraining did on
-#: its own validation split, beside always answering that split's majority class.
-PRETRAINING_TAGS = ("lumbar.pretraining.val_error", "lumbar.pretraining.majority_val_error")
+#: its own validation split (error, ROC-AUC), beside the error of always answering that split's majority class.
+PRETRAINING_TAGS = (
+    "lumbar.pretraining.val_error",
+    "lumbar.pretraining.majority_val_error",
+    "lumbar.pretraining.val_auc",
+)
 
 
 def pretraining_tags(weights: str) -> dict[str, str]:
@@ -214,8 +218,10 @@ def pretraining_tags(weights: str) -> dict[str, str]:
     meta = read_backbone_meta(weights) if weights not in ("imagenet", "none") else None
     if not meta or meta.get("best_val_error") is None or meta.get("majority_val_error") is None:
         return {}
-    values = (meta["best_val_error"], meta["majority_val_error"])
-    return {tag: f"{float(value):.4f}" for tag, value in zip(PRETRAINING_TAGS, values, strict=True)}
+    values = (meta["best_val_error"], meta["majority_val_error"], meta.get("best_val_auc"))
+    return {
+        tag: f"{float(value):.4f}" for tag, value in zip(PRETRAINING_TAGS, values, strict=True) if value is not None
+    }
 
 
 def weights_source(weights: str) -> str:

@@ -97,7 +97,9 @@ def pretrain_supervised(
     )
     model = load_model(out / "classifier")
     info = json.loads((out / "classifier" / "model.json").read_text())
-    # did it learn Dataset A's task at all? the error of always answering its validation split's majority class
+    # how far it got on Dataset A's task: its kept epoch's validation error and ROC-AUC, beside the error of
+    # always answering the validation split's majority class
+    kept = result.history[result.best_epoch - 1] if 0 < result.best_epoch <= len(result.history) else {}
     val_labels = split_records(fetch_dataset(dataset), "val").labels
     share = float(val_labels.mean()) if len(val_labels) else 0.5
     save_backbone(
@@ -112,6 +114,7 @@ def pretrain_supervised(
             "best_epoch": result.best_epoch,
             "best_val_error": result.best_val_error,
             "majority_val_error": min(share, 1.0 - share),
+            "best_val_auc": kept.get("val_auc"),
         },
     )
     return PretrainResult(out / "backbone", result.run_id, result.epochs_run, result.history)

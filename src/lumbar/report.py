@@ -386,11 +386,7 @@ def conditions(
             )
         unlearned = _unlearned_pretraining(group)
         if unlearned:
-            text += (
-                f"{WARNING}its pretraining did not learn its own task: validation error {unlearned[0]}, no better than "
-                f"always answering the majority class ({unlearned[1]}), so these rows say nothing about what "
-                "that data can teach"
-            )
+            text += WARNING + unlearned
         items.append((f"Weights, {procedure}", text))
     items.append(
         (
@@ -403,15 +399,33 @@ def conditions(
     return items
 
 
-def _unlearned_pretraining(group: Sequence[RunRecord]) -> tuple[str, str] | None:
-    """The pretraining's validation error and its majority-class error, when a run's pretraining was no better."""
+#: A pretraining validation ROC-AUC up to which the backbone is said to have learned nothing of its task.
+CHANCE_AUC = 0.6
+
+
+def _unlearned_pretraining(group: Sequence[RunRecord]) -> str:
+    """A warning when a run's supervised pretraining ended no better than answering its majority class.
+
+    Its validation ROC-AUC then says whether it had begun to rank its images or learned nothing at all.
+    """
     from lumbar.backbones import PRETRAINING_TAGS
 
     for record in group:
-        error, majority = (record.tags.get(tag) for tag in PRETRAINING_TAGS)
-        if error is not None and majority is not None and float(error) >= float(majority):
-            return error, majority
-    return None
+        error, majority, auc = (record.tags.get(tag) for tag in PRETRAINING_TAGS)
+        if error is None or majority is None or float(error) < float(majority):
+            continue
+        ranked = f"; validation ROC-AUC {float(auc):.2f}" if auc is not None else ""
+        verdict = (
+            "it had begun to rank its images, not yet to classify them"
+            if auc is not None and float(auc) > CHANCE_AUC
+            else "it learned nothing usable from its labels"
+        )
+        return (
+            f"its pretraining ended no better than always answering the majority class (validation error "
+            f"{float(error):.3f}, majority {float(majority):.3f}{ranked}): {verdict}, so these rows say little about "
+            "what that data can teach"
+        )
+    return ""
 
 
 def _target_text(targets: str) -> str:

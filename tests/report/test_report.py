@@ -252,8 +252,9 @@ def test_report_renders_in_a_real_browser(report, tmp_path):
     assert not console, console
 
 
-def test_a_pretraining_that_learned_nothing_is_said_on_the_first_screen(tmp_path):
-    """Runs whose supervised pretraining ended no better than the majority class get a warning in red."""
+def test_a_pretraining_no_better_than_the_majority_is_said_on_the_first_screen(tmp_path):
+    """Runs whose supervised pretraining ended no better than the majority class get a warning in red, which says
+    from the pretraining's ROC-AUC whether it had begun to rank its images or learned nothing."""
     from lumbar.report import conditions, render_html
 
     def record(procedure: str, tags: dict[str, str]) -> RunRecord:
@@ -262,12 +263,15 @@ def test_a_pretraining_that_learned_nothing_is_said_on_the_first_screen(tmp_path
 
     tags = {"lumbar.pretraining.val_error": "0.3750", "lumbar.pretraining.majority_val_error": "0.3750"}
     config = ReportConfig(out=tmp_path)
-    said = dict(conditions(config, {"procedure2": [record("procedure2", tags)]}))["Weights, procedure2"]
-    assert "did not learn its own task: validation error 0.3750, no better than always answering the majority" in said
-    learned = {**tags, "lumbar.pretraining.val_error": "0.1000"}
-    assert (
-        "did not learn"
-        not in dict(conditions(config, {"procedure2": [record("procedure2", learned)]}))["Weights, procedure2"]
-    )
+
+    def weights_line(tags: dict[str, str]) -> str:
+        return dict(conditions(config, {"procedure2": [record("procedure2", tags)]}))["Weights, procedure2"]
+
+    said = weights_line(tags)
+    assert "ended no better than always answering the majority class (validation error 0.375, majority 0.375)" in said
+    assert "it learned nothing usable from its labels" in said
+    ranked = weights_line({**tags, "lumbar.pretraining.val_auc": "0.84"})
+    assert "validation ROC-AUC 0.84): it had begun to rank its images, not yet to classify them" in ranked
+    assert "no better than" not in weights_line({**tags, "lumbar.pretraining.val_error": "0.1000"})
     page = render_html(config, {"procedure2": [record("procedure2", tags)]}, {}, {}, {})
     assert "<span class='warning'>Dataset A" in page
