@@ -40,7 +40,8 @@ from lumbar.procedures import TRAIN_EXPERIMENT
 
 #: The defaults of each profile. ``paper`` follows the paper (Sections 3.5 and 3.6.2; the choices where it is
 #: vague are written in docs/training.md); ``quick`` is sized for two CPU cores and random-initialised backbones
-#: on the synthetic data (measured in docs/training.md).
+#: (why each setting: docs/training.md, "The quick profile"; the measurements behind them:
+#: docs/experiments/2026-12-01-quick-profile.md).
 PROFILES: dict[str, dict[str, Any]] = {
     "paper": {
         "image_size": 224,
@@ -60,25 +61,22 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "image_size": 64,
         "batch_size": 16,
-        # a frozen probe fits its head on features computed once, so its epochs cost almost nothing: 60
-        # let the linear head converge (6 left VGG probes below the majority-class F1, 30 kept VGG epochs
-        # 24-30, still improving; docs/training.md)
+        # a frozen probe fits its head on features computed once, so its epochs cost almost nothing; 60 let
+        # the linear head converge
         "epochs_frozen": 60,
         "epochs_finetune": 6,
         "lr_frozen": 1e-3,
         "lr_finetune": 1e-5,
         "unfreeze": "blocks:1",
         "monitor": "val_error",
-        # unweighted, as the paper (measured together with head_l2 below, docs/training.md)
+        # unweighted, as the paper
         "class_weights": "none",
         "augment": False,
         "standardize": True,
         # fine-tuning starts from a head fitted on the frozen features (a linear probe first): from a random
-        # head, 6 epochs at 1e-5 barely move it, and MobileNetV2 fine-tuned learned on no split (docs/demo.md)
+        # head, 6 epochs at 1e-5 barely move it
         "probe_epochs": 30,
-        # a linear head on hundreds of features fitted to ~80 training discs, kept to small weights: 7 -> 5
-        # of 80 runs at or below the majority class on 55 test discs, and with no class weights 25 of 32 runs
-        # better on 375 test discs (docs/training.md)
+        # a linear head on hundreds of features fitted to ~80 training discs, kept to small weights
         "head_l2": 0.5,
     },
 }
@@ -490,7 +488,7 @@ class _Restandardize:
     The features are the training images' pooled features as the model now computes them. Fine-tuning
     changes them under a head that reads them standardised; with statistics fixed before the first epoch,
     a small coherent change of the top blocks is a large one in standardised units, and the head's
-    threshold no longer sits between the classes although their order holds (docs/training.md). With the
+    threshold no longer sits between the classes although their order holds. With the
     statistics refreshed, each epoch is validated, kept and saved with statistics that describe it.
 
     Args:
