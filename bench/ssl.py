@@ -53,7 +53,8 @@ def main() -> None:
             )
         )
         data_seconds = time.perf_counter() - started
-        config = SSLConfig(
+        config = SSLConfig.from_profile(
+            "quick",
             backbone="resnet50",
             image_size=32,
             batch_size=32,

@@ -12,14 +12,18 @@ def pretrain_ssl(
     backbone: str,
     pretrained: Output[Model],
     procedure: str = "procedure3",
-    profile: str = "quick",
+    profile: str = "",
     epochs: int = 0,
     image_size: int = 0,
     batch_size: int = 0,
     steps_per_epoch: int = 0,
     seed: int = 0,
 ):
-    """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
+    """Pretrain a backbone with SimCLR on Dataset B's shards.
+
+    Numbers left at 0 take the profile's value, an empty ``profile`` the default one; the backbone is saved in
+    the format ``train`` reads.
+    """
     from lumbar.steps.pretrain import pretrain_step
 
     done = pretrain_step(

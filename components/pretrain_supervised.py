@@ -12,13 +12,17 @@ def pretrain_supervised(
     backbone: str,
     pretrained: Output[Model],
     procedure: str = "procedure2",
-    profile: str = "quick",
+    profile: str = "",
     epochs: int = 0,
     image_size: int = 0,
     batch_size: int = 0,
     seed: int = 0,
 ):
-    """Numbers left at 0 take the profile's value; the backbone is saved in the format ``train`` reads."""
+    """Pretrain a backbone from scratch on Dataset A.
+
+    Numbers left at 0 take the profile's value, an empty ``profile`` the default one; the backbone is saved in
+    the format ``train`` reads.
+    """
     from lumbar.steps.pretrain import pretrain_step
 
     done = pretrain_step(

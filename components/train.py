@@ -14,7 +14,7 @@ def train(
     roi: bool,
     model: Output[Model],
     weights: str = "imagenet",
-    profile: str = "quick",
+    profile: str = "",
     target: str = "binary",
     epochs: int = 0,
     image_size: int = 0,
@@ -29,8 +29,8 @@ def train(
     """Train one configuration; ``pretrained`` (a pretraining step's output) replaces ``weights``.
 
     ``target``: ``binary`` (the paper's), ``disc_state`` or ``pfirrmann``. Numbers at 0 and empty strings
-    take the profile's value (``unfreeze`` blocks:N | layers:N, ``monitor``
-    val_error | val_loss, ``class_weights`` none | balanced).
+    take the profile's value (an empty ``profile``: the default one; ``unfreeze`` blocks:N | layers:N,
+    ``monitor`` val_error | val_loss, ``class_weights`` none | balanced).
     """
     from lumbar.steps.train import train_step
 

@@ -23,6 +23,7 @@ from typing import Any
 from lumbar import deid
 from lumbar.errors import InputError
 from lumbar.procedures import PROCEDURES
+from lumbar.profiles import QUICK, QUICK_IMAGE_SIZE
 
 #: Where the shared data lies beside a checkout (``LUMBAR_SHARED_DIR`` overrides).
 SHARED_ENV = "LUMBAR_SHARED_DIR"
@@ -60,7 +61,7 @@ class DemoConfig:
     fractions: str | None = None
     backbones: str = field(default_factory=lambda: PROCEDURES["procedure1"].default_backbones())
     pretrain_backbones: str | None = None
-    image_size: int = 64
+    image_size: int = QUICK_IMAGE_SIZE
     epochs: int = 0
     supervised_epochs: int | None = None
     ssl_epochs: int | None = None
@@ -314,7 +315,7 @@ def _stages(
         "backbones": config.backbones,
         "pretrain_backbones": config.setting("pretrain_backbones"),
         "weights": weights,
-        "profile": "quick",
+        "profile": QUICK,
         "shard_image_size": config.image_size,
         "image_size": config.image_size,
         "epochs": config.epochs,

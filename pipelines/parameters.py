@@ -17,6 +17,7 @@ from kfp.dsl.base_component import BaseComponent
 
 from lumbar.backbones import IMAGES, MODES
 from lumbar.procedures import PROCEDURES
+from lumbar.profiles import DEFAULT_PROFILE, PAPER_IMAGE_SIZE
 
 #: The default of a parameter that a run must give.
 REQUIRED = inspect.Parameter.empty
@@ -56,10 +57,10 @@ PARAMETERS: dict[str, Parameter] = {
     "pretrain_images": Parameter(str, "roi"),
     "weights": Parameter(str, "imagenet"),
     # how: the profile, Dataset B's shards, pretraining, training
-    "profile": Parameter(str, "quick"),
+    "profile": Parameter(str, DEFAULT_PROFILE),
     # what the classifiers predict: binary (normal/abnormal, the paper's), disc_state, pfirrmann (lumbar.data)
     "target": Parameter(str, "binary"),
-    "shard_image_size": Parameter(int, 224),
+    "shard_image_size": Parameter(int, PAPER_IMAGE_SIZE),
     "shard_fit": Parameter(str, "pad"),
     # procedure 2's supervised pretraining epochs; procedure 3's SimCLR epochs and batches per epoch
     "supervised_epochs": Parameter(int, 0),

@@ -59,7 +59,9 @@ for replicas, per_replica in ((2, 4), (1, 8)):
         np.savez(f"{out}/fit{replicas}.npz", *[np.asarray(w) for w in model.trainable_weights])
 base = dict(backbone="vgg16", weights="none", mode="finetune", image_size=32, epochs=2, dropout=0.0,
             augment=False, seed=0, standardize=False, class_weights="none")
-result = train_model(TrainConfig(batch_size=4, learning_rate=1e-4, **base), dataset, f"{out}/two", track=False,
+config = TrainConfig.from_profile("quick", batch_size=4, learning_rate=1e-4, unfreeze="blocks:1", monitor="val_loss",
+                                   probe_epochs=0, head_l2=0.0, **base)
+result = train_model(config, dataset, f"{out}/two", track=False,
                      replicas=2)
 info = json.load(open(f"{out}/two/model.json"))
 run = {key: info[key] for key in ("replicas", "global_batch_size", "scaled_learning_rate")}

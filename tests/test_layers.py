@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ("lumbar", "lumbar.errors", "lumbar.paths", "lumbar.backbones", "lumbar.metrics", "lumbar.procedures",
          "lumbar.paper", "lumbar.selection", "lumbar.split", "lumbar.roi", "lumbar.progress", "lumbar.gpucheck",
-         "lumbar.limits"),
+         "lumbar.limits", "lumbar.profiles"),
         0,
     ),
     **dict.fromkeys(

@@ -123,7 +123,8 @@ def test_ssl_saves_the_batchnorm_statistics_it_trained_with(small_shards, tmp_pa
 
     moved = {}
     for freeze in (True, False):
-        config = SSLConfig(
+        config = SSLConfig.from_profile(
+            "quick",
             backbone="resnet50",
             image_size=32,
             batch_size=16,
@@ -145,10 +146,10 @@ def test_ssl_saves_the_batchnorm_statistics_it_trained_with(small_shards, tmp_pa
 
 def test_ssl_config_validation():
     with pytest.raises(Exception, match="unknown backbone"):
-        SSLConfig(backbone="lenet")
+        SSLConfig.from_profile("quick", backbone="lenet")
     assert SSLConfig.from_profile("paper").image_size == 224
     with pytest.raises(InputError, match="min_crop_area"):
-        SSLConfig(min_crop_area=0.0)
+        SSLConfig.from_profile("quick", min_crop_area=0.0)
 
 
 def test_simclr_steps_lower_the_contrastive_loss_on_disc_crops(built_dataset, tmp_path, monkeypatch):
@@ -185,7 +186,9 @@ def test_simclr_steps_lower_the_contrastive_loss_on_disc_crops(built_dataset, tm
         return tf.image.resize(images, (size, size))
 
     monkeypatch.setattr(lumbar.pretrain, "random_views", fixed_views)
-    config = SSLConfig(backbone="resnet50", image_size=32, batch_size=16, epochs=4, learning_rate=1e-4, seed=0)
+    config = SSLConfig.from_profile(
+        "quick", backbone="resnet50", image_size=32, batch_size=16, epochs=4, learning_rate=1e-4, seed=0
+    )
     result = pretrain_ssl(shards, tmp_path / "ssl", config, track=False)
     losses = [h["loss"] for h in result.history]
     assert abs(losses[0] - np.log(31)) < 0.3  # random weights: a view barely tells its partner from the 30 others

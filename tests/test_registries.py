@@ -50,7 +50,7 @@ def test_a_registered_backbone_is_in_every_list_and_in_table_order(tiny, monkeyp
     assert backbone_names()[-1] == "tinynet" and PROCEDURES["procedure1"].default_backbones().endswith(",tinynet")
     assert backbones.backbone_title("tinynet") == "TinyNet"
     assert {c.backbone for c in plan_step(backbones="tinynet", modes="frozen", images="full")} == {"tinynet"}
-    assert TrainConfig(backbone="tinynet", image_size=16).run_name == "tinynet-frozen-full"
+    assert TrainConfig.from_profile("quick", backbone="tinynet", image_size=16).run_name == "tinynet-frozen-full"
     # table rows follow the registry's order, not the alphabet: register a second one to tell them apart
     monkeypatch.setitem(BACKBONES, "alexnet", BackboneSpec("alexnet", "AlexNet", _tiny, "caffe", "a", "a", "x"))
     rows = [_row("alexnet"), _row("tinynet"), _row("vgg16"), _row("mobilenetv2")]
@@ -62,7 +62,7 @@ def test_an_unregistered_backbone_is_refused_by_the_configs():
     from lumbar.train import TrainConfig
 
     with pytest.raises(InputError, match="unknown backbone 'tinynet'; choose one of vgg16, vgg19, resnet50"):
-        TrainConfig(backbone="tinynet")
+        TrainConfig.from_profile("quick", backbone="tinynet")
     with pytest.raises(InputError, match="registered already"):
         register_backbone(BACKBONES["vgg16"])
 

@@ -12,13 +12,15 @@ import pytest
 from lumbar.errors import InputError
 from lumbar.evaluate import evaluate_model
 from lumbar.metrics import binary_metrics, majority_f1
+from lumbar.profiles import profile_settings
 from lumbar.tracking import fluent_tracking_uri
-from lumbar.train import PROFILES, TrainConfig, read_history, selection_key, train_model
+from lumbar.train import TrainConfig, read_history, selection_key, train_model
 
 from .killed_runs import KilledRun
 
 LUMBAR = str(Path(sys.executable).with_name("lumbar"))
-EPOCHS = PROFILES["quick"]["epochs_frozen"]  # the trained fixture is a frozen probe
+QUICK = profile_settings("quick", "train")
+EPOCHS = QUICK["epochs_frozen"]  # the trained fixture is a frozen probe
 
 
 def test_profiles_and_overrides():
@@ -32,7 +34,7 @@ def test_profiles_and_overrides():
     )
     assert TrainConfig.from_profile("paper").learning_rate == 1e-3
     quick = TrainConfig.from_profile("quick", epochs=2, image_size=None)
-    assert quick.epochs == 2 and quick.image_size == PROFILES["quick"]["image_size"]
+    assert quick.epochs == 2 and quick.image_size == QUICK["image_size"]
     assert quick.run_name == "vgg16-frozen-full"
     with pytest.raises(InputError, match="unknown backbone"):
         TrainConfig.from_profile("quick", backbone="inception")
@@ -46,7 +48,7 @@ def test_fine_tuning_starts_from_a_fitted_head_in_the_quick_profile_only(built_d
     With a learning rate too small to move anything, the first fine-tuning epoch scores what the probe's kept
     epoch scored on the validation split.
     """
-    assert TrainConfig.from_profile("quick", mode="finetune").probe_epochs == PROFILES["quick"]["probe_epochs"] > 0
+    assert TrainConfig.from_profile("quick", mode="finetune").probe_epochs == QUICK["probe_epochs"] > 0
     assert TrainConfig.from_profile("quick", mode="frozen").probe_epochs == 0
     assert TrainConfig.from_profile("paper", mode="finetune").probe_epochs == 0  # the paper: a random head
     with pytest.raises(InputError, match="use it with --mode finetune"):
@@ -102,8 +104,8 @@ def test_the_paper_profile_follows_the_paper_where_the_project_drifted():
     assert (quick.unfreeze, quick.monitor, quick.class_weights) == ("layers:3", "val_loss", "balanced")
     assert (quick.model_config().unfreeze_blocks, quick.model_config().unfreeze_layers) == (0, 3)
     assert TrainConfig.from_profile("quick").standardize and "Normalization" in TrainConfig.from_profile("quick").head
-    assert (paper.head_l2, TrainConfig.from_profile("quick").head_l2) == (0.0, PROFILES["quick"]["head_l2"])
-    assert PROFILES["quick"]["head_l2"] > 0 and PROFILES["quick"]["class_weights"] == "none"
+    assert (paper.head_l2, TrainConfig.from_profile("quick").head_l2) == (0.0, QUICK["head_l2"])
+    assert QUICK["head_l2"] > 0 and QUICK["class_weights"] == "none"
     for bad, message in (
         ({"unfreeze": "blocks:0"}, "--unfreeze must be blocks:N or layers:N"),
         ({"unfreeze": "top2"}, "--unfreeze must be blocks:N or layers:N"),

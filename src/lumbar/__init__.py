@@ -6,8 +6,9 @@ are thin wrappers around its functions. Importing it has no side effects and loa
 Layer order, bottom to top (a module imports only from its own layer and those below; no import cycles;
 ``tests/test_layers.py`` checks every import, also those inside functions):
 
-0. foundation: errors, paths, the registries (``backbones``, ``metrics``, ``procedures``), the paper's numbers
-   (``paper``), small pure helpers (``selection``, ``split``, ``roi``, ``progress``, ``limits``);
+0. foundation: errors, paths, the registries (``backbones``, ``metrics``, ``procedures``), every profile's
+   settings (``profiles``), the paper's numbers (``paper``), small pure helpers (``selection``, ``split``,
+   ``roi``, ``progress``, ``limits``);
 1. data and models: DICOM, de-identification, labels, the dataset builders (``spider`` among them),
    storage, versions, tracking, services, ``models``;
 2. training and evaluation: ``train``, ``evaluate``, ``pretrain``, ``gradcam``, ``baselines``;

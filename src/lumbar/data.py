@@ -23,6 +23,7 @@ import numpy as np
 
 from lumbar.dataset_c import read_manifest
 from lumbar.errors import InputError, check_choice
+from lumbar.profiles import PAPER_BATCH_SIZE, PAPER_IMAGE_SIZE
 
 TARGETS: dict[str, int] = {"binary": 2, "disc_state": 4, "pfirrmann": 5}
 #: The manifest column each target reads, and the value of its first class (Pfirrmann grades start at 1).
@@ -60,8 +61,8 @@ class InputConfig:
         seed: Seed of shuffling and augmentation.
     """
 
-    image_size: int = 224
-    batch_size: int = 64
+    image_size: int = PAPER_IMAGE_SIZE
+    batch_size: int = PAPER_BATCH_SIZE
     roi: bool = False
     target: str = "binary"
     augment: bool = True

@@ -37,6 +37,7 @@ import numpy as np
 from lumbar import __version__
 from lumbar.deid import Pseudonymizer
 from lumbar.errors import InputError, check_choice
+from lumbar.profiles import PAPER_IMAGE_SIZE
 from lumbar.progress import NullProgress, Progress
 
 INDEX = "index.json"
@@ -64,7 +65,7 @@ class UnlabelledBuildConfig:
 
     sources: tuple[Path, ...]
     out: Path
-    image_size: int = 224
+    image_size: int = PAPER_IMAGE_SIZE
     shard_mb: float = 100.0
     workers: int = 1
     chunk_files: int = 64

@@ -34,6 +34,9 @@ from lumbar.metrics import (
 )
 from lumbar.selection import DISC_LEVELS, DISCS
 
+#: Images per prediction batch: inference only, so any size gives the same numbers.
+EVAL_BATCH_SIZE = 32
+
 
 @dataclass
 class Evaluation:
@@ -65,7 +68,7 @@ def evaluate_model(
     split: str = "test",
     out_dir: str | Path | None = None,
     track: bool = True,
-    batch_size: int = 32,
+    batch_size: int = EVAL_BATCH_SIZE,
     positive: str = DEFAULT_POSITIVE,
 ) -> Evaluation:
     """Evaluate a trained model on a split; write ``metrics.json``, ``confusion.png``, ``roc.png``; log to MLflow.

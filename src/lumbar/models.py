@@ -38,6 +38,7 @@ import numpy as np
 
 from lumbar.backbones import BACKBONE_FORMAT, BACKBONE_META, BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE, MODES
 from lumbar.errors import InputError, LumbarError, check_choice
+from lumbar.profiles import PAPER_IMAGE_SIZE
 
 PREPROCESS_LAYER = "preprocess"
 #: The head's first layer: the backbone's features, pooled; the head's other layers read its output.
@@ -145,7 +146,7 @@ class ModelConfig:
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     mode: str = "frozen"
-    image_size: int = 224
+    image_size: int = PAPER_IMAGE_SIZE
     num_classes: int = 2
     dropout: float = 0.2
     unfreeze_blocks: int = 1
@@ -207,7 +208,7 @@ def keras_models_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
 
 
-def imagenet_weights_file(backbone: str, image_size: int = 224) -> tuple[str, str]:
+def imagenet_weights_file(backbone: str, image_size: int = PAPER_IMAGE_SIZE) -> tuple[str, str]:
     """The file name Keras expects for a backbone's ImageNet weights without top, and where Keras publishes it.
 
     Raises:

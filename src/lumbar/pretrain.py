@@ -21,21 +21,16 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lumbar.backbones import BACKBONE_WEIGHTS, BACKBONES, DEFAULT_BACKBONE
 from lumbar.errors import InputError, check_choice
 from lumbar.procedures import PRETRAIN_SSL_EXPERIMENT, PRETRAIN_SUPERVISED_EXPERIMENT
+from lumbar.profiles import DEFAULT_PROFILE, profile_settings
 
-PRETRAIN_PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {"image_size": 224, "batch_size": 64, "epochs": 100, "learning_rate": 1e-5},
-    "quick": {"image_size": 64, "batch_size": 16, "epochs": 4, "learning_rate": 1e-4},
-}
-SSL_PROFILES: dict[str, dict[str, Any]] = {
-    # Adam at 1e-4 and above stalled VGG16 from random weights at chance loss here; 1e-5 learns
-    "paper": {"image_size": 224, "batch_size": 64, "epochs": 100, "learning_rate": 1e-5},
-    "quick": {"image_size": 64, "batch_size": 32, "epochs": 3, "learning_rate": 1e-5},
-}
+if TYPE_CHECKING:
+    from lumbar.train import TrainConfig
+
 ALL_BLOCKS = 1000
 
 
@@ -49,11 +44,34 @@ class PretrainResult:
     history: list[dict]
 
 
+def supervised_config(profile: str = DEFAULT_PROFILE, **overrides: Any) -> TrainConfig:
+    """The training configuration of supervised pretraining: the whole backbone from scratch, binary target.
+
+    Args:
+        profile: ``paper`` or ``quick``: its ``pretrain`` section (:mod:`lumbar.profiles`) sets the input,
+            epochs, learning rate and augmentation, its ``train`` section the rest.
+        **overrides: Training settings (``backbone``, ``epochs``, ``batch_size``, ``image_size``,
+            ``learning_rate``, ``seed``, ``augment``); ``None`` ones are ignored.
+    """
+    from lumbar.train import TrainConfig
+
+    settings = {**profile_settings(profile, "pretrain"), **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig.from_profile(
+        profile,
+        weights="none",
+        mode="finetune",
+        unfreeze=f"blocks:{ALL_BLOCKS}",
+        standardize=False,  # trained from scratch: no head statistics from random features
+        target="binary",
+        **settings,
+    )
+
+
 def pretrain_supervised(
     dataset: str | Path,
     out: str | Path,
     backbone: str = DEFAULT_BACKBONE,
-    profile: str = "quick",
+    profile: str = DEFAULT_PROFILE,
     resume: bool = False,
     track: bool = True,
     experiment: str = PRETRAIN_SUPERVISED_EXPERIMENT,
@@ -76,21 +94,10 @@ def pretrain_supervised(
     """
     from lumbar.data import split_records
     from lumbar.models import load_model, save_backbone
-    from lumbar.train import TrainConfig, train_model
+    from lumbar.train import train_model
     from lumbar.versions import fetch_dataset
 
-    check_choice("profile", profile, PRETRAIN_PROFILES)
-    settings = {**PRETRAIN_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
-    config = TrainConfig.from_profile(
-        profile,
-        backbone=backbone,
-        weights="none",
-        mode="finetune",
-        unfreeze=f"blocks:{ALL_BLOCKS}",
-        standardize=False,  # trained from scratch: no head statistics from random features
-        target="binary",
-        **settings,
-    )
+    config = supervised_config(profile, backbone=backbone, **overrides)
     out = Path(out)
     result = train_model(
         config, dataset, out / "classifier", resume=resume, experiment=experiment, track=track, tags=tags
@@ -142,12 +149,12 @@ class SSLConfig:
         min_crop_area: Smallest fraction of the image area a random view crops.
     """
 
+    image_size: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
     backbone: str = DEFAULT_BACKBONE
-    profile: str = "quick"
-    image_size: int = 64
-    batch_size: int = 32
-    epochs: int = 3
-    learning_rate: float = 1e-5
+    profile: str = DEFAULT_PROFILE
     temperature: float = 0.2
     projection_dim: int = 64
     steps_per_epoch: int | None = None
@@ -163,12 +170,13 @@ class SSLConfig:
             raise InputError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
 
     @classmethod
-    def from_profile(cls, profile: str = "quick", **overrides: Any) -> SSLConfig:
-        """A configuration with the profile's defaults; ``None`` overrides are ignored."""
-        check_choice("profile", profile, SSL_PROFILES)
-        return cls(
-            profile=profile, **{**SSL_PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}}
-        )
+    def from_profile(cls, profile: str = DEFAULT_PROFILE, **overrides: Any) -> SSLConfig:
+        """A configuration from the profile's ``ssl`` section (:mod:`lumbar.profiles`) and ``overrides``.
+
+        ``None`` overrides are ignored.
+        """
+        settings = profile_settings(profile, "ssl")
+        return cls(profile=profile, **{**settings, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def nt_xent(z1, z2, temperature: float):  # type: ignore[no-untyped-def]

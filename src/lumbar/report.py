@@ -70,7 +70,7 @@ class Choice:
         param: The MLflow param that records it on every training run.
         title: What it is.
         paper: What the paper says.
-        profile_key: The key of the ``paper`` profile's value (:data:`lumbar.train.PROFILES`), if any.
+        profile_key: The key of the ``paper`` profile's training value (:data:`lumbar.profiles.PROFILES`), if any.
     """
 
     param: str
@@ -272,7 +272,7 @@ def choices(runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[Choice, str, 
     Values are each distinct param value with its run count when they differ, and "not recorded" for
     runs trained before the param existed.
     """
-    from lumbar.train import PROFILES  # Keras is loaded already by whoever builds a report
+    from lumbar.profiles import PAPER, profile_settings
 
     records = [r for group in runs.values() for r in group]
     out = []
@@ -285,7 +285,7 @@ def choices(runs: Mapping[str, Sequence[RunRecord]]) -> list[tuple[Choice, str, 
             next(iter(counts)) if len(counts) == 1 else "; ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items()))
         )
         paper = choice.paper
-        profile = PROFILES.get("paper", {}).get(choice.profile_key) if choice.profile_key else None
+        profile = profile_settings(PAPER, "train").get(choice.profile_key) if choice.profile_key else None
         if profile is not None:
             paper += f"; the paper profile uses {choice.param}={profile}"
         out.append((choice, values or "no runs", paper))

@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,49 +37,8 @@ from lumbar.data import TARGET_CLASSES, TARGETS, InputConfig, SplitRecords, clas
 from lumbar.errors import InputError, check_choice
 from lumbar.models import ModelConfig, head_description, parse_unfreeze
 from lumbar.procedures import TRAIN_EXPERIMENT
+from lumbar.profiles import DEFAULT_PROFILE, PROFILE_NAMES, profile_settings
 
-#: The defaults of each profile. ``paper`` follows the paper (Sections 3.5 and 3.6.2; the choices where it is
-#: vague are written in docs/training.md); ``quick`` is sized for two CPU cores and random-initialised backbones
-#: (why each setting: docs/training.md, "The quick profile"; the measurements behind them:
-#: docs/experiments/2026-12-01-quick-profile.md).
-PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {
-        "image_size": 224,
-        "batch_size": 64,
-        "epochs_frozen": 50,
-        "epochs_finetune": 50,
-        "lr_frozen": 1e-3,
-        "lr_finetune": 1e-5,
-        "unfreeze": "blocks:2",
-        "monitor": "val_error",
-        "class_weights": "none",
-        "augment": True,
-        "standardize": False,
-        "probe_epochs": 0,
-        "head_l2": 0.0,
-    },
-    "quick": {
-        "image_size": 64,
-        "batch_size": 16,
-        # a frozen probe fits its head on features computed once, so its epochs cost almost nothing; 60 let
-        # the linear head converge
-        "epochs_frozen": 60,
-        "epochs_finetune": 6,
-        "lr_frozen": 1e-3,
-        "lr_finetune": 1e-5,
-        "unfreeze": "blocks:1",
-        "monitor": "val_error",
-        # unweighted, as the paper
-        "class_weights": "none",
-        "augment": False,
-        "standardize": True,
-        # fine-tuning starts from a head fitted on the frozen features (a linear probe first): from a random
-        # head, 6 epochs at 1e-5 barely move it
-        "probe_epochs": 30,
-        # a linear head on hundreds of features fitted to ~80 training discs, kept to small weights
-        "head_l2": 0.5,
-    },
-}
 PRECISIONS = ("auto", "float32", "mixed_float16")
 SWITCHES = ("auto", "on", "off")
 #: Model selection: the epoch whose weights are kept. ``val_error`` (the paper: "the lowest error rate on the
@@ -91,7 +50,9 @@ CLASS_WEIGHTS = ("none", "balanced")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training configuration. Build it with :meth:`from_profile` to get a profile's defaults.
+    """One training configuration, built from a profile by :meth:`from_profile`.
+
+    The profile-shaped settings have no defaults of their own: they come from :mod:`lumbar.profiles`.
 
     Attributes:
         backbone: One of :data:`lumbar.backbones.BACKBONES`.
@@ -129,34 +90,34 @@ class TrainConfig:
             profile, which adds none.
     """
 
+    image_size: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    unfreeze: str
+    monitor: str
+    class_weights: str
+    augment: bool
+    standardize: bool
+    probe_epochs: int
+    head_l2: float
     backbone: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     mode: str = "frozen"
     roi: bool = False
     target: str = "binary"
-    profile: str = "quick"
-    image_size: int = 64
-    batch_size: int = 16
-    epochs: int = 4
-    learning_rate: float = 1e-3
+    profile: str = DEFAULT_PROFILE
     dropout: float = 0.2
-    unfreeze: str = "blocks:1"
-    monitor: str = "val_loss"
-    class_weights: str = "balanced"
     seed: int = 0
-    augment: bool = True
     precision: str = "auto"
     jit: str = "auto"
-    standardize: bool = False
-    probe_epochs: int = 0
     probe_learning_rate: float = 1e-3
-    head_l2: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("backbone", self.backbone, BACKBONES)
         check_choice("mode", self.mode, MODES)
         check_choice("target", self.target, TARGETS)
-        check_choice("profile", self.profile, PROFILES)
+        check_choice("profile", self.profile, PROFILE_NAMES)
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise InputError("epochs and batch size must be at least 1 and the learning rate positive")
         if self.image_size < BACKBONES[self.backbone].min_size:
@@ -177,29 +138,29 @@ class TrainConfig:
             raise InputError("--probe-epochs fits the head before fine-tuning: use it with --mode finetune")
 
     @classmethod
-    def from_profile(cls, profile: str = "quick", **overrides: Any) -> TrainConfig:
-        """A configuration with the profile's defaults; ``None`` overrides are ignored.
+    def from_profile(cls, profile: str = DEFAULT_PROFILE, **overrides: Any) -> TrainConfig:
+        """A configuration from the profile's ``train`` section (:mod:`lumbar.profiles`) and ``overrides``.
 
-        The learning rate and the number of epochs follow the mode (frozen or fine-tune).
+        ``None`` overrides are ignored. The learning rate and the number of epochs follow the mode (frozen or
+        fine-tune); a frozen run fits no head before training (``probe_epochs`` 0).
         """
-        check_choice("profile", profile, PROFILES)
         values = {k: v for k, v in overrides.items() if v is not None}
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise InputError(f"unknown training option(s) {', '.join(sorted(unknown))}")
-        p = PROFILES[profile]
-        mode = values.get("mode", "frozen")
+        p = profile_settings(profile, "train")
+        finetune = values.get("mode", "frozen") == "finetune"
         defaults = {
             "image_size": p["image_size"],
             "batch_size": p["batch_size"],
-            "epochs": p["epochs_finetune"] if mode == "finetune" else p["epochs_frozen"],
-            "learning_rate": p["lr_finetune"] if mode == "finetune" else p["lr_frozen"],
+            "epochs": p["epochs_finetune"] if finetune else p["epochs_frozen"],
+            "learning_rate": p["lr_finetune"] if finetune else p["lr_frozen"],
             "unfreeze": p["unfreeze"],
             "monitor": p["monitor"],
             "class_weights": p["class_weights"],
             "augment": p["augment"],
             "standardize": p["standardize"],
-            "probe_epochs": p["probe_epochs"] if mode == "finetune" else 0,
+            "probe_epochs": p["probe_epochs"] if finetune else 0,
             "head_l2": p["head_l2"],
         }
         return cls(profile=profile, **{**defaults, **values})
@@ -793,10 +754,11 @@ def train_model(
 def _check_same_config(saved: dict, config: TrainConfig, out: Path) -> None:
     """Raise InputError unless ``saved`` (a run's recorded configuration) is ``config``: a resume continues one run.
 
-    A field added since the run was recorded counts with its default, the value the run had without it.
+    A field added since the run was recorded counts with the value of the profile the run recorded.
     """
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    if {**defaults, **saved} != asdict(config):
+    known = {f.name for f in fields(TrainConfig)}
+    recorded = TrainConfig.from_profile(saved.get("profile", DEFAULT_PROFILE), mode=saved.get("mode"))
+    if {**asdict(recorded), **{k: v for k, v in saved.items() if k in known}} != asdict(config):
         raise InputError(f"{out} holds a run with another configuration; use a new --out or the same options")
 
 

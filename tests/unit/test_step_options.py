@@ -3,7 +3,8 @@
 import pytest
 
 from lumbar.errors import InputError
-from lumbar.pretrain import SSL_PROFILES, SSLConfig
+from lumbar.pretrain import SSLConfig
+from lumbar.profiles import profile_settings
 from lumbar.steps.options import CLI_UNSET, PIPELINE_UNSET, config_from_profile, profile_options, tracking_options
 from lumbar.tracking import standard_tags
 
@@ -13,11 +14,11 @@ def test_options_named_like_a_field_set_it_and_the_rest_are_not_passed():
     assert profile_options(SSLConfig, options) == {"backbone": "vgg19", "epochs": 7}
     config = config_from_profile(SSLConfig, "quick", options)
     assert (config.backbone, config.epochs, config.profile) == ("vgg19", 7, "quick")
-    assert config.batch_size == SSL_PROFILES["quick"]["batch_size"]  # not given: the profile's
+    assert config.batch_size == profile_settings("quick", "ssl")["batch_size"]  # not given: the profile's
 
 
 def test_unset_values_keep_the_profile_and_a_flag_is_always_set():
-    quick = SSL_PROFILES["quick"]
+    quick = profile_settings("quick", "ssl")
     pipeline = {"epochs": 0, "steps_per_epoch": 0, "image_size": 48, "freeze_batchnorm": False, "seed": 0}
     config = config_from_profile(SSLConfig, "quick", pipeline, PIPELINE_UNSET)
     assert config.epochs == quick["epochs"] and config.steps_per_epoch == quick.get("steps_per_epoch")

@@ -12,6 +12,7 @@ import typer
 
 from lumbar.cli._common import clear_errors, show_progress
 from lumbar.limits import ImageLimits
+from lumbar.profiles import PAPER_IMAGE_SIZE
 
 app = typer.Typer(help="Build, inspect, publish and fetch datasets.", no_args_is_help=True)
 
@@ -387,7 +388,7 @@ def dataset_build_unlabelled(
     ],
     out: Annotated[str, typer.Option("--out", help="Shard folder, or an s3:// URI (shards upload as they close).")],
     shard_size: Annotated[float, typer.Option("--shard-size", help="Target shard size in MB.")] = 100.0,
-    image_size: Annotated[int, typer.Option(help="Side of the square grey images, in pixels.")] = 224,
+    image_size: Annotated[int, typer.Option(help="Side of the square grey images, in pixels.")] = PAPER_IMAGE_SIZE,
     workers: Annotated[int, typer.Option(help="Processes decoding inputs.")] = 1,
     key_secret_env: Annotated[
         str | None, typer.Option("--key-secret-env", help="Environment variable holding the pseudonymisation secret.")

@@ -9,6 +9,7 @@ import typer
 
 from lumbar.cli._common import clear_errors
 from lumbar.procedures import PROCEDURES
+from lumbar.profiles import QUICK_IMAGE_SIZE
 
 
 def _defaults(name: str) -> str:
@@ -36,7 +37,7 @@ def demo(
         str | None,
         typer.Option(help=f"Procedures 2 and 3's backbones (default {_defaults('pretrain_backbones')})."),
     ] = None,
-    image_size: Annotated[int, typer.Option(help="Model input size.")] = 64,
+    image_size: Annotated[int, typer.Option(help="Model input size.")] = QUICK_IMAGE_SIZE,
     epochs: Annotated[int | None, typer.Option(help="Transfer epochs (default: the quick profile's).")] = None,
     supervised_epochs: Annotated[
         int | None,

@@ -9,13 +9,23 @@ import typer
 
 from lumbar.backbones import DEFAULT_BACKBONE
 from lumbar.cli._common import clear_errors, load_tensorflow
-from lumbar.cli.options import AUGMENT, BACKBONE, BATCH_SIZE, EPOCHS, IMAGE_SIZE, LEARNING_RATE, RESUME, SEED, TRACK
+from lumbar.cli.options import (
+    AUGMENT,
+    BACKBONE,
+    BATCH_SIZE,
+    EPOCHS,
+    IMAGE_SIZE,
+    LEARNING_RATE,
+    PROFILE,
+    RESUME,
+    SEED,
+    TRACK,
+)
+from lumbar.profiles import DEFAULT_PROFILE
 
 app = typer.Typer(
     help="Pretrain backbones on Dataset A (supervised) or Dataset B (self-supervised).", no_args_is_help=True
 )
-
-_PROFILE = Annotated[str, typer.Option(help="paper | quick")]
 
 
 @app.command("supervised")
@@ -23,12 +33,12 @@ def supervised(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset A folder or published version URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (classifier/ and backbone/).")],
     backbone: BACKBONE = DEFAULT_BACKBONE,
-    profile: _PROFILE = "quick",
+    profile: PROFILE = DEFAULT_PROFILE,
     epochs: EPOCHS = None,
     batch_size: BATCH_SIZE = None,
     image_size: IMAGE_SIZE = None,
     learning_rate: LEARNING_RATE = None,
-    augment: AUGMENT = True,
+    augment: AUGMENT = None,
     seed: SEED = 0,
     resume: RESUME = False,
     track: TRACK = True,
@@ -42,7 +52,7 @@ def ssl(
     shards: Annotated[str, typer.Option("--shards", help="Dataset B folder or s3:// URI.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (checkpoints/ and backbone/).")],
     backbone: BACKBONE = DEFAULT_BACKBONE,
-    profile: _PROFILE = "quick",
+    profile: PROFILE = DEFAULT_PROFILE,
     epochs: EPOCHS = None,
     steps_per_epoch: Annotated[int | None, typer.Option(help="Batches per epoch (default: all images).")] = None,
     batch_size: BATCH_SIZE = None,

@@ -9,8 +9,9 @@ import typer
 
 from lumbar.backbones import DEFAULT_BACKBONE
 from lumbar.cli._common import clear_errors, load_tensorflow
-from lumbar.cli.options import BACKBONE, BATCH_SIZE, EPOCHS, IMAGE_SIZE, LEARNING_RATE, RESUME, SEED, TRACK
+from lumbar.cli.options import BACKBONE, BATCH_SIZE, EPOCHS, IMAGE_SIZE, LEARNING_RATE, PROFILE, RESUME, SEED, TRACK
 from lumbar.procedures import TRAIN_EXPERIMENT
+from lumbar.profiles import DEFAULT_PROFILE
 
 
 def train(
@@ -22,9 +23,7 @@ def train(
     ] = "imagenet",
     mode: Annotated[str, typer.Option(help="frozen (train the head) | finetune (also the top blocks).")] = "frozen",
     roi: Annotated[bool, typer.Option("--roi/--full", help="Train on the ROI crops or the full images.")] = False,
-    profile: Annotated[
-        str, typer.Option(help="paper (the paper's settings) | quick (CPU-sized); see docs/training.md.")
-    ] = "quick",
+    profile: PROFILE = DEFAULT_PROFILE,
     epochs: EPOCHS = None,
     batch_size: BATCH_SIZE = None,
     image_size: IMAGE_SIZE = None,

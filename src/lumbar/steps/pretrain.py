@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lumbar.errors import InputError
+from lumbar.profiles import DEFAULT_PROFILE
 from lumbar.steps.options import PIPELINE_UNSET, StepResult, config_from_profile, profile_options, tracking_options
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def pretrain_step(
         backbone: Backbone name.
         procedure: The procedure (the MLflow experiment is ``lumbar-<procedure>``; the Kubeflow run id comes
             from ``$LUMBAR_KFP_RUN_ID``).
-        profile: ``paper`` or ``quick``.
+        profile: ``paper`` or ``quick`` (empty: :data:`lumbar.profiles.DEFAULT_PROFILE`).
         epochs: Epochs (0: the profile's).
         image_size: Input size (0: the profile's).
         batch_size: Batch size (0: the profile's).
@@ -70,7 +71,7 @@ def pretrain_step(
     """
     options = locals()  # the options named like a config field set it (0: the profile's)
     tracking = tracking_options(procedure)
-    result = pretrain_from_options(method, data, out, profile, options, PIPELINE_UNSET, **tracking)
+    result = pretrain_from_options(method, data, out, profile or DEFAULT_PROFILE, options, PIPELINE_UNSET, **tracking)
     return Pretrained(backbone=backbone, source=method, epochs=result.epochs, run_id=result.run_id or "")
 
 
@@ -98,11 +99,25 @@ def pretrain_from_options(
     Raises:
         InputError: For an unknown method, profile or option value.
     """
-    from lumbar.pretrain import SSLConfig, pretrain_ssl, pretrain_supervised
+    from lumbar.pretrain import pretrain_ssl, pretrain_supervised
+
+    config = pretrain_config(method, profile, options, unset)
+    if method == "supervised":
+        return pretrain_supervised(data, out, profile=profile, **profile_options(type(config), options, unset), **run)
+    return pretrain_ssl(data, out, config, **run)
+
+
+def pretrain_config(method: str, profile: str, options: Mapping[str, Any], unset: tuple[Any, ...]) -> Any:
+    """The configuration a pretraining runs with, from a command's or step's options (the one rule of both).
+
+    Raises:
+        InputError: For an unknown method, profile or option value.
+    """
+    from lumbar.pretrain import SSLConfig, supervised_config
     from lumbar.train import TrainConfig
 
     if method == "supervised":
-        return pretrain_supervised(data, out, profile=profile, **profile_options(TrainConfig, options, unset), **run)
+        return supervised_config(profile, **profile_options(TrainConfig, options, unset))
     if method == "ssl":
-        return pretrain_ssl(data, out, config_from_profile(SSLConfig, profile, options, unset), **run)
+        return config_from_profile(SSLConfig, profile, options, unset)
     raise InputError(f"unknown pretraining method {method!r}; choose one of {', '.join(METHODS)}")

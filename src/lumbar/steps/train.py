@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lumbar.backbones import pretrained_backbone, pretraining_tags, weights_source
+from lumbar.profiles import DEFAULT_PROFILE
 from lumbar.steps.options import PIPELINE_UNSET, StepResult, config_from_profile, tracking_options
 
 
@@ -54,7 +55,7 @@ def train_step(
         procedure: ``procedure1`` ... (the MLflow experiment is ``lumbar-<procedure>``, the run is tagged with it;
             the Kubeflow run id comes from ``$LUMBAR_KFP_RUN_ID``).
         weights: ``imagenet``, ``none``, or a pretraining step's output folder.
-        profile: ``paper`` or ``quick``.
+        profile: ``paper`` or ``quick`` (empty: :data:`lumbar.profiles.DEFAULT_PROFILE`).
         target: ``binary`` (the paper's), ``disc_state`` or ``pfirrmann`` (:data:`lumbar.data.TARGETS`).
         epochs: Epochs (0: the profile's).
         image_size: Input size (0: the profile's).
@@ -69,7 +70,7 @@ def train_step(
     if weights not in ("imagenet", "none"):
         weights = pretrained_backbone(weights)
     source = weights_source(weights)
-    config = config_from_profile(TrainConfig, profile, locals(), PIPELINE_UNSET)
+    config = config_from_profile(TrainConfig, profile or DEFAULT_PROFILE, locals(), PIPELINE_UNSET)
     tags = {"lumbar.procedure": procedure, "lumbar.weights_source": source, **pretraining_tags(weights)}
     result = train_model(config, dataset, out, **tracking_options(procedure, tags))
     return TrainedModel(
