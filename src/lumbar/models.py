@@ -133,11 +133,11 @@ class ModelConfig:
         unfreeze_blocks: Top backbone blocks trained in ``finetune`` mode.
         unfreeze_layers: When positive, ``finetune`` trains this many top weighted layers of the backbone
             (convolutions and dense layers, counted from the top) instead of ``unfreeze_blocks`` blocks.
-        standardize: Put a :class:`keras.layers.Normalization` layer (``head_norm``) between the pooled
-            features and the dropout; its mean and variance are set once from the training images before
-            training (:func:`adapt_head_norm`) and stay fixed. With ``mode="frozen"`` the head then sees
-            standardised features throughout; with ``finetune`` the top blocks train under this fixed
-            scaling (a head that starts on a standardised scale, not one that stays standardised).
+        standardize: Put a :class:`FeatureStandardize` layer (``head_norm``) between the pooled features
+            and the dropout; its mean and spread are set from the training images' pooled features
+            (:func:`adapt_head_norm`): once before training in ``frozen`` mode, so the head sees
+            standardised features throughout, and, when fine-tuning, again before each epoch's
+            validation (by :mod:`lumbar.train`), so that they follow the features the top blocks change.
         head_l2: L2 penalty on the head's output kernel, added to the mean loss as ``head_l2 * sum(w**2)``
             (0: none, as in the paper). On a few dozen training images a linear probe on hundreds of
             features separates them in many ways; the penalty picks the one with the smallest weights.

@@ -1,9 +1,9 @@
 """Transfer-learning training of one configuration (backbone x mode x ROI), tracked in MLflow.
 
-* Profiles: ``paper`` (the paper's hyper-parameters: 224 px, batch 64, 50 epochs, lr 1e-3 frozen /
-  1e-5 fine-tune, dropout 0.2) and ``quick`` (CPU-sized for tests and the demo: 64 px, batch 16,
-  4 epochs, lr 1e-3 / 1e-4). Every value can be overridden.
-* The weights of the epoch with the lowest validation loss are kept (the paper's rule).
+* Profiles: ``paper`` (the paper's hyper-parameters) and ``quick`` (CPU-sized for tests and the demos),
+  both in :mod:`lumbar.profiles`; every value can be overridden (:meth:`TrainConfig.from_profile`).
+* The weights of the epoch with the lowest validation error are kept (the paper's rule; ties go to the
+  lower validation loss; ``monitor="val_loss"`` keeps the lowest loss instead).
 * A checkpoint is written after every epoch (model with optimizer state, and the run's state), so a
   killed run continues where it stopped with ``resume=True``, in the same MLflow run.
 * Params, per-epoch metrics (one batch per epoch), the final model (Keras flavour), the training
