@@ -155,10 +155,7 @@ def bootstrap(
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """95 % intervals of ROC-AUC and F1, resampling whole patients (:func:`lumbar.metrics.patient_bootstrap`)."""
     intervals = patient_bootstrap(
-        {
-            "auc": lambda pick: roc_auc(label[pick], score[pick]),
-            "f1": lambda pick: _f1(predicted[pick] == 1, label[pick]),
-        },
+        lambda pick: {"auc": roc_auc(label[pick], score[pick]), "f1": _f1(predicted[pick] == 1, label[pick])},
         patients,
         draws,
         seed,

@@ -40,6 +40,14 @@ TARGET_CLASSES: dict[str, tuple[str, ...]] = {
 }
 #: The first class index that counts as abnormal in a target's binary view (Pfirrmann 3 or more: degeneration).
 ABNORMAL_FROM: dict[str, int] = {"binary": 1, "disc_state": 1, "pfirrmann": 2}
+
+
+def abnormal_probability(output: np.ndarray, target: str) -> np.ndarray:
+    """P(abnormal) per image from a model's outputs: the sigmoid itself, or the sum over the abnormal classes."""
+    output = np.asarray(output, dtype=float)
+    return output.reshape(-1) if target == "binary" else output[:, ABNORMAL_FROM[target] :].sum(axis=1)
+
+
 #: Manifest columns training needs (Dataset C and Dataset A manifests both have them).
 TRAINING_COLUMNS: tuple[str, ...] = ("image_path", "label", "split")
 SPLITS: tuple[str, ...] = ("train", "val", "test")

@@ -161,7 +161,7 @@ SELECTION_METRICS = ("roc_auc", "abnormal_f1", "support")
 
 def _predict(model: Any, local: Path, split: str, config: dict[str, Any], batch_size: int) -> tuple[Any, ...]:
     """A split's labelled records, the model's raw outputs, and the abnormal view's labels and scores."""
-    from lumbar.data import ABNORMAL_FROM, InputConfig, make_dataset, split_records
+    from lumbar.data import ABNORMAL_FROM, InputConfig, abnormal_probability, make_dataset, split_records
 
     records = split_records(local, split, config["roi"], config["target"])
     inputs = InputConfig(
@@ -172,10 +172,8 @@ def _predict(model: Any, local: Path, split: str, config: dict[str, Any], batch_
         augment=False,
     )
     output = np.asarray(model.predict(make_dataset(local, split, inputs, records=records), verbose=0), dtype=float)
-    if config["target"] == "binary":
-        return records, output, records.labels, output.reshape(-1)
-    first = ABNORMAL_FROM[config["target"]]  # the classes of the binary view's abnormal side
-    return records, output, (records.labels >= first).astype(int), output[:, first:].sum(axis=1)
+    abnormal = (records.labels >= ABNORMAL_FROM[config["target"]]).astype(int)  # the binary view's labels
+    return records, output, abnormal, abnormal_probability(output, config["target"])
 
 
 def _selection(model: Any, local: Path, split: str, config: dict[str, Any], batch_size: int) -> dict[str, Any]:

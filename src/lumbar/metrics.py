@@ -350,7 +350,7 @@ def ordinal_metrics(y_true: np.ndarray, y_prob: np.ndarray) -> dict[str, float]:
 
 
 def patient_bootstrap(
-    statistics: Mapping[str, Callable[[np.ndarray], float | None]],
+    statistics: Callable[[np.ndarray], Mapping[str, float | None]],
     patients: Sequence[str],
     draws: int = 1000,
     seed: int = 0,
@@ -361,7 +361,8 @@ def patient_bootstrap(
     patient: each draw picks as many patients as there are, with replacement, and takes all their discs.
 
     Args:
-        statistics: Name -> function of the drawn disc indices (None when undefined on a draw: skipped).
+        statistics: The statistics of the drawn disc indices, by name (one call per draw; a value None when
+            undefined on that draw: skipped).
         patients: The patient of each disc, in the order the indices refer to.
         draws: Resamples.
         seed: Random seed (fixed: the same data give the same interval).
@@ -374,13 +375,13 @@ def patient_bootstrap(
     for i, patient in enumerate(patients):
         groups.setdefault(patient, []).append(i)
     members = [np.asarray(m, dtype=int) for m in groups.values()]
-    values: dict[str, list[float]] = {name: [] for name in statistics}
+    values: dict[str, list[float]] = {}
     for _ in range(draws):
         pick = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
-        for name, statistic in statistics.items():
-            value = statistic(pick)
+        for name, value in statistics(pick).items():
+            kept = values.setdefault(name, [])
             if value is not None:
-                values[name].append(value)
+                kept.append(value)
     return {
         name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (0.0, 1.0)
         for name, v in values.items()
@@ -390,14 +391,8 @@ def patient_bootstrap(
 def ordinal_intervals(y_true: np.ndarray, y_prob: np.ndarray, patients: Sequence[str]) -> dict[str, list[float]]:
     """:func:`ordinal_metrics`' 95 % intervals, by :func:`patient_bootstrap`."""
     y_true, prob = np.asarray(y_true).astype(int), np.asarray(y_prob, dtype=float)
-    names = ("balanced_accuracy", "kappa_linear", "off_by_more_than_one")
-
-    def statistic(name: str) -> Callable[[np.ndarray], float]:
-        return lambda pick: ordinal_metrics(y_true[pick], prob[pick])[name]
-
-    return {
-        name: list(interval) for name, interval in patient_bootstrap({n: statistic(n) for n in names}, patients).items()
-    }
+    intervals = patient_bootstrap(lambda pick: ordinal_metrics(y_true[pick], prob[pick]), patients)
+    return {name: list(interval) for name, interval in intervals.items()}
 
 
 def confusion_matrix(metrics: Mapping[str, Any]) -> tuple[list[str], list[list[int]]]:

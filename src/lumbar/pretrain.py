@@ -70,34 +70,28 @@ def supervised_config(profile: str = DEFAULT_PROFILE, **overrides: Any) -> Train
 def pretrain_supervised(
     dataset: str | Path,
     out: str | Path,
-    backbone: str = DEFAULT_BACKBONE,
-    profile: str = DEFAULT_PROFILE,
+    config: TrainConfig,
     resume: bool = False,
     track: bool = True,
     experiment: str = PRETRAIN_SUPERVISED_EXPERIMENT,
     tags: dict[str, str] | None = None,
-    **overrides: Any,
 ) -> PretrainResult:
     """Train a backbone from scratch on Dataset A and save it without its head.
 
     Args:
         dataset: Dataset A folder or published version URI.
         out: Output folder (``classifier/`` and ``backbone/``).
-        backbone: Backbone name.
-        profile: ``paper`` or ``quick``.
+        config: The training configuration, from :func:`supervised_config`.
         resume: Continue a killed run.
         track: Log to MLflow.
         experiment: MLflow experiment.
         tags: Extra MLflow tags (a pipeline puts its Kubeflow run id here).
-        **overrides: Training settings (``epochs``, ``batch_size``, ``image_size``, ``learning_rate``,
-            ``seed``, ``augment``).
     """
     from lumbar.data import split_records
     from lumbar.models import load_model, save_backbone
     from lumbar.train import train_model
     from lumbar.versions import fetch_dataset
 
-    config = supervised_config(profile, backbone=backbone, **overrides)
     out = Path(out)
     result = train_model(
         config, dataset, out / "classifier", resume=resume, experiment=experiment, track=track, tags=tags
@@ -111,7 +105,7 @@ def pretrain_supervised(
     share = float(val_labels.mean()) if len(val_labels) else 0.5
     save_backbone(
         model,
-        backbone,
+        config.backbone,
         out / "backbone",
         {
             "source": "supervised",

@@ -601,7 +601,7 @@ def gradcam_panels(
     from PIL import Image
 
     import lumbar.models  # noqa: F401 (registers lumbar's Keras layers, which the logged models use)
-    from lumbar.data import ABNORMAL_FROM, split_records
+    from lumbar.data import abnormal_probability, split_records
     from lumbar.gradcam import gradcam, overlay
     from lumbar.tracking import fluent_tracking_uri, tracking_uri
 
@@ -624,9 +624,7 @@ def gradcam_panels(
         with fluent_tracking_uri(config.tracking_uri or tracking_uri()):
             model = mlflow.keras.load_model(f"runs:/{record.row['run_id']}/model")
         maps, outputs = gradcam(model, images, record.row["backbone"])
-        # P(abnormal): the sigmoid itself, or the sum over the abnormal classes of a multi-class target
-        first = ABNORMAL_FROM.get(record.params.get("target", "binary"), 1)
-        abnormal = outputs[:, 0] if outputs.shape[1] == 1 else outputs[:, first:].sum(axis=1)
+        abnormal = abnormal_probability(outputs, record.params.get("target", "binary"))
         fig, axes = _pyplot().subplots(1, len(picks), figsize=(2.2 * len(picks), 2.6), squeeze=False)
         for k, ax in enumerate(axes[0]):
             ax.imshow(overlay(images[k, ..., 0], maps[k]))

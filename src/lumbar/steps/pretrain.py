@@ -102,9 +102,8 @@ def pretrain_from_options(
     from lumbar.pretrain import pretrain_ssl, pretrain_supervised
 
     config = pretrain_config(method, profile, options, unset)
-    if method == "supervised":
-        return pretrain_supervised(data, out, profile=profile, **profile_options(type(config), options, unset), **run)
-    return pretrain_ssl(data, out, config, **run)
+    pretrain = pretrain_supervised if method == "supervised" else pretrain_ssl
+    return pretrain(data, out, config, **run)
 
 
 def pretrain_config(method: str, profile: str, options: Mapping[str, Any], unset: tuple[Any, ...]) -> Any:
