@@ -114,8 +114,9 @@ DATA = ("synthetic", "spider")
 #:   215 test discs), so each F1 is measured to about ±0.03 at two cores' cost.
 #: * spider: of the sample's 58 patients about 17 test patients (some 115 test discs, so each number carries
 #:   an interval of about ±0.1), 9 validation patients to choose each procedure's configuration on, and 32
-#:   training patients. Procedures 2 and 3 pretrain VGG16 only, which pays for 8 supervised epochs: with the
-#:   synthetic demo's 2, brain pretraining had not yet learnt what transfers to real discs.
+#:   training patients. Procedures 2 and 3 pretrain VGG16 only, which pays for 8 supervised epochs. Dataset A's
+#:   pretraining still answers its majority class after them (docs/experiments/2026-12-07-demo-real.md), and
+#:   the report says so.
 DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "synthetic": {
         "fractions": "0.25,0.08,0.67",
